@@ -1,0 +1,34 @@
+# Berth's commands. `make dev` and `make test` install whatever they need on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help dev test coverage bench build lint fmt clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+dev: ## serve Berth locally on :8787 (own PostgreSQL unless DATABASE_URL is set; Ctrl-C stops)
+	@scripts/dev.sh
+
+test: ## every test tier (unit, integration, end-to-end in workerd), deploy dry-run, coverage
+	@scripts/test.sh
+
+coverage: ## native tests under cargo-llvm-cov: HTML report in coverage/ and the total
+	@scripts/coverage.sh
+
+bench: ## the login + /v1/me load benchmark against a running `make dev` (BERTH_URL)
+	@source scripts/env.sh && cargo bench --bench auth_load
+
+build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
+	@scripts/setup.sh && source scripts/env.sh && worker-build --release
+
+lint: ## rustfmt and clippy (host and wasm32), warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --features e2e -- -D warnings
+	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+clean: ## remove build outputs (keeps the databases in .data)
+	rm -rf target build public logs

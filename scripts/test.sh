@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make test`: every tier, each against real parts, then the counts.
+#   unit         native, pure modules (cargo nextest --lib)
+#   integration  native, the whole HTTP app against a real PostgreSQL, a database per test
+#   e2e          the real Worker in workerd (`wrangler dev --test-scheduled`), its real
+#                Durable Objects and cron trigger, on a real PostgreSQL
+# plus `wrangler deploy --dry-run` and the native coverage total. Any failure fails the run.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+"$ROOT/scripts/setup.sh"
+
+E2E_PORT=${BERTH_E2E_PORT:-8788}
+out="$ROOT/logs/test"; rm -rf "$out"; mkdir -p "$out"
+wrangler_pid=
+cleanup() {
+  trap - INT TERM EXIT
+  [ -n "$wrangler_pid" ] && kill "$wrangler_pid" 2>/dev/null && wait "$wrangler_pid" 2>/dev/null
+  "$ROOT/scripts/pg.sh" stop test
+}
+trap cleanup INT TERM EXIT
+
+source "$ROOT/scripts/testdb.sh"
+
+log "unit + integration tests (native, under coverage)"
+cargo llvm-cov nextest --no-report --lib --test integration --no-fail-fast 2>&1 | tee "$out/native.txt"
+native_status=${PIPESTATUS[0]}
+cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true
+[ "$native_status" = 0 ] || die "native tests failed"
+
+log "building the Worker (release wasm)"
+worker-build --release 2>&1 | tail -3
+
+log "end-to-end tests against wrangler dev on port $E2E_PORT"
+migrate_fresh berth_e2e
+key=$("$ROOT/scripts/keygen.sh")
+printf 'BERTH_SIGNING_KEY=%s\n' "$key" > "$ROOT/.data/e2e.vars"
+rm -rf "$ROOT/.data/wrangler-e2e"
+CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="$base/berth_e2e" \
+  wrangler dev --local --ip 127.0.0.1 --port "$E2E_PORT" --inspector-port $((E2E_PORT + 1000)) \
+  --test-scheduled --show-interactive-dev-session=false --log-level warn \
+  --env-file "$ROOT/.data/e2e.vars" --persist-to "$ROOT/.data/wrangler-e2e" \
+  > "$out/wrangler.txt" 2>&1 &
+wrangler_pid=$!
+for _ in $(seq 1 120); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$E2E_PORT/health" 2>/dev/null && break
+  kill -0 "$wrangler_pid" 2>/dev/null || { cat "$out/wrangler.txt"; die "wrangler dev exited"; }
+  sleep 0.5
+done
+curl -fsS -o /dev/null "http://127.0.0.1:$E2E_PORT/health" || { cat "$out/wrangler.txt"; die "wrangler dev did not answer"; }
+BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_E2E_SIGNING_KEY="$key" \
+BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_WRANGLER_LOG="$out/wrangler.txt" \
+  cargo nextest run --features e2e --test e2e --no-fail-fast 2>&1 | tee "$out/e2e.txt"
+e2e_status=${PIPESTATUS[0]}
+[ "$e2e_status" = 0 ] || { tail -30 "$out/wrangler.txt"; die "end-to-end tests failed"; }
+
+log "wrangler deploy --dry-run"
+wrangler deploy --dry-run --outdir "$ROOT/build/dry-run" > "$out/deploy.txt" 2>&1 \
+  || { cat "$out/deploy.txt"; die "deploy dry-run failed"; }
+
+count() { grep -cE "^\s+PASS .* $2 " "$out/$1" || true; }
+wasm="$ROOT/build/index_bg.wasm"
+echo
+echo "== Berth test summary"
+printf '  unit tests (native):                 %s passed\n' "$(count native.txt 'berth')"
+printf '  integration tests (native, postgres): %s passed\n' "$(count native.txt 'berth::integration')"
+printf '  end-to-end tests (workerd):           %s passed\n' "$(count e2e.txt 'berth::e2e')"
+printf '  wrangler deploy --dry-run:            ok\n'
+printf '  wasm bundle: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$wasm")" "$(gzip -9c "$wasm" | wc -c)"
+awk '/^TOTAL/ {printf "  coverage (native, lines): %s   (edge/ runs only in workerd: see README)\n", $10}' "$out/coverage.txt"

@@ -1,0 +1,56 @@
+//! Every SQL statement Berth runs, one module per table group. Free functions take a
+//! `tokio_postgres` client or transaction; `query_typed` keeps each statement to one round
+//! trip without named prepared statements (friendly to Hyperdrive and transaction poolers).
+
+pub mod accounts;
+
+use tokio_postgres::error::SqlState;
+
+/// A database failure, classified for the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached (connection refused, closed, timed out).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was violated; carries the constraint name.
+    #[error("unique violation on {0}")]
+    Unique(String),
+    /// A serialization failure or deadlock: the transaction may be retried.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
+    /// Anything else: a bug, logged and answered as 500.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            return if *code == SqlState::UNIQUE_VIOLATION {
+                DbError::Unique(db.constraint().unwrap_or_default().to_string())
+            } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+            {
+                DbError::Conflict(db.message().to_string())
+            } else if code.code().starts_with("08")
+                || code.code().starts_with("57P")
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+            {
+                DbError::Unavailable(db.message().to_string())
+            } else {
+                DbError::Other(format!("{}: {}", code.code(), db.message()))
+            };
+        }
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let text = e.to_string();
+        if e.is_closed() || io || text.starts_with("error connecting") || text.contains("timeout") {
+            DbError::Unavailable(text)
+        } else {
+            DbError::Other(text)
+        }
+    }
+}
+
+/// Result of a database call.
+pub type DbResult<T> = Result<T, DbError>;

@@ -1,0 +1,289 @@
+//! Turning untrusted JSON into valid domain values, collecting *every* invalid field.
+//!
+//! serde stops at the first error; API clients want the whole list in one 422, so request
+//! bodies are read as a JSON object and each field is taken through [`Fields`].
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `resources.gpus`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A new field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A request body parsed into a domain value, or every reason it is invalid.
+pub trait FromJson: Sized {
+    /// Parses `body` (already known to be a JSON object).
+    fn from_json(body: &Fields<'_>) -> Result<Self, Vec<FieldError>>;
+}
+
+/// A view of one JSON object that records an error for each field that is missing or of the
+/// wrong shape; `finish` then yields the value only if nothing was recorded.
+#[derive(Debug)]
+pub struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    prefix: String,
+    errors: std::cell::RefCell<Vec<FieldError>>,
+}
+
+impl<'a> Fields<'a> {
+    /// Wraps a JSON object; `prefix` is prepended to field names in errors.
+    pub fn new(object: &'a Map<String, Value>, prefix: &str) -> Self {
+        Self {
+            object,
+            prefix: prefix.to_string(),
+            errors: Default::default(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
+    }
+
+    /// Records an error against `name`.
+    pub fn error(&self, name: &str, message: impl Into<String>) {
+        self.errors
+            .borrow_mut()
+            .push(FieldError::new(self.path(name), message));
+    }
+
+    /// Appends errors found in a nested object (already prefixed).
+    pub fn extend(&self, errors: Vec<FieldError>) {
+        self.errors.borrow_mut().extend(errors);
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.object.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A required string.
+    pub fn string(&self, name: &str) -> Option<&'a str> {
+        match self.get(name) {
+            None => {
+                self.error(name, "is required");
+                None
+            }
+            Some(v) => self.as_str(name, v),
+        }
+    }
+
+    /// An optional string (absent or null is `None` without error).
+    pub fn opt_string(&self, name: &str) -> Option<&'a str> {
+        self.get(name).and_then(|v| self.as_str(name, v))
+    }
+
+    fn as_str(&self, name: &str, v: &'a Value) -> Option<&'a str> {
+        let s = v.as_str();
+        if s.is_none() {
+            self.error(name, "must be a string");
+        }
+        s
+    }
+
+    /// An optional integer within `min..=max`; `Err(())` after recording an error.
+    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ()> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                Some(_) => {
+                    self.error(name, format!("must be between {min} and {max}"));
+                    Err(())
+                }
+                None => {
+                    self.error(name, "must be an integer");
+                    Err(())
+                }
+            },
+        }
+    }
+
+    /// A required integer within `min..=max`.
+    pub fn int(&self, name: &str, min: i64, max: i64) -> Option<i64> {
+        if self.get(name).is_none() {
+            self.error(name, "is required");
+            return None;
+        }
+        self.opt_int(name, min, max).ok().flatten()
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ()> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => {
+                self.error(name, "must be a boolean");
+                Err(())
+            }
+        }
+    }
+
+    /// A required nested object, as its own `Fields` with a longer prefix.
+    pub fn object(&self, name: &str) -> Option<Fields<'a>> {
+        match self.get(name) {
+            None => {
+                self.error(name, "is required");
+                None
+            }
+            Some(Value::Object(o)) => Some(Fields::new(o, &self.path(name))),
+            Some(_) => {
+                self.error(name, "must be an object");
+                None
+            }
+        }
+    }
+
+    /// Takes the errors recorded so far.
+    pub fn take_errors(&self) -> Vec<FieldError> {
+        std::mem::take(&mut self.errors.borrow_mut())
+    }
+
+    /// `Ok(value)` when no error was recorded, else every error.
+    pub fn finish<T>(&self, value: Option<T>) -> Result<T, Vec<FieldError>> {
+        let errors = self.take_errors();
+        match value {
+            Some(v) if errors.is_empty() => Ok(v),
+            _ if errors.is_empty() => Err(vec![FieldError::new(self.path(""), "is invalid")]),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A syntactically plausible e-mail address, kept as given (uniqueness ignores case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Accepts `local@domain.tld`, 3..=254 characters, no whitespace.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        let s = s.trim();
+        let (local, domain) = s.rsplit_once('@').ok_or("must be an e-mail address")?;
+        let ok = s.len() <= 254
+            && !local.is_empty()
+            && local.len() <= 64
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !domain.contains('@');
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be an e-mail address")
+        }
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A password of acceptable length (12..=1024 characters; the upper bound caps hashing cost).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Password {
+    /// Minimum length, as API.md fixes it.
+    pub const MIN_CHARS: usize = 12;
+    /// Maximum length.
+    pub const MAX_CHARS: usize = 1024;
+
+    /// Checks the length.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let n = s.chars().count();
+        if n < Self::MIN_CHARS {
+            Err(format!("must be at least {} characters", Self::MIN_CHARS))
+        } else if n > Self::MAX_CHARS {
+            Err(format!("must be at most {} characters", Self::MAX_CHARS))
+        } else {
+            Ok(Self(s.to_string()))
+        }
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A display name: trimmed, 1..=`max` characters, no control characters.
+pub fn display_name(s: &str, max: usize) -> Result<String, String> {
+    let t = s.trim();
+    let n = t.chars().count();
+    if n == 0 {
+        Err("must not be empty".into())
+    } else if n > max {
+        Err(format!("must be at most {max} characters"))
+    } else if t.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(t.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_invalid_field_is_listed() {
+        let v = json!({"a": 1, "n": "x", "o": {"k": -1}});
+        let obj = v.as_object().expect("object");
+        let f = Fields::new(obj, "");
+        assert!(f.string("a").is_none());
+        assert!(f.string("missing").is_none());
+        assert!(f.int("n", 0, 10).is_none());
+        let o = f.object("o").expect("nested");
+        assert!(o.int("k", 0, 10).is_none());
+        f.extend(o.take_errors());
+        let errors = f.finish::<()>(None).expect_err("invalid");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["a", "missing", "n", "o.k"]);
+    }
+
+    #[test]
+    fn emails() {
+        assert!(Email::parse("a@b.co").is_ok());
+        assert_eq!(Email::parse(" A@B.co ").map(|e| e.0), Ok("A@B.co".into()));
+        for bad in ["", "a", "a@b", "@b.co", "a b@c.de", "a@.co", "a@b.co."] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_and_names() {
+        assert!(Password::parse("short").is_err());
+        assert!(Password::parse("twelve chars").is_ok());
+        assert!(format!("{:?}", Password::parse("twelve chars")).contains("***"));
+        assert_eq!(display_name("  Ada ", 100), Ok("Ada".into()));
+        assert!(display_name("   ", 100).is_err());
+        assert!(display_name(&"x".repeat(101), 100).is_err());
+    }
+}

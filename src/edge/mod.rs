@@ -1,0 +1,82 @@
+//! The Workers adapter (wasm32 only, kept thin): the fetch and scheduled events, the
+//! Durable Objects, and the `Platform` port implemented with Hyperdrive and object stubs.
+
+mod platform;
+mod throttle;
+
+use std::cell::RefCell;
+
+use tower::Service;
+use worker::{event, Context, Env, HttpRequest, ScheduleContext, ScheduledEvent};
+
+use crate::auth::access::TokenKeys;
+use crate::http::{self, ApiError, AppState};
+use platform::EdgePlatform;
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+    let _ = http::error::ERROR_LOG.set(|m| worker::console_error!("{m}"));
+}
+
+thread_local! {
+    /// Parsed keys, cached per isolate and re-read only when the secret changes.
+    static KEYS: RefCell<Option<(String, TokenKeys)>> = const { RefCell::new(None) };
+}
+
+fn token_keys(env: &Env) -> Result<TokenKeys, String> {
+    let signing = env
+        .secret("BERTH_SIGNING_KEY")
+        .map_err(|_| "the secret BERTH_SIGNING_KEY is not set".to_string())?
+        .to_string();
+    let retired = env.var("BERTH_RETIRED_KEYS").ok().map(|v| v.to_string());
+    let issuer = env
+        .var("BERTH_ISSUER")
+        .map(|v| v.to_string())
+        .unwrap_or("berth".into());
+    let audience = env
+        .var("BERTH_AUDIENCE")
+        .map(|v| v.to_string())
+        .unwrap_or("berth-api".into());
+    let cache_key = format!("{signing}|{retired:?}|{issuer}|{audience}");
+    KEYS.with(|cell| {
+        if let Some((k, keys)) = cell.borrow().as_ref() {
+            if *k == cache_key {
+                return Ok(keys.clone());
+            }
+        }
+        let keys = TokenKeys::from_config(&signing, retired.as_deref(), &issuer, &audience)
+            .map_err(|e| e.to_string())?;
+        *cell.borrow_mut() = Some((cache_key, keys.clone()));
+        Ok(keys)
+    })
+}
+
+#[event(fetch)]
+async fn fetch(
+    req: HttpRequest,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<axum::http::Response<axum::body::Body>> {
+    let keys = match token_keys(&env) {
+        Ok(keys) => keys,
+        Err(e) => {
+            return Ok(axum::response::IntoResponse::into_response(
+                ApiError::Internal(format!("misconfigured: {e}")),
+            ))
+        }
+    };
+    let state = AppState::new(std::sync::Arc::new(EdgePlatform::new(env)), keys);
+    match http::app(state).call(req).await {
+        Ok(res) => Ok(res),
+        Err(never) => match never {},
+    }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let platform = EdgePlatform::new(env);
+    if let Err(e) = platform.sweep().await {
+        worker::console_error!("scheduled sweep failed: {e}");
+    }
+}

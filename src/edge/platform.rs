@@ -1,0 +1,153 @@
+//! `Platform` on Workers: Postgres through the Hyperdrive binding, throttling through the
+//! `Throttle` Durable Object shards.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Serialize};
+use worker::send::{SendFuture, SendWrapper};
+use worker::{Env, Method, Request, RequestInit, SecureTransport, Socket};
+
+use super::throttle::{ThrottleCall, SHARDS};
+use crate::db::{accounts, DbError};
+use crate::domain::throttle::shard_of;
+use crate::http::{ApiError, Platform};
+
+/// The Workers implementation of the platform port.
+pub struct EdgePlatform {
+    env: SendWrapper<Env>,
+}
+
+impl EdgePlatform {
+    pub fn new(env: Env) -> Self {
+        Self {
+            env: SendWrapper::new(env),
+        }
+    }
+
+    /// Calls one Durable Object with a JSON command and decodes its JSON answer.
+    async fn call_object<T: Serialize, R: DeserializeOwned>(
+        &self,
+        binding: &str,
+        name: &str,
+        path: &str,
+        body: &T,
+    ) -> Result<R, ApiError> {
+        let env = self.env.clone();
+        let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let url = format!("https://object{path}");
+        let binding = binding.to_string();
+        let name = name.to_string();
+        SendFuture::new(async move {
+            let stub = env.durable_object(&binding)?.get_by_name(&name)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
+            let req = Request::new_with_init(&url, &init)?;
+            let mut res = stub.fetch_with_request(req).await?;
+            if res.status_code() != 200 {
+                return Err(worker::Error::RustError(format!(
+                    "object answered {}",
+                    res.status_code()
+                )));
+            }
+            res.json::<R>().await
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("durable object {path}: {e}")))
+    }
+
+    async fn throttle(&self, call: ThrottleCall) -> Result<Option<u64>, ApiError> {
+        let mut worst = None;
+        for shard in 0..SHARDS {
+            let keys: Vec<String> = call
+                .keys
+                .iter()
+                .filter(|k| shard_of(k, SHARDS) == shard)
+                .cloned()
+                .collect();
+            if keys.is_empty() && call.op != "purge" {
+                continue;
+            }
+            let part = ThrottleCall { op: call.op, keys };
+            let wait: Option<u64> = self
+                .call_object("THROTTLE", &format!("shard-{shard}"), "/throttle", &part)
+                .await?;
+            worst = worst.max(wait);
+        }
+        Ok(worst)
+    }
+
+    /// The cron sweep: purges expired refresh tokens and throttle records.
+    pub async fn sweep(&self) -> Result<(), ApiError> {
+        let db = self.connect().await?;
+        accounts::purge_expired_refresh_tokens(&db, self.now()).await?;
+        self.throttle(ThrottleCall {
+            op: "purge",
+            keys: vec![],
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Platform for EdgePlatform {
+    async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
+        let env = self.env.clone();
+        SendFuture::new(async move {
+            let unavailable = |e: String| DbError::Unavailable(e);
+            let hd = env
+                .hyperdrive("HYPERDRIVE")
+                .map_err(|e| unavailable(e.to_string()))?;
+            let config: tokio_postgres::Config = hd
+                .connection_string()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| unavailable(e.to_string()))?;
+            let socket = Socket::builder()
+                .secure_transport(SecureTransport::StartTls)
+                .connect(hd.host(), hd.port())
+                .map_err(|e| unavailable(e.to_string()))?;
+            let (client, connection) = config
+                .connect_raw(socket, worker::postgres_tls::PassthroughTls)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = connection.await {
+                    worker::console_error!("postgres connection: {e}");
+                }
+            });
+            Ok(client)
+        })
+        .await
+    }
+
+    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError> {
+        self.throttle(ThrottleCall {
+            op: "check",
+            keys: keys.to_vec(),
+        })
+        .await
+    }
+
+    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError> {
+        self.throttle(ThrottleCall {
+            op: "fail",
+            keys: keys.to_vec(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError> {
+        self.throttle(ThrottleCall {
+            op: "reset",
+            keys: vec![key.to_string()],
+        })
+        .await
+        .map(drop)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,330 @@
+//! Accounts and tokens: register, login, refresh, logout, `/v1/me`, JWKS.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::Problem;
+use super::extract::{Caller, ClientIp, Valid};
+use super::{ApiError, AppState};
+use crate::auth::access::ACCESS_TOKEN_SECONDS;
+use crate::auth::opaque::{self, Kind};
+use crate::auth::password::{self, Verified};
+use crate::db::{accounts, DbError};
+use crate::domain::ids::{TokenFamilyId, UserId};
+use crate::domain::validation::{display_name, Email, FieldError, Fields, FromJson, Password};
+
+/// Lifetime of a refresh token.
+pub const REFRESH_TOKEN_DAYS: i64 = 30;
+
+/// A user, as shown to clients.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    id: Uuid,
+    email: String,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<accounts::UserRow> for User {
+    fn from(u: accounts::UserRow) -> Self {
+        Self {
+            id: u.id.0,
+            email: u.email,
+            name: u.name,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// `{user}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    user: User,
+}
+
+/// Registration request.
+#[derive(Debug, ToSchema)]
+pub struct RegisterRequest {
+    /// Unique, case-insensitively.
+    #[schema(value_type = String, example = "ada@example.com")]
+    email: Email,
+    /// At least 12 characters.
+    #[schema(value_type = String, min_length = 12, max_length = 1024)]
+    password: Password,
+    /// Display name, 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    name: String,
+}
+
+impl FromJson for RegisterRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let email = f
+            .string("email")
+            .and_then(|s| Email::parse(s).map_err(|m| f.error("email", m)).ok());
+        let password = f
+            .string("password")
+            .and_then(|s| Password::parse(s).map_err(|m| f.error("password", m)).ok());
+        let name = f
+            .string("name")
+            .and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
+        f.finish(
+            email
+                .zip(password)
+                .zip(name)
+                .map(|((email, password), name)| Self {
+                    email,
+                    password,
+                    name,
+                }),
+        )
+    }
+}
+
+/// Creates an account.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = UserEnvelope),
+        (status = 409, description = "E-mail taken (in any letter case)", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ))]
+pub async fn register(
+    State(st): State<AppState>,
+    Valid(req): Valid<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
+    let db = st.db().await?;
+    if accounts::user_by_email(&db, req.email.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(email_taken());
+    }
+    let hash = password::hash(req.password.expose());
+    let user = accounts::insert_user(&db, UserId::new(), req.email.as_str(), &req.name, &hash)
+        .await
+        .map_err(|e| match e {
+            DbError::Unique(_) => email_taken(),
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserEnvelope { user: user.into() }),
+    ))
+}
+
+fn email_taken() -> ApiError {
+    ApiError::Conflict("an account with this e-mail already exists".into())
+}
+
+/// Login request.
+#[derive(Debug, ToSchema)]
+pub struct LoginRequest {
+    #[schema(value_type = String)]
+    email: String,
+    #[schema(value_type = String)]
+    password: String,
+}
+
+impl FromJson for LoginRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let email = f.string("email");
+        let password = f.string("password").filter(|p| {
+            let ok = !p.is_empty() && p.chars().count() <= Password::MAX_CHARS;
+            if !ok {
+                f.error("password", "must be 1 to 1024 characters");
+            }
+            ok
+        });
+        f.finish(email.zip(password).map(|(e, p)| Self {
+            email: e.trim().to_string(),
+            password: p.to_string(),
+        }))
+    }
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    access_token: String,
+    #[schema(example = "Bearer")]
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: i64,
+    refresh_token: String,
+}
+
+/// Exchanges e-mail and password for tokens. Throttled per account and per client IP.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenPair),
+        (status = 401, description = "Wrong e-mail or password", body = Problem),
+        (status = 429, description = "Too many failures; see retry-after", body = Problem),
+    ))]
+pub async fn login(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Valid(req): Valid<LoginRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let account_key = format!("login:acct:{}", req.email.to_lowercase());
+    let keys = [account_key.clone(), format!("login:ip:{ip}")];
+    if let Some(retry_after) = st.platform.throttle_check(&keys).await? {
+        return Err(ApiError::Throttled { retry_after });
+    }
+    let db = st.db().await?;
+    let user = accounts::user_by_email(&db, &req.email).await?;
+    let verdict = match &user {
+        Some(u) => password::verify(&req.password, &u.password_hash),
+        None => {
+            // Same cost as a real check, so timing does not reveal which e-mails exist.
+            password::verify(&req.password, password::dummy_hash());
+            Verified::No
+        }
+    };
+    let Some(user) = user.filter(|_| verdict != Verified::No) else {
+        st.platform.throttle_fail(&keys).await?;
+        return Err(ApiError::Unauthorized("wrong e-mail or password".into()));
+    };
+    if verdict == Verified::YesRehash {
+        accounts::set_password_hash(&db, user.id, &password::hash(&req.password)).await?;
+    }
+    st.platform.throttle_reset(&account_key).await?;
+    let pair = issue_pair(&st, &db, user.id, TokenFamilyId::new()).await?;
+    Ok(Json(pair))
+}
+
+async fn issue_pair(
+    st: &AppState,
+    db: &impl tokio_postgres::GenericClient,
+    user: UserId,
+    family: TokenFamilyId,
+) -> Result<TokenPair, ApiError> {
+    let now = st.now();
+    let refresh = opaque::mint(Kind::Refresh);
+    let expires = now + Duration::days(REFRESH_TOKEN_DAYS);
+    accounts::insert_refresh_token(db, user, family, &refresh.hash, expires).await?;
+    Ok(TokenPair {
+        access_token: st.keys.issue(user, now),
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+        refresh_token: refresh.secret,
+    })
+}
+
+/// A refresh token in a request body.
+#[derive(Debug, ToSchema)]
+pub struct RefreshRequest {
+    #[schema(value_type = String, example = "brt_…")]
+    refresh_token: String,
+}
+
+impl FromJson for RefreshRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let t = f.string("refresh_token");
+        f.finish(t.map(|t| Self {
+            refresh_token: t.to_string(),
+        }))
+    }
+}
+
+/// Spends a refresh token for a new pair. A spent token presented again revokes its family.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new pair; the presented token is spent", body = TokenPair),
+        (status = 401, description = "Unknown, expired or reused token (reuse revokes the family)", body = Problem),
+    ))]
+pub async fn refresh(
+    State(st): State<AppState>,
+    Valid(req): Valid<RefreshRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let Some(hash) = opaque::hash_presented(Kind::Refresh, &req.refresh_token) else {
+        return Err(ApiError::Unauthorized("invalid refresh token".into()));
+    };
+    let mut db = st.db().await?;
+    let tx = db.transaction().await?;
+    match accounts::spend_refresh_token(&tx, &hash, st.now()).await? {
+        accounts::Spend::Spent { user, family } => {
+            let pair = issue_pair(&st, &tx, user, family).await?;
+            tx.commit().await?;
+            Ok(Json(pair))
+        }
+        accounts::Spend::Reused => {
+            tx.commit().await?;
+            Err(ApiError::Unauthorized(
+                "refresh token reuse detected; every token of this login is revoked".into(),
+            ))
+        }
+        accounts::Spend::Invalid => Err(ApiError::Unauthorized("invalid refresh token".into())),
+    }
+}
+
+/// Revokes the login (refresh-token family) of the given token.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not authenticated", body = Problem),
+    ))]
+pub async fn logout(
+    State(st): State<AppState>,
+    caller: Caller,
+    Valid(req): Valid<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(hash) = opaque::hash_presented(Kind::Refresh, &req.refresh_token) {
+        let db = st.db().await?;
+        accounts::revoke_family_of(&db, caller.user, &hash, st.now()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One organization the caller belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Membership {
+    org_id: Uuid,
+    org_name: String,
+    #[schema(example = "admin")]
+    role: String,
+}
+
+/// The caller and their memberships.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    user: User,
+    memberships: Vec<Membership>,
+}
+
+/// The authenticated user and the organizations they belong to.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "Not authenticated", body = Problem),
+    ))]
+pub async fn get_me(State(st): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+    let db = st.db().await?;
+    let user = accounts::user_by_id(&db, caller.user)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("this account no longer exists".into()))?;
+    let memberships = accounts::memberships_of(&db, caller.user)
+        .await?
+        .into_iter()
+        .map(|m| Membership {
+            org_id: m.org_id,
+            org_name: m.org_name,
+            role: m.role,
+        })
+        .collect();
+    Ok(Json(Me {
+        user: user.into(),
+        memberships,
+    }))
+}
+
+/// The public keys that verify access tokens (Ed25519, with `kid`).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set", body = Object)))]
+pub async fn get_jwks(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(st.keys.jwks())
+}

@@ -1,0 +1,13 @@
+//! The HTTP API: one router with routes and OpenAPI registered together, handlers per
+//! resource, extractors, and the one error type that becomes problem+json.
+
+mod accounts;
+pub mod error;
+pub mod extract;
+mod ops;
+pub mod router;
+pub mod state;
+
+pub use error::ApiError;
+pub use router::{app, openapi};
+pub use state::{AppState, Platform};

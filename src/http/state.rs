@@ -1,0 +1,56 @@
+//! What the HTTP layer needs from the outside world, as one port (`Platform`): a Postgres
+//! connection, the login throttle and the clock. `edge/` implements it on Workers; native
+//! tests implement it in-process.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::ApiError;
+use crate::auth::access::TokenKeys;
+use crate::db::DbError;
+
+/// The platform port.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// Opens a database connection for this request.
+    async fn connect(&self) -> Result<tokio_postgres::Client, DbError>;
+    /// Seconds to wait if any of `keys` is throttled, else `None`.
+    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError>;
+    /// Records a failed attempt against every key.
+    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError>;
+    /// Clears a key after a success.
+    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError>;
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The platform port.
+    pub platform: Arc<dyn Platform>,
+    /// Token signing and verification keys.
+    pub keys: Arc<TokenKeys>,
+}
+
+impl AppState {
+    /// A new state.
+    pub fn new(platform: Arc<dyn Platform>, keys: TokenKeys) -> Self {
+        Self {
+            platform,
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// A database connection, or 503 when the database cannot be reached.
+    pub async fn db(&self) -> Result<tokio_postgres::Client, ApiError> {
+        Ok(self.platform.connect().await?)
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.platform.now()
+    }
+}

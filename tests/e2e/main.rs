@@ -1,0 +1,7 @@
+//! End-to-end tests: the real Worker in workerd (`wrangler dev --test-scheduled`), its real
+//! Durable Objects and cron trigger, on a real PostgreSQL. `make test` starts all of it and
+//! passes the addresses in; run alone, these tests fail with a message saying so.
+
+mod accounts;
+mod ops;
+mod support;

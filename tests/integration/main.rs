@@ -1,0 +1,6 @@
+//! Integration tests: the whole HTTP app, natively, against a real PostgreSQL.
+
+mod accounts;
+mod errors;
+mod openapi;
+mod support;
