@@ -14,9 +14,14 @@ E2E_PORT=${BERTH_E2E_PORT:-8788}
 out="$ROOT/logs/test"; rm -rf "$out"; mkdir -p "$out"
 wrangler_pid=
 cleanup() {
+  local status=$?
   trap - INT TERM EXIT
-  [ -n "$wrangler_pid" ] && kill "$wrangler_pid" 2>/dev/null && wait "$wrangler_pid" 2>/dev/null
+  if [ -n "$wrangler_pid" ]; then
+    kill "$wrangler_pid" 2>/dev/null || true
+    wait "$wrangler_pid" 2>/dev/null || true
+  fi
   "$ROOT/scripts/pg.sh" stop test
+  exit "$status"
 }
 trap cleanup INT TERM EXIT
 

@@ -148,7 +148,8 @@ pub async fn spend_refresh_token(
             "update refresh_tokens set revoked_at = coalesce(revoked_at, $2) \
              where family_id = (select family_id from refresh_tokens \
                                 where token_hash = $1 and expires_at > $2 \
-                                  and (used_at is not null or revoked_at is not null))",
+                                  and (used_at is not null or revoked_at is not null)) \
+             returning id",
             &[(&hash, Type::BYTEA), (&now, Type::TIMESTAMPTZ)],
         )
         .await?;
