@@ -13,7 +13,7 @@ pids=()
 started_pg=
 cleanup() {
   trap - INT TERM EXIT
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "$started_pg" ] && "$ROOT/scripts/pg.sh" stop dev
   log "stopped"

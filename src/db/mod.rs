@@ -3,6 +3,9 @@
 //! trip without named prepared statements (friendly to Hyperdrive and transaction poolers).
 
 pub mod accounts;
+pub mod api_keys;
+pub mod invites;
+pub mod orgs;
 
 use tokio_postgres::error::SqlState;
 
@@ -54,3 +57,20 @@ impl From<tokio_postgres::Error> for DbError {
 
 /// Result of a database call.
 pub type DbResult<T> = Result<T, DbError>;
+
+/// One page of a keyset-paginated list: items with an id greater than `after`, at most
+/// `limit` of them (one more is fetched to learn whether another page follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Exclusive lower bound on the id.
+    pub after: Option<uuid::Uuid>,
+    /// Page size.
+    pub limit: i64,
+}
+
+impl Page {
+    /// Rows to fetch: one more than the page, to detect a following page.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+}

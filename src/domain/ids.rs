@@ -44,6 +44,22 @@ typed_id!(
     /// A family of rotated refresh tokens (one per login).
     TokenFamilyId
 );
+typed_id!(
+    /// An organization.
+    OrgId
+);
+typed_id!(
+    /// An invite code's record.
+    InviteId
+);
+typed_id!(
+    /// An API key's record.
+    ApiKeyId
+);
+typed_id!(
+    /// A cluster.
+    ClusterId
+);
 
 #[cfg(test)]
 mod tests {

@@ -275,7 +275,7 @@ pub async fn logout(
 ) -> Result<StatusCode, ApiError> {
     if let Some(hash) = opaque::hash_presented(Kind::Refresh, &req.refresh_token) {
         let db = st.db().await?;
-        accounts::revoke_family_of(&db, caller.user, &hash, st.now()).await?;
+        accounts::revoke_family_of(&db, caller.user()?, &hash, st.now()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -303,11 +303,12 @@ pub struct Me {
         (status = 401, description = "Not authenticated", body = Problem),
     ))]
 pub async fn get_me(State(st): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+    let me = caller.user()?;
     let db = st.db().await?;
-    let user = accounts::user_by_id(&db, caller.user)
+    let user = accounts::user_by_id(&db, me)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("this account no longer exists".into()))?;
-    let memberships = accounts::memberships_of(&db, caller.user)
+    let memberships = accounts::memberships_of(&db, me)
         .await?
         .into_iter()
         .map(|m| Membership {

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
+use crate::auth::opaque::{self, Kind};
 use crate::domain::ids::UserId;
 use crate::domain::validation::{Fields, FromJson};
 
@@ -71,11 +72,26 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
         })
 }
 
-/// The authenticated caller (a user, by a valid access token).
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    /// Who is calling.
-    pub user: UserId,
+/// The authenticated caller: a user (by access token) or an API key (resolved against the
+/// database by the guard, which also bumps its `last_used_at`).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A user, by a valid access token.
+    User(UserId),
+    /// An API key, by the hash of the presented `bak_…` secret.
+    ApiKey(Vec<u8>),
+}
+
+impl Caller {
+    /// The user behind the call; API keys act only inside their organization (403 here).
+    pub fn user(&self) -> Result<UserId, ApiError> {
+        match self {
+            Caller::User(u) => Ok(*u),
+            Caller::ApiKey(_) => Err(ApiError::Forbidden(
+                "API keys act only on their organization's resources; this needs a user".into(),
+            )),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -83,11 +99,16 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
+        if token.starts_with(Kind::ApiKey.prefix()) {
+            return opaque::hash_presented(Kind::ApiKey, token)
+                .map(Caller::ApiKey)
+                .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()));
+        }
         let user = state
             .keys
             .verify(token, state.now())
             .map_err(|e| ApiError::Unauthorized(format!("invalid access token: {e}")))?;
-        Ok(Caller { user })
+        Ok(Caller::User(user))
     }
 }
 

@@ -2,9 +2,14 @@
 //! resource, extractors, and the one error type that becomes problem+json.
 
 mod accounts;
+mod api_keys;
 pub mod error;
 pub mod extract;
+pub mod guard;
+mod invites;
 mod ops;
+mod orgs;
+pub mod pagination;
 pub mod router;
 pub mod state;
 

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{accounts, ops, ApiError, AppState};
+use super::{accounts, api_keys, invites, ops, orgs, ApiError, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,9 @@ use super::{accounts, ops, ApiError, AppState};
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and tokens"),
+        (name = "organizations", description = "Organizations and members; roles viewer < developer < admin"),
+        (name = "invites", description = "Invite codes"),
+        (name = "api-keys", description = "API keys for automation"),
         (name = "ops", description = "Health and documentation"),
     )
 )]
@@ -54,6 +57,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::refresh))
         .routes(routes!(accounts::logout))
         .routes(routes!(accounts::get_me))
+        .routes(routes!(orgs::create_org, orgs::list_orgs))
+        .routes(routes!(orgs::get_org))
+        .routes(routes!(orgs::list_members))
+        .routes(routes!(orgs::update_member, orgs::delete_member))
+        .routes(routes!(invites::create_invite, invites::list_invites))
+        .routes(routes!(invites::delete_invite))
+        .routes(routes!(invites::accept_invite))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::delete_api_key))
 }
 
 /// The OpenAPI document of every route.

@@ -3,4 +3,5 @@
 mod accounts;
 mod errors;
 mod openapi;
+mod orgs;
 mod support;

@@ -15,6 +15,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/.well-known/jwks.json"),
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("post", "/v1/orgs"),
+    ("get", "/v1/orgs"),
+    ("get", "/v1/orgs/{org_id}"),
+    ("get", "/v1/orgs/{org_id}/members"),
+    ("patch", "/v1/orgs/{org_id}/members/{user_id}"),
+    ("delete", "/v1/orgs/{org_id}/members/{user_id}"),
+    ("post", "/v1/orgs/{org_id}/invites"),
+    ("get", "/v1/orgs/{org_id}/invites"),
+    ("delete", "/v1/orgs/{org_id}/invites/{invite_id}"),
+    ("post", "/v1/invites/accept"),
+    ("post", "/v1/orgs/{org_id}/api-keys"),
+    ("get", "/v1/orgs/{org_id}/api-keys"),
+    ("delete", "/v1/orgs/{org_id}/api-keys/{key_id}"),
 ];
 
 #[tokio::test]

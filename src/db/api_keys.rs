@@ -1,0 +1,137 @@
+//! API keys: bound to one organization and a role, stored hashed, revocable.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row};
+
+use super::orgs::role_of;
+use super::{DbResult, Page};
+use crate::domain::ids::{ApiKeyId, OrgId, UserId};
+use crate::domain::policy::Role;
+
+/// An API key as stored (never with its secret).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRow {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Organization it acts in.
+    pub org_id: OrgId,
+    /// Label.
+    pub name: String,
+    /// Role it acts with.
+    pub role: Role,
+    /// First characters of the key, to recognise it.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last authenticated use.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<&Row> for ApiKeyRow {
+    type Error = super::DbError;
+    fn try_from(r: &Row) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: ApiKeyId(r.try_get("id")?),
+            org_id: OrgId(r.try_get("org_id")?),
+            name: r.try_get("name")?,
+            role: role_of(r, "role")?,
+            prefix: r.try_get("prefix")?,
+            created_at: r.try_get("created_at")?,
+            last_used_at: r.try_get("last_used_at")?,
+            revoked_at: r.try_get("revoked_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, org_id, name, role, prefix, created_at, last_used_at, revoked_at";
+
+/// Stores a new key.
+pub async fn insert(
+    db: &impl GenericClient,
+    org: OrgId,
+    name: &str,
+    role: Role,
+    key_hash: &[u8],
+    prefix: &str,
+    created_by: Option<UserId>,
+) -> DbResult<ApiKeyRow> {
+    let sql = format!(
+        "insert into api_keys (id, org_id, name, role, key_hash, prefix, created_by) \
+         values ($1, $2, $3, $4, $5, $6, $7) returning {COLUMNS}"
+    );
+    let created_by = created_by.map(|u| u.0);
+    let row = db
+        .query_typed_one(
+            &sql,
+            &[
+                (&ApiKeyId::new().0, Type::UUID),
+                (&org.0, Type::UUID),
+                (&name, Type::TEXT),
+                (&role.as_str(), Type::TEXT),
+                (&key_hash, Type::BYTEA),
+                (&prefix, Type::TEXT),
+                (&created_by, Type::UUID),
+            ],
+        )
+        .await?;
+    ApiKeyRow::try_from(&row)
+}
+
+/// An organization's keys, by id.
+pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<ApiKeyRow>> {
+    let sql = format!(
+        "select {COLUMNS} from api_keys where org_id = $1 and ($2::uuid is null or id > $2) \
+         order by id limit $3"
+    );
+    let rows = db
+        .query_typed(
+            &sql,
+            &[
+                (&org.0, Type::UUID),
+                (&page.after, Type::UUID),
+                (&page.fetch(), Type::INT8),
+            ],
+        )
+        .await?;
+    rows.iter().map(ApiKeyRow::try_from).collect()
+}
+
+/// Revokes a key of `org`; `false` when there is no such key.
+pub async fn revoke(
+    db: &impl GenericClient,
+    org: OrgId,
+    id: ApiKeyId,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let rows = db
+        .query_typed(
+            "update api_keys set revoked_at = coalesce(revoked_at, $3) \
+             where org_id = $1 and id = $2 returning id",
+            &[
+                (&org.0, Type::UUID),
+                (&id.0, Type::UUID),
+                (&now, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Authenticates a presented key: the live key with this hash, its `last_used_at` bumped.
+pub async fn authenticate(
+    db: &impl GenericClient,
+    key_hash: &[u8],
+    now: DateTime<Utc>,
+) -> DbResult<Option<ApiKeyRow>> {
+    let sql = format!(
+        "update api_keys set last_used_at = $2 where key_hash = $1 and revoked_at is null \
+         returning {COLUMNS}"
+    );
+    let row = db
+        .query_typed_opt(&sql, &[(&key_hash, Type::BYTEA), (&now, Type::TIMESTAMPTZ)])
+        .await?;
+    row.as_ref().map(ApiKeyRow::try_from).transpose()
+}

@@ -1,0 +1,172 @@
+//! Roles and the one authorization table: `(role, action) → allowed`.
+//!
+//! Roles are per organization and ordered `Viewer < Developer < Admin`. Every endpoint that
+//! touches an organization's resources names its `Action`; the HTTP layer applies this table
+//! through one guard, and the end-to-end role matrix is generated from it.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A member's role in an organization.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything in the organization.
+    Viewer,
+    /// Also deploys: submits, changes, cancels, stops and finishes deployments.
+    Developer,
+    /// Also manages the organization: members, invites, API keys and clusters.
+    Admin,
+}
+
+impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Developer, Role::Admin];
+
+    /// The name stored in the database and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored or requested role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Everything a member can ask to do inside an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    ReadOrg,
+    ListMembers,
+    ChangeMemberRole,
+    RemoveMember,
+    CreateInvite,
+    ListInvites,
+    RevokeInvite,
+    CreateApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+    CreateCluster,
+    ListClusters,
+    ReadCluster,
+    UpdateCluster,
+    DeleteCluster,
+    ReadQueue,
+    CreateDeployment,
+    ListDeployments,
+    ReadDeployment,
+    UpdateDeployment,
+    CancelDeployment,
+    StopDeployment,
+    FinishDeployment,
+}
+
+impl Action {
+    /// The least role that may perform the action: the whole policy in one table.
+    pub fn min_role(self) -> Role {
+        use Action::*;
+        match self {
+            ReadOrg | ListMembers | ListClusters | ReadCluster | ReadQueue | ListDeployments
+            | ReadDeployment => Role::Viewer,
+            CreateDeployment | UpdateDeployment | CancelDeployment | StopDeployment
+            | FinishDeployment => Role::Developer,
+            ChangeMemberRole | RemoveMember | CreateInvite | ListInvites | RevokeInvite
+            | CreateApiKey | ListApiKeys | RevokeApiKey | CreateCluster | UpdateCluster
+            | DeleteCluster => Role::Admin,
+        }
+    }
+
+    /// The action an API operation (its OpenAPI `operationId`) performs inside an
+    /// organization; `None` for operations outside any organization (auth, health, …).
+    pub fn for_operation(operation_id: &str) -> Option<Action> {
+        use Action::*;
+        Some(match operation_id {
+            "get_org" => ReadOrg,
+            "list_members" => ListMembers,
+            "update_member" => ChangeMemberRole,
+            "delete_member" => RemoveMember,
+            "create_invite" => CreateInvite,
+            "list_invites" => ListInvites,
+            "delete_invite" => RevokeInvite,
+            "create_api_key" => CreateApiKey,
+            "list_api_keys" => ListApiKeys,
+            "delete_api_key" => RevokeApiKey,
+            "create_cluster" => CreateCluster,
+            "list_clusters" => ListClusters,
+            "get_cluster" => ReadCluster,
+            "update_cluster" => UpdateCluster,
+            "delete_cluster" => DeleteCluster,
+            "get_queue" => ReadQueue,
+            "create_deployment" => CreateDeployment,
+            "list_deployments" => ListDeployments,
+            "get_deployment" => ReadDeployment,
+            "update_deployment" => UpdateDeployment,
+            "cancel_deployment" => CancelDeployment,
+            "stop_deployment" => StopDeployment,
+            "finish_deployment" => FinishDeployment,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether `role` may perform `action`.
+pub fn authorize(role: Role, action: Action) -> bool {
+    role >= action.min_role()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    #[test]
+    fn roles_are_ordered_and_round_trip() {
+        assert!(Role::Viewer < Role::Developer && Role::Developer < Role::Admin);
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("owner"), None);
+    }
+
+    #[test]
+    fn the_policy_table() {
+        // (action, viewer, developer, admin)
+        let table = [
+            (ReadOrg, true, true, true),
+            (ListMembers, true, true, true),
+            (ChangeMemberRole, false, false, true),
+            (RemoveMember, false, false, true),
+            (CreateInvite, false, false, true),
+            (ListInvites, false, false, true),
+            (RevokeInvite, false, false, true),
+            (CreateApiKey, false, false, true),
+            (ListApiKeys, false, false, true),
+            (RevokeApiKey, false, false, true),
+            (CreateCluster, false, false, true),
+            (ListClusters, true, true, true),
+            (ReadCluster, true, true, true),
+            (UpdateCluster, false, false, true),
+            (DeleteCluster, false, false, true),
+            (ReadQueue, true, true, true),
+            (CreateDeployment, false, true, true),
+            (ListDeployments, true, true, true),
+            (ReadDeployment, true, true, true),
+            (UpdateDeployment, false, true, true),
+            (CancelDeployment, false, true, true),
+            (StopDeployment, false, true, true),
+            (FinishDeployment, false, true, true),
+        ];
+        for (action, viewer, developer, admin) in table {
+            assert_eq!(authorize(Role::Viewer, action), viewer, "{action:?}");
+            assert_eq!(authorize(Role::Developer, action), developer, "{action:?}");
+            assert_eq!(authorize(Role::Admin, action), admin, "{action:?}");
+        }
+    }
+}

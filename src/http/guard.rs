@@ -1,0 +1,80 @@
+//! Authorization in one place: resolves the caller inside an organization and applies the
+//! policy table. Not a member (or a key of another organization) → 404, so ids of other
+//! organizations cannot be probed; a member whose role is too low → 403.
+
+use tokio_postgres::GenericClient;
+
+use super::extract::Caller;
+use super::{ApiError, AppState};
+use crate::db::{api_keys, orgs};
+use crate::domain::ids::{ApiKeyId, OrgId, UserId};
+use crate::domain::policy::{authorize, Action, Role};
+
+/// Who acts, once resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// A user.
+    User(UserId),
+    /// An API key of one organization.
+    ApiKey(ApiKeyId),
+}
+
+/// The caller's standing in one organization, after the policy allowed the action.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    /// Who acts.
+    pub principal: Principal,
+    /// With which role.
+    pub role: Role,
+    /// In which organization.
+    pub org: OrgId,
+}
+
+impl Access {
+    /// The acting user, if a user acts.
+    pub fn user(&self) -> Option<UserId> {
+        match self.principal {
+            Principal::User(u) => Some(u),
+            Principal::ApiKey(_) => None,
+        }
+    }
+}
+
+/// The message of every "not yours or not there" answer.
+pub fn not_found(what: &str) -> ApiError {
+    ApiError::NotFound(format!("no such {what}"))
+}
+
+/// Resolves `caller` in `org` and checks `action` against the policy table.
+pub async fn authorize_in(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    org: OrgId,
+    action: Action,
+    what: &str,
+) -> Result<Access, ApiError> {
+    let (principal, role) = match caller {
+        Caller::User(user) => (Principal::User(*user), orgs::role(db, org, *user).await?),
+        Caller::ApiKey(hash) => {
+            let key = api_keys::authenticate(db, hash, st.now())
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API key".into()))?;
+            let role = (key.org_id == org).then_some(key.role);
+            (Principal::ApiKey(key.id), role)
+        }
+    };
+    let role = role.ok_or_else(|| not_found(what))?;
+    if !authorize(role, action) {
+        return Err(ApiError::Forbidden(format!(
+            "this needs the {} role or higher; you are {}",
+            action.min_role().as_str(),
+            role.as_str()
+        )));
+    }
+    Ok(Access {
+        principal,
+        role,
+        org,
+    })
+}
