@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod http;
 
 #[cfg(target_arch = "wasm32")]

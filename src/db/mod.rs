@@ -4,6 +4,8 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod clusters;
+pub mod deployments;
 pub mod invites;
 pub mod orgs;
 

@@ -26,7 +26,7 @@ pub const AGING_STEP_SECONDS: i64 = 60;
 pub const AGING_MAX_BOOST: i32 = 100;
 
 /// How the queue behaves when the entry at its head does not fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Queueing {
     /// Later entries that fit may be admitted ahead of an earlier one that does not.
@@ -105,7 +105,7 @@ pub enum Decision {
 }
 
 /// Why a queued deployment is still waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitReason {
     /// It fits the cluster but not the capacity currently free.

@@ -74,6 +74,11 @@ impl<'a> Fields<'a> {
         self.object.get(name).filter(|v| !v.is_null())
     }
 
+    /// Whether the field is present and not null.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     /// A required string.
     pub fn string(&self, name: &str) -> Option<&'a str> {
         match self.get(name) {

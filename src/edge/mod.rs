@@ -1,6 +1,7 @@
 //! The Workers adapter (wasm32 only, kept thin): the fetch and scheduled events, the
 //! Durable Objects, and the `Platform` port implemented with Hyperdrive and object stubs.
 
+mod cluster;
 mod platform;
 mod throttle;
 

@@ -7,10 +7,37 @@ use serde::{de::DeserializeOwned, Serialize};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Env, Method, Request, RequestInit, SecureTransport, Socket};
 
+use super::cluster::ClusterCall;
 use super::throttle::{ThrottleCall, SHARDS};
-use crate::db::{accounts, DbError};
+use crate::db::{accounts, clusters, DbError};
+use crate::domain::ids::ClusterId;
+use crate::engine::{Command, EngineError, Executed};
 use crate::domain::throttle::shard_of;
 use crate::http::{ApiError, Platform};
+
+/// Opens a Postgres connection through the Hyperdrive binding.
+pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
+    let unavailable = |e: String| DbError::Unavailable(e);
+    let hd = env.hyperdrive("HYPERDRIVE").map_err(|e| unavailable(e.to_string()))?;
+    let config: tokio_postgres::Config = hd
+        .connection_string()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| unavailable(e.to_string()))?;
+    let socket = Socket::builder()
+        .secure_transport(SecureTransport::StartTls)
+        .connect(hd.host(), hd.port())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (client, connection) = config
+        .connect_raw(socket, worker::postgres_tls::PassthroughTls)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = connection.await {
+            worker::console_error!("postgres connection: {e}");
+        }
+    });
+    Ok(client)
+}
 
 /// The Workers implementation of the platform port.
 pub struct EdgePlatform {
@@ -77,15 +104,18 @@ impl EdgePlatform {
         Ok(worst)
     }
 
-    /// The cron sweep: purges expired refresh tokens and throttle records.
+    /// The cron sweep: wakes every cluster with queued work or overdue deployments (the
+    /// safety net for lost wake-ups), purges expired refresh tokens and throttle records.
     pub async fn sweep(&self) -> Result<(), ApiError> {
         let db = self.connect().await?;
-        accounts::purge_expired_refresh_tokens(&db, self.now()).await?;
-        self.throttle(ThrottleCall {
-            op: "purge",
-            keys: vec![],
-        })
-        .await?;
+        let now = self.now();
+        for cluster in clusters::needing_attention(&db, now).await? {
+            if let Err(e) = self.cluster_command(cluster, Command::Tick).await {
+                worker::console_error!("sweep of cluster {cluster} failed: {e}");
+            }
+        }
+        accounts::purge_expired_refresh_tokens(&db, now).await?;
+        self.throttle(ThrottleCall { op: "purge", keys: vec![] }).await?;
         Ok(())
     }
 }
@@ -94,31 +124,14 @@ impl EdgePlatform {
 impl Platform for EdgePlatform {
     async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
         let env = self.env.clone();
-        SendFuture::new(async move {
-            let unavailable = |e: String| DbError::Unavailable(e);
-            let hd = env
-                .hyperdrive("HYPERDRIVE")
-                .map_err(|e| unavailable(e.to_string()))?;
-            let config: tokio_postgres::Config = hd
-                .connection_string()
-                .parse()
-                .map_err(|e: tokio_postgres::Error| unavailable(e.to_string()))?;
-            let socket = Socket::builder()
-                .secure_transport(SecureTransport::StartTls)
-                .connect(hd.host(), hd.port())
-                .map_err(|e| unavailable(e.to_string()))?;
-            let (client, connection) = config
-                .connect_raw(socket, worker::postgres_tls::PassthroughTls)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            wasm_bindgen_futures::spawn_local(async move {
-                if let Err(e) = connection.await {
-                    worker::console_error!("postgres connection: {e}");
-                }
-            });
-            Ok(client)
-        })
-        .await
+        SendFuture::new(async move { connect_db(&env).await }).await
+    }
+
+    async fn cluster_command(&self, cluster: ClusterId, command: Command) -> Result<Executed, ApiError> {
+        let call = ClusterCall { cluster, command };
+        let result: Result<Executed, EngineError> =
+            self.call_object("CLUSTER", &cluster.to_string(), "/command", &call).await?;
+        Ok(result?)
     }
 
     async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError> {

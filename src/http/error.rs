@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::DbError;
+use crate::engine::EngineError;
 use crate::domain::validation::FieldError;
 
 /// Seconds a client should wait before retrying while the database is unreachable.
@@ -148,6 +149,18 @@ impl From<DbError> for ApiError {
             DbError::Conflict(m) => Self::Unavailable(format!("retryable conflict: {m}")),
             DbError::Unique(c) => Self::Conflict(format!("already exists ({c})")),
             DbError::Other(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            EngineError::Conflict(m) => Self::Conflict(m),
+            EngineError::Validation(errors) => Self::Validation(errors),
+            EngineError::Unavailable(m) => Self::Unavailable(m),
+            EngineError::Internal(m) => Self::Internal(m),
         }
     }
 }

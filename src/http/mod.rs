@@ -3,6 +3,8 @@
 
 mod accounts;
 mod api_keys;
+mod clusters;
+mod deployments;
 pub mod error;
 pub mod extract;
 pub mod guard;

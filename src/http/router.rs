@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{accounts, api_keys, invites, ops, orgs, ApiError, AppState};
+use super::{accounts, api_keys, clusters, deployments, invites, ops, orgs, ApiError, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,8 @@ use super::{accounts, api_keys, invites, ops, orgs, ApiError, AppState};
         (name = "organizations", description = "Organizations and members; roles viewer < developer < admin"),
         (name = "invites", description = "Invite codes"),
         (name = "api-keys", description = "API keys for automation"),
+        (name = "clusters", description = "Clusters, their usage and queue"),
+        (name = "deployments", description = "Deployments, admitted by priority"),
         (name = "ops", description = "Health and documentation"),
     )
 )]
@@ -66,6 +68,14 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invites::accept_invite))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::delete_api_key))
+        .routes(routes!(clusters::create_cluster, clusters::list_clusters))
+        .routes(routes!(clusters::get_cluster, clusters::update_cluster, clusters::delete_cluster))
+        .routes(routes!(clusters::get_queue))
+        .routes(routes!(deployments::create_deployment, deployments::list_deployments))
+        .routes(routes!(deployments::get_deployment, deployments::update_deployment))
+        .routes(routes!(deployments::cancel_deployment))
+        .routes(routes!(deployments::stop_deployment))
+        .routes(routes!(deployments::finish_deployment))
 }
 
 /// The OpenAPI document of every route.

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use super::ApiError;
 use crate::auth::access::TokenKeys;
 use crate::db::DbError;
+use crate::domain::ids::ClusterId;
+use crate::engine::{Command, Executed};
 
 /// The platform port.
 #[async_trait]
@@ -22,6 +24,8 @@ pub trait Platform: Send + Sync {
     async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError>;
     /// Clears a key after a success.
     async fn throttle_reset(&self, key: &str) -> Result<(), ApiError>;
+    /// Runs a command through the cluster's single writer (its Durable Object on Workers).
+    async fn cluster_command(&self, cluster: ClusterId, cmd: Command) -> Result<Executed, ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

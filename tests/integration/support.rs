@@ -2,6 +2,7 @@
 //! cloned from the migrated template `make test` prepares, and a `Platform` implemented
 //! natively (TCP to Postgres, an in-memory throttle book, a clock the test can move).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -9,7 +10,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use berth::auth::access::TokenKeys;
 use berth::db::DbError;
+use berth::domain::ids::ClusterId;
 use berth::domain::throttle::ThrottleBook;
+use berth::engine::{Command, Executed};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -28,6 +31,7 @@ pub struct NativePlatform {
     url: String,
     book: Mutex<ThrottleBook>,
     skew: Mutex<Duration>,
+    gates: Mutex<HashMap<ClusterId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[async_trait]
@@ -52,6 +56,14 @@ impl Platform for NativePlatform {
     async fn throttle_reset(&self, key: &str) -> Result<(), ApiError> {
         self.book.lock().expect("lock").reset(key);
         Ok(())
+    }
+    async fn cluster_command(&self, cluster: ClusterId, cmd: Command) -> Result<Executed, ApiError> {
+        // In-process stand-in for the cluster's Durable Object: the same engine, one command
+        // at a time per cluster.
+        let gate = self.gates.lock().expect("lock").entry(cluster).or_default().clone();
+        let _turn = gate.lock().await;
+        let mut db = self.connect().await?;
+        Ok(berth::engine::execute(&mut db, cluster, cmd, self.now()).await?)
     }
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + *self.skew.lock().expect("lock")
@@ -93,6 +105,7 @@ impl TestApp {
             url: url.to_string(),
             book: Mutex::new(ThrottleBook::default()),
             skew: Mutex::new(Duration::zero()),
+            gates: Mutex::new(HashMap::new()),
         });
         let keys =
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")

@@ -1,0 +1,207 @@
+//! Clusters: capacity and policy. Allocation is never stored; `usage` derives it.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row};
+
+use super::{DbError, DbResult, Page};
+use crate::domain::ids::{ClusterId, OrgId};
+use crate::domain::resources::Resources;
+use crate::domain::scheduler::{Policy, Queueing};
+
+/// A cluster as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterRow {
+    /// Id.
+    pub id: ClusterId,
+    /// Owning organization.
+    pub org_id: OrgId,
+    /// Name, unique in the organization.
+    pub name: String,
+    /// Total capacity.
+    pub capacity: Resources,
+    /// Scheduling policy.
+    pub policy: Policy,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at";
+
+/// Reads the three resource columns with an optional prefix (`""`, `"q_"`, …).
+pub fn resources(r: &Row, prefix: &str) -> Result<Resources, tokio_postgres::Error> {
+    Ok(Resources::new(
+        r.try_get(format!("{prefix}cpu_millis").as_str())?,
+        r.try_get(format!("{prefix}memory_mib").as_str())?,
+        r.try_get(format!("{prefix}gpus").as_str())?,
+    ))
+}
+
+impl TryFrom<&Row> for ClusterRow {
+    type Error = DbError;
+    fn try_from(r: &Row) -> Result<Self, DbError> {
+        let queueing: String = r.try_get("queueing")?;
+        Ok(Self {
+            id: ClusterId(r.try_get("id")?),
+            org_id: OrgId(r.try_get("org_id")?),
+            name: r.try_get("name")?,
+            capacity: resources(r, "")?,
+            policy: Policy {
+                queueing: queueing_of(&queueing)?,
+                preemption: r.try_get("preemption")?,
+            },
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+fn queueing_of(s: &str) -> DbResult<Queueing> {
+    match s {
+        "best_effort" => Ok(Queueing::BestEffort),
+        "strict" => Ok(Queueing::Strict),
+        other => Err(DbError::Other(format!("unknown queueing {other} stored"))),
+    }
+}
+
+/// The stored name of a queueing discipline.
+pub fn queueing_name(q: Queueing) -> &'static str {
+    match q {
+        Queueing::BestEffort => "best_effort",
+        Queueing::Strict => "strict",
+    }
+}
+
+/// Stores a new cluster; a taken name is `DbError::Unique("clusters_org_name_key")`.
+pub async fn insert(db: &impl GenericClient, c: &ClusterRow) -> DbResult<ClusterRow> {
+    let sql = format!(
+        "insert into clusters (id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
+    );
+    let row = db
+        .query_typed_one(
+            &sql,
+            &[
+                (&c.id.0, Type::UUID),
+                (&c.org_id.0, Type::UUID),
+                (&c.name, Type::TEXT),
+                (&c.capacity.cpu_millis, Type::INT8),
+                (&c.capacity.memory_mib, Type::INT8),
+                (&c.capacity.gpus, Type::INT8),
+                (&queueing_name(c.policy.queueing), Type::TEXT),
+                (&c.policy.preemption, Type::BOOL),
+            ],
+        )
+        .await?;
+    ClusterRow::try_from(&row)
+}
+
+/// One cluster.
+pub async fn get(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<ClusterRow>> {
+    let sql = format!("select {COLUMNS} from clusters where id = $1");
+    let row = db.query_typed_opt(&sql, &[(&id.0, Type::UUID)]).await?;
+    row.as_ref().map(ClusterRow::try_from).transpose()
+}
+
+/// One cluster, locked for the rest of the transaction: the second guard (after the
+/// Durable Object's own serialization) that one cluster's commands run one at a time.
+pub async fn lock(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<ClusterRow>> {
+    let sql = format!("select {COLUMNS} from clusters where id = $1 for update");
+    let row = db.query_typed_opt(&sql, &[(&id.0, Type::UUID)]).await?;
+    row.as_ref().map(ClusterRow::try_from).transpose()
+}
+
+/// An organization's clusters, by id.
+pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<ClusterRow>> {
+    let sql = format!(
+        "select {COLUMNS} from clusters where org_id = $1 and ($2::uuid is null or id > $2) \
+         order by id limit $3"
+    );
+    let rows = db
+        .query_typed(&sql, &[(&org.0, Type::UUID), (&page.after, Type::UUID), (&page.fetch(), Type::INT8)])
+        .await?;
+    rows.iter().map(ClusterRow::try_from).collect()
+}
+
+/// Writes name, capacity and policy.
+pub async fn update(db: &impl GenericClient, c: &ClusterRow, now: DateTime<Utc>) -> DbResult<ClusterRow> {
+    let sql = format!(
+        "update clusters set name = $2, cpu_millis = $3, memory_mib = $4, gpus = $5, \
+         queueing = $6, preemption = $7, updated_at = $8 where id = $1 returning {COLUMNS}"
+    );
+    let row = db
+        .query_typed_one(
+            &sql,
+            &[
+                (&c.id.0, Type::UUID),
+                (&c.name, Type::TEXT),
+                (&c.capacity.cpu_millis, Type::INT8),
+                (&c.capacity.memory_mib, Type::INT8),
+                (&c.capacity.gpus, Type::INT8),
+                (&queueing_name(c.policy.queueing), Type::TEXT),
+                (&c.policy.preemption, Type::BOOL),
+                (&now, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    ClusterRow::try_from(&row)
+}
+
+/// Deletes a cluster and its finished history.
+pub async fn delete(db: &impl GenericClient, id: ClusterId) -> DbResult<()> {
+    db.query_typed("delete from clusters where id = $1", &[(&id.0, Type::UUID)]).await?;
+    Ok(())
+}
+
+/// What a cluster uses, derived from its deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Sum over running deployments.
+    pub allocated: Resources,
+    /// Sum over queued deployments.
+    pub queued_demand: Resources,
+    /// Running deployments.
+    pub running: i64,
+    /// Queued deployments.
+    pub queued: i64,
+}
+
+/// Aggregates the live deployments of a cluster.
+pub async fn usage(db: &impl GenericClient, id: ClusterId) -> DbResult<Usage> {
+    let row = db
+        .query_typed_one(
+            "select \
+               coalesce(sum(cpu_millis) filter (where status = 'running'), 0)::int8 as cpu_millis, \
+               coalesce(sum(memory_mib) filter (where status = 'running'), 0)::int8 as memory_mib, \
+               coalesce(sum(gpus) filter (where status = 'running'), 0)::int8 as gpus, \
+               coalesce(sum(cpu_millis) filter (where status = 'queued'), 0)::int8 as q_cpu_millis, \
+               coalesce(sum(memory_mib) filter (where status = 'queued'), 0)::int8 as q_memory_mib, \
+               coalesce(sum(gpus) filter (where status = 'queued'), 0)::int8 as q_gpus, \
+               count(*) filter (where status = 'running') as running, \
+               count(*) filter (where status = 'queued') as queued \
+             from deployments where cluster_id = $1 and status in ('queued', 'running')",
+            &[(&id.0, Type::UUID)],
+        )
+        .await?;
+    Ok(Usage {
+        allocated: resources(&row, "")?,
+        queued_demand: resources(&row, "q_")?,
+        running: row.try_get("running")?,
+        queued: row.try_get("queued")?,
+    })
+}
+
+/// Clusters the sweep must wake: queued work, or running work past its deadline.
+pub async fn needing_attention(db: &impl GenericClient, now: DateTime<Utc>) -> DbResult<Vec<ClusterId>> {
+    let rows = db
+        .query_typed(
+            "select distinct cluster_id from deployments \
+             where status = 'queued' or (status = 'running' and deadline_at <= $1)",
+            &[(&now, Type::TIMESTAMPTZ)],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(ClusterId(r.try_get(0)?))).collect()
+}

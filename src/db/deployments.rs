@@ -1,0 +1,295 @@
+//! Deployments and their event history. Status changes are written in bulk (one statement
+//! per kind of change), so a scheduling pass costs a fixed number of round trips.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::clusters::resources;
+use super::{DbError, DbResult, Page};
+use crate::domain::deployment::Status;
+use crate::domain::ids::{ClusterId, OrgId, UserId};
+use crate::domain::resources::Resources;
+
+/// A deployment as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentRow {
+    pub id: Uuid,
+    pub cluster_id: ClusterId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub image: String,
+    pub resources: Resources,
+    pub priority: i32,
+    pub max_runtime_seconds: Option<i32>,
+    pub status: Status,
+    pub enqueued_at: DateTime<Utc>,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub preemptions: i32,
+    pub preempted_by: Option<Uuid>,
+    pub message: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns in the order `TryFrom<&Row>` reads them.
+pub const COLUMNS: &str = "id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
+    priority, max_runtime_seconds, status, enqueued_at, admitted_at, deadline_at, finished_at, \
+    preemptions, preempted_by, message, idempotency_key, created_at, updated_at";
+
+impl TryFrom<&Row> for DeploymentRow {
+    type Error = DbError;
+    fn try_from(r: &Row) -> Result<Self, DbError> {
+        let status: String = r.try_get("status")?;
+        Ok(Self {
+            id: r.try_get("id")?,
+            cluster_id: ClusterId(r.try_get("cluster_id")?),
+            org_id: OrgId(r.try_get("org_id")?),
+            name: r.try_get("name")?,
+            image: r.try_get("image")?,
+            resources: resources(r, "")?,
+            priority: r.try_get("priority")?,
+            max_runtime_seconds: r.try_get("max_runtime_seconds")?,
+            status: Status::parse(&status)
+                .ok_or_else(|| DbError::Other(format!("unknown status {status} stored")))?,
+            enqueued_at: r.try_get("enqueued_at")?,
+            admitted_at: r.try_get("admitted_at")?,
+            deadline_at: r.try_get("deadline_at")?,
+            finished_at: r.try_get("finished_at")?,
+            preemptions: r.try_get("preemptions")?,
+            preempted_by: r.try_get("preempted_by")?,
+            message: r.try_get("message")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+fn rows(rows: Vec<Row>) -> DbResult<Vec<DeploymentRow>> {
+    rows.iter().map(DeploymentRow::try_from).collect()
+}
+
+/// What a submission stores.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NewDeployment {
+    pub name: String,
+    pub image: String,
+    pub resources: Resources,
+    pub priority: i32,
+    pub max_runtime_seconds: Option<i32>,
+    pub idempotency_key: Option<String>,
+    pub created_by: Option<UserId>,
+}
+
+/// Stores a new queued deployment.
+pub async fn insert(
+    db: &impl GenericClient,
+    id: Uuid,
+    cluster: ClusterId,
+    org: OrgId,
+    d: &NewDeployment,
+    now: DateTime<Utc>,
+) -> DbResult<DeploymentRow> {
+    let sql = format!(
+        "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
+           priority, max_runtime_seconds, status, enqueued_at, idempotency_key, created_by, \
+           created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $11, $11) \
+         returning {COLUMNS}"
+    );
+    let created_by = d.created_by.map(|u| u.0);
+    let row = db
+        .query_typed_one(
+            &sql,
+            &[
+                (&id, Type::UUID),
+                (&cluster.0, Type::UUID),
+                (&org.0, Type::UUID),
+                (&d.name, Type::TEXT),
+                (&d.image, Type::TEXT),
+                (&d.resources.cpu_millis, Type::INT8),
+                (&d.resources.memory_mib, Type::INT8),
+                (&d.resources.gpus, Type::INT8),
+                (&d.priority, Type::INT4),
+                (&d.max_runtime_seconds, Type::INT4),
+                (&now, Type::TIMESTAMPTZ),
+                (&d.idempotency_key, Type::TEXT),
+                (&created_by, Type::UUID),
+            ],
+        )
+        .await?;
+    DeploymentRow::try_from(&row)
+}
+
+/// One deployment.
+pub async fn get(db: &impl GenericClient, id: Uuid) -> DbResult<Option<DeploymentRow>> {
+    let sql = format!("select {COLUMNS} from deployments where id = $1");
+    let row = db.query_typed_opt(&sql, &[(&id, Type::UUID)]).await?;
+    row.as_ref().map(DeploymentRow::try_from).transpose()
+}
+
+/// The deployment a cluster already stored under an idempotency key.
+pub async fn by_idempotency_key(db: &impl GenericClient, cluster: ClusterId, key: &str) -> DbResult<Option<DeploymentRow>> {
+    let sql = format!("select {COLUMNS} from deployments where cluster_id = $1 and idempotency_key = $2");
+    let row = db.query_typed_opt(&sql, &[(&cluster.0, Type::UUID), (&key, Type::TEXT)]).await?;
+    row.as_ref().map(DeploymentRow::try_from).transpose()
+}
+
+/// Every queued or running deployment of a cluster: the scheduler's input.
+pub async fn live(db: &impl GenericClient, cluster: ClusterId) -> DbResult<Vec<DeploymentRow>> {
+    let sql = format!(
+        "select {COLUMNS} from deployments where cluster_id = $1 and status in ('queued', 'running')"
+    );
+    rows(db.query_typed(&sql, &[(&cluster.0, Type::UUID)]).await?)
+}
+
+/// A cluster's deployments, by id, optionally of one status.
+pub async fn list(db: &impl GenericClient, cluster: ClusterId, status: Option<Status>, page: &Page) -> DbResult<Vec<DeploymentRow>> {
+    let sql = format!(
+        "select {COLUMNS} from deployments where cluster_id = $1 \
+         and ($2::text is null or status = $2) and ($3::uuid is null or id > $3) \
+         order by id limit $4"
+    );
+    let status = status.map(Status::as_str);
+    rows(db
+        .query_typed(&sql, &[(&cluster.0, Type::UUID), (&status, Type::TEXT), (&page.after, Type::UUID), (&page.fetch(), Type::INT8)])
+        .await?)
+}
+
+/// Admits queued deployments: running from `now`, with their deadline.
+pub async fn admit(db: &impl GenericClient, ids: &[Uuid], now: DateTime<Utc>) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.query_typed(
+        "update deployments set status = 'running', admitted_at = $2, updated_at = $2, \
+           deadline_at = $2 + make_interval(secs => max_runtime_seconds) \
+         where id = any($1) and status = 'queued'",
+        &[(&ids, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sends preempted deployments back to the queue, each with its preemptor. They keep their
+/// original `enqueued_at`, so they return to their old place among equal priorities.
+pub async fn requeue_preempted(db: &impl GenericClient, victims: &[Uuid], by: &[Uuid], now: DateTime<Utc>) -> DbResult<()> {
+    if victims.is_empty() {
+        return Ok(());
+    }
+    db.query_typed(
+        "update deployments d set status = 'queued', admitted_at = null, deadline_at = null, \
+           preemptions = d.preemptions + 1, preempted_by = v.by, updated_at = $3 \
+         from unnest($1::uuid[], $2::uuid[]) as v(id, by) \
+         where d.id = v.id and d.status = 'running'",
+        &[(&victims, Type::UUID_ARRAY), (&by, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Moves deployments out of `from` into a final `to` status.
+pub async fn finish(
+    db: &impl GenericClient,
+    ids: &[Uuid],
+    from: Status,
+    to: Status,
+    message: Option<&str>,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.query_typed(
+        "update deployments set status = $3, finished_at = $4, updated_at = $4, deadline_at = null, \
+           message = coalesce($5, message) \
+         where id = any($1) and status = $2",
+        &[
+            (&ids, Type::UUID_ARRAY),
+            (&from.as_str(), Type::TEXT),
+            (&to.as_str(), Type::TEXT),
+            (&now, Type::TIMESTAMPTZ),
+            (&message, Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Changes a live deployment's priority.
+pub async fn set_priority(db: &impl GenericClient, id: Uuid, priority: i32, now: DateTime<Utc>) -> DbResult<()> {
+    db.query_typed(
+        "update deployments set priority = $2, updated_at = $3 where id = $1",
+        &[(&id, Type::UUID), (&priority, Type::INT4), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One line of a deployment's history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub deployment_id: Uuid,
+    pub kind: String,
+    pub reason: Option<String>,
+    pub by_deployment: Option<Uuid>,
+}
+
+/// Appends events, all at `now`, in one statement.
+pub async fn record(db: &impl GenericClient, events: &[Event], now: DateTime<Utc>) -> DbResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.deployment_id).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let reasons: Vec<Option<&str>> = events.iter().map(|e| e.reason.as_deref()).collect();
+    let by: Vec<Option<Uuid>> = events.iter().map(|e| e.by_deployment).collect();
+    db.query_typed(
+        "insert into deployment_events (deployment_id, kind, reason, by_deployment, at) \
+         select d, k, r, b, $5 from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) as e(d, k, r, b)",
+        &[
+            (&ids, Type::UUID_ARRAY),
+            (&kinds, Type::TEXT_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+            (&by, Type::UUID_ARRAY),
+            (&now, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stored event with its time.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub reason: Option<String>,
+    pub by_deployment: Option<Uuid>,
+}
+
+/// A deployment's history, oldest first.
+pub async fn events(db: &impl GenericClient, id: Uuid) -> DbResult<Vec<EventRow>> {
+    let rows = db
+        .query_typed(
+            "select at, kind, reason, by_deployment from deployment_events \
+             where deployment_id = $1 order by id",
+            &[(&id, Type::UUID)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(EventRow {
+                at: r.try_get(0)?,
+                kind: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                by_deployment: r.try_get(3)?,
+            })
+        })
+        .collect()
+}

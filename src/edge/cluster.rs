@@ -1,0 +1,77 @@
+//! `ClusterObject`: one Durable Object per cluster, the single writer of its queue and
+//! allocation. Input gates do not hold across a Postgres round trip, so the object
+//! serializes commands itself (an async mutex around its one connection); each command is
+//! one transaction that also locks the cluster row. The connection is reused across
+//! requests and reopened when lost; all state is in Postgres, so a restarted object simply
+//! carries on. Its alarm fires at the earliest `max_runtime_seconds` deadline.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+
+use super::platform::connect_db;
+use crate::domain::ids::ClusterId;
+use crate::engine::{self, Command, EngineError, Executed};
+
+/// What the Worker sends to the object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterCall {
+    /// The cluster (the object is named after it).
+    pub cluster: ClusterId,
+    /// The command.
+    pub command: Command,
+}
+
+#[durable_object]
+pub struct ClusterObject {
+    state: State,
+    env: Env,
+    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+}
+
+impl ClusterObject {
+    async fn run(&self, cluster: ClusterId, command: Command) -> std::result::Result<Executed, EngineError> {
+        // One command at a time: the lock is held across the whole transaction.
+        let mut slot = self.db.lock().await;
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            *slot = Some(connect_db(&self.env).await.map_err(EngineError::from)?);
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(EngineError::Unavailable("no database connection".into()));
+        };
+        let result = engine::execute(client, cluster, command, Utc::now()).await;
+        if matches!(result, Err(EngineError::Unavailable(_))) {
+            *slot = None; // reconnect on the next command
+        }
+        if let Ok(Executed { next_deadline: Some(at), .. }) = &result {
+            let when = at.timestamp_millis().max(Utc::now().timestamp_millis() + 100);
+            if let Err(e) = self.state.storage().set_alarm(when).await {
+                worker::console_error!("setting the alarm failed: {e}");
+            }
+        }
+        result
+    }
+}
+
+impl DurableObject for ClusterObject {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, db: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let call: ClusterCall = req.json().await?;
+        // Remembered for the alarm, which arrives without a request.
+        self.state.storage().put("cluster", call.cluster).await?;
+        let result = self.run(call.cluster, call.command).await;
+        Response::from_json(&result)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        if let Some(cluster) = self.state.storage().get::<ClusterId>("cluster").await? {
+            if let Err(e) = self.run(cluster, Command::Tick).await {
+                worker::console_error!("cluster {cluster} alarm tick failed: {e}");
+            }
+        }
+        Response::ok("ok")
+    }
+}

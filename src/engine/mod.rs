@@ -1,0 +1,125 @@
+//! The per-cluster command executor: what a cluster's Durable Object runs (and what native
+//! tests run in-process). Every command is one Postgres transaction that locks the cluster
+//! row, applies the command, lets the pure scheduler decide, and writes the decisions.
+//! Postgres is the system of record: nothing here is kept between commands.
+
+mod execute;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db::clusters::{ClusterRow, Usage};
+use crate::db::deployments::{DeploymentRow, NewDeployment};
+use crate::db::DbError;
+use crate::domain::resources::Resources;
+use crate::domain::deployment::Status;
+use crate::domain::scheduler::{ClusterState, Policy, Queued, Running};
+use crate::domain::validation::FieldError;
+
+pub use execute::execute;
+
+/// The pure scheduler's view of a cluster and its live deployments.
+pub fn cluster_state<'a>(c: &ClusterRow, live: impl Iterator<Item = &'a DeploymentRow>) -> ClusterState {
+    let mut state = ClusterState { capacity: c.capacity, policy: c.policy, running: vec![], queued: vec![] };
+    for r in live {
+        match r.status {
+            Status::Running => state.running.push(Running {
+                id: r.id,
+                priority: r.priority,
+                resources: r.resources,
+                admitted_at: r.admitted_at.unwrap_or(r.enqueued_at),
+            }),
+            Status::Queued => state.queued.push(Queued {
+                id: r.id,
+                priority: r.priority,
+                resources: r.resources,
+                enqueued_at: r.enqueued_at,
+            }),
+            _ => {}
+        }
+    }
+    state
+}
+
+/// A change to one cluster's queue or allocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Queue a new deployment (admitted at once if the scheduler allows).
+    Submit(NewDeployment),
+    /// queued → cancelled.
+    Cancel { id: Uuid },
+    /// running → stopped.
+    Stop { id: Uuid },
+    /// running → succeeded | failed, as a cluster agent reports.
+    Finish { id: Uuid, succeeded: bool, message: Option<String> },
+    /// A new priority for a queued or running deployment.
+    SetPriority { id: Uuid, priority: i32 },
+    /// Rename, resize or change policy.
+    UpdateCluster { name: Option<String>, capacity: Option<Resources>, policy: Option<Policy> },
+    /// Delete the cluster (refused while work is queued or running).
+    DeleteCluster,
+    /// Expire overdue deployments and admit what fits (alarm and cron).
+    Tick,
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The deployment the command was about, as it is now.
+    Deployment {
+        deployment: Box<DeploymentRow>,
+        /// 1-based place in the queue when queued.
+        position: Option<u32>,
+        /// True when an Idempotency-Key replay returned an earlier submission.
+        replayed: bool,
+    },
+    /// The cluster, as it is now.
+    Cluster { cluster: Box<ClusterRow>, usage: Usage },
+    /// The cluster is gone.
+    Deleted,
+    /// A tick ran.
+    Ticked { admitted: usize, preempted: usize, expired: usize },
+}
+
+/// A command's outcome and the earliest deadline among running deployments afterwards
+/// (the Durable Object sets its alarm there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Executed {
+    pub outcome: Outcome,
+    pub next_deadline: Option<DateTime<Utc>>,
+}
+
+/// Why a command was refused; crosses the Durable Object boundary as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
+pub enum EngineError {
+    #[error("no such {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<DbError> for EngineError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(m) | DbError::Conflict(m) => Self::Unavailable(m),
+            DbError::Unique(c) => Self::Conflict(format!("already exists ({c})")),
+            DbError::Other(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for EngineError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}

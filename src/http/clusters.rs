@@ -1,0 +1,359 @@
+//! Clusters: capacity, policy, usage and the queue.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::Problem;
+use super::extract::{Caller, Valid};
+use super::guard::{authorize_in, not_found, Access};
+use super::orgs::org_id;
+use super::pagination::{List, ListParams, Paged};
+use super::{ApiError, AppState};
+use crate::db::clusters::{self, ClusterRow, Usage};
+use crate::db::deployments;
+use crate::domain::deployment::resources_field;
+use crate::domain::ids::ClusterId;
+use crate::domain::policy::Action;
+use crate::domain::resources::Resources;
+use crate::domain::scheduler::{self, Policy, Queueing, WaitReason};
+use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
+use crate::engine::{cluster_state, Command, Outcome};
+
+/// Capacity and what is done with it, all derived from the deployments' records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    capacity: Resources,
+    /// Sum over running deployments.
+    allocated: Resources,
+    /// capacity − allocated.
+    available: Resources,
+    /// Sum over queued deployments.
+    queued_demand: Resources,
+    /// Running deployments.
+    running: i64,
+    /// Queued deployments.
+    queued: i64,
+}
+
+fn usage_view(capacity: Resources, u: Usage) -> UsageView {
+    UsageView {
+        capacity,
+        allocated: u.allocated,
+        available: capacity.saturating_sub(&u.allocated),
+        queued_demand: u.queued_demand,
+        running: u.running,
+        queued: u.queued,
+    }
+}
+
+/// A cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cluster {
+    id: Uuid,
+    org_id: Uuid,
+    name: String,
+    capacity: Resources,
+    queueing: Queueing,
+    preemption: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// Present on single-cluster responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageView>,
+}
+
+fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
+    Cluster {
+        usage: usage.map(|u| usage_view(c.capacity, u)),
+        id: c.id.0,
+        org_id: c.org_id.0,
+        name: c.name,
+        capacity: c.capacity,
+        queueing: c.policy.queueing,
+        preemption: c.policy.preemption,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+/// Loads a cluster and authorizes `action` in its organization (unknown or foreign → 404).
+pub async fn cluster_access(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<(ClusterRow, Access), ApiError> {
+    let id = ClusterId::parse(id).ok_or_else(|| not_found("cluster"))?;
+    let c = clusters::get(db, id).await?.ok_or_else(|| not_found("cluster"))?;
+    let access = authorize_in(st, db, caller, c.org_id, action, "cluster").await?;
+    Ok((c, access))
+}
+
+fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, ()> {
+    match f.opt_string("queueing") {
+        None => Ok(None),
+        Some("best_effort") => Ok(Some(Queueing::BestEffort)),
+        Some("strict") => Ok(Some(Queueing::Strict)),
+        Some(_) => {
+            f.error("queueing", "must be best_effort or strict");
+            Err(())
+        }
+    }
+}
+
+/// `{name, capacity, queueing?, preemption?}`.
+#[derive(Debug, ToSchema)]
+pub struct CreateClusterRequest {
+    #[schema(min_length = 1, max_length = 100, example = "gpu-east")]
+    name: String,
+    capacity: Resources,
+    /// Default best_effort.
+    queueing: Option<Queueing>,
+    /// Default false.
+    preemption: Option<bool>,
+}
+
+impl FromJson for CreateClusterRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let name = f.string("name").and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
+        let capacity = resources_field(f, "capacity", true);
+        let queueing = queueing_field(f);
+        let preemption = f.opt_bool("preemption");
+        let value = match (name, capacity, queueing, preemption) {
+            (Some(name), Some(capacity), Ok(queueing), Ok(preemption)) => {
+                Some(Self { name, capacity, queueing, preemption })
+            }
+            _ => None,
+        };
+        f.finish(value)
+    }
+}
+
+/// Creates a cluster. Role: admin.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/clusters", tag = "clusters",
+    params(("org_id" = Uuid, Path)), request_body = CreateClusterRequest, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Cluster),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "Unknown organization, or not a member", body = Problem),
+        (status = 409, description = "Name taken in this organization", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ))]
+pub async fn create_cluster(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(org_id_s): Path<String>,
+    Valid(req): Valid<CreateClusterRequest>,
+) -> Result<(StatusCode, Json<Cluster>), ApiError> {
+    let org = org_id(&org_id_s)?;
+    let db = st.db().await?;
+    authorize_in(&st, &db, &caller, org, Action::CreateCluster, "organization").await?;
+    let now = st.now();
+    let row = ClusterRow {
+        id: ClusterId::new(),
+        org_id: org,
+        name: req.name,
+        capacity: req.capacity,
+        policy: Policy {
+            queueing: req.queueing.unwrap_or(Queueing::BestEffort),
+            preemption: req.preemption.unwrap_or(false),
+        },
+        created_at: now,
+        updated_at: now,
+    };
+    let row = clusters::insert(&db, &row).await.map_err(name_taken)?;
+    Ok((StatusCode::CREATED, Json(cluster(row, Some(Usage::default())))))
+}
+
+fn name_taken(e: crate::db::DbError) -> ApiError {
+    match e {
+        crate::db::DbError::Unique(_) => ApiError::Conflict("a cluster with this name already exists".into()),
+        other => other.into(),
+    }
+}
+
+/// An organization's clusters. Role: viewer.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/clusters", tag = "clusters",
+    params(("org_id" = Uuid, Path), ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Clusters", body = Paged<Cluster>),
+        (status = 404, description = "Unknown organization, or not a member", body = Problem),
+    ))]
+pub async fn list_clusters(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(org_id_s): Path<String>,
+    list: List,
+) -> Result<Json<Paged<Cluster>>, ApiError> {
+    let org = org_id(&org_id_s)?;
+    let db = st.db().await?;
+    authorize_in(&st, &db, &caller, org, Action::ListClusters, "organization").await?;
+    let rows = clusters::list(&db, org, &list.page).await?;
+    Ok(Json(Paged::new(rows, &list.page, |c| c.id.0, |c| cluster(c, None))))
+}
+
+/// One cluster with its usage. Role: viewer.
+#[utoipa::path(get, path = "/v1/clusters/{cluster_id}", tag = "clusters",
+    params(("cluster_id" = Uuid, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cluster and its usage", body = Cluster),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+    ))]
+pub async fn get_cluster(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Cluster>, ApiError> {
+    let db = st.db().await?;
+    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadCluster).await?;
+    let usage = clusters::usage(&db, c.id).await?;
+    Ok(Json(cluster(c, Some(usage))))
+}
+
+/// `{name?, capacity?, queueing?, preemption?}`.
+#[derive(Debug, ToSchema)]
+pub struct UpdateClusterRequest {
+    name: Option<String>,
+    capacity: Option<Resources>,
+    queueing: Option<Queueing>,
+    preemption: Option<bool>,
+}
+
+impl FromJson for UpdateClusterRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let name = match f.opt_string("name") {
+            None => Ok(None),
+            Some(s) => display_name(s, 100).map(Some).map_err(|m| f.error("name", m)),
+        };
+        let capacity = if f.has("capacity") {
+            resources_field(f, "capacity", true).map(Some).ok_or(())
+        } else {
+            Ok(None)
+        };
+        let queueing = queueing_field(f);
+        let preemption = f.opt_bool("preemption");
+        let value = match (name, capacity, queueing, preemption) {
+            (Ok(name), Ok(capacity), Ok(queueing), Ok(preemption)) => {
+                Some(Self { name, capacity, queueing, preemption })
+            }
+            _ => None,
+        };
+        f.finish(value)
+    }
+}
+
+/// Renames, resizes or changes the policy. Role: admin. Shrinking below what is allocated → 409.
+#[utoipa::path(patch, path = "/v1/clusters/{cluster_id}", tag = "clusters",
+    params(("cluster_id" = Uuid, Path)), request_body = UpdateClusterRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated (a larger capacity admits what now fits)", body = Cluster),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Would shrink below the allocation, or name taken", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ))]
+pub async fn update_cluster(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Valid(req): Valid<UpdateClusterRequest>,
+) -> Result<Json<Cluster>, ApiError> {
+    let (c, _) = {
+        let db = st.db().await?;
+        cluster_access(&st, &db, &caller, &id, Action::UpdateCluster).await?
+    };
+    let policy = Policy {
+        queueing: req.queueing.unwrap_or(c.policy.queueing),
+        preemption: req.preemption.unwrap_or(c.policy.preemption),
+    };
+    let cmd = Command::UpdateCluster { name: req.name, capacity: req.capacity, policy: Some(policy) };
+    match st.platform.cluster_command(c.id, cmd).await?.outcome {
+        Outcome::Cluster { cluster: row, usage } => Ok(Json(cluster(*row, Some(usage)))),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// Deletes a cluster. Role: admin. 409 while deployments are queued or running.
+#[utoipa::path(delete, path = "/v1/clusters/{cluster_id}", tag = "clusters",
+    params(("cluster_id" = Uuid, Path)), security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Work is queued or running", body = Problem),
+    ))]
+pub async fn delete_cluster(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (c, _) = {
+        let db = st.db().await?;
+        cluster_access(&st, &db, &caller, &id, Action::DeleteCluster).await?
+    };
+    st.platform.cluster_command(c.id, Command::DeleteCluster).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One queued deployment, in scheduling order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueEntry {
+    /// 1-based place in scheduling order.
+    position: u32,
+    deployment_id: Uuid,
+    name: String,
+    priority: i32,
+    /// Priority plus the aging boost (+1 per minute waited, at most +100).
+    effective_priority: i32,
+    resources: Resources,
+    enqueued_at: DateTime<Utc>,
+    /// Why it waits.
+    reason: WaitReason,
+}
+
+/// The queue in scheduling order, each entry with its position and why it waits. Role: viewer.
+#[utoipa::path(get, path = "/v1/clusters/{cluster_id}/queue", tag = "clusters",
+    params(("cluster_id" = Uuid, Path), ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued deployments in scheduling order", body = Paged<QueueEntry>),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+    ))]
+pub async fn get_queue(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    list: List,
+) -> Result<Json<Paged<QueueEntry>>, ApiError> {
+    let db = st.db().await?;
+    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?;
+    let live = deployments::live(&db, c.id).await?;
+    let state = cluster_state(&c, live.iter());
+    let by_id: std::collections::HashMap<Uuid, &deployments::DeploymentRow> = live.iter().map(|r| (r.id, r)).collect();
+    let view = scheduler::queue_view(&state, st.now());
+    // The cursor is the id of the last entry seen; the page continues after it.
+    let start = match list.page.after {
+        None => 0,
+        Some(after) => view.iter().position(|e| e.id == after).map_or(view.len(), |i| i + 1),
+    };
+    let rows: Vec<_> = view.into_iter().skip(start).take(list.page.fetch() as usize).collect();
+    Ok(Json(Paged::new(rows, &list.page, |e| e.id, |e| {
+        let r = by_id.get(&e.id);
+        QueueEntry {
+            position: e.position,
+            deployment_id: e.id,
+            name: r.map(|r| r.name.clone()).unwrap_or_default(),
+            priority: r.map_or(0, |r| r.priority),
+            effective_priority: e.effective_priority,
+            resources: r.map(|r| r.resources).unwrap_or_default(),
+            enqueued_at: r.map_or(DateTime::<Utc>::MIN_UTC, |r| r.enqueued_at),
+            reason: e.reason,
+        }
+    })))
+}

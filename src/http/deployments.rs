@@ -1,0 +1,364 @@
+//! Deployments: submitted to a cluster's queue, admitted by priority, stopped and finished.
+//! Every change goes through the cluster's single writer (`Platform::cluster_command`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::clusters::cluster_access;
+use super::error::Problem;
+use super::extract::{Caller, Valid};
+use super::guard::{authorize_in, not_found, Access};
+use super::pagination::{List, ListParams, Paged};
+use super::{ApiError, AppState};
+use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
+use crate::domain::deployment::{
+    resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS, MIN_PRIORITY,
+};
+use crate::domain::policy::Action;
+use crate::domain::resources::Resources;
+use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
+use crate::engine::{Command, Outcome};
+
+/// One line of a deployment's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentEvent {
+    at: DateTime<Utc>,
+    /// created, admitted, preempted, requeued, priority_changed, cancelled, stopped,
+    /// succeeded, failed, expired.
+    #[schema(example = "admitted")]
+    kind: String,
+    reason: Option<String>,
+    /// The deployment that caused it (the preemptor, for `preempted`).
+    by_deployment: Option<Uuid>,
+}
+
+/// A deployment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deployment {
+    id: Uuid,
+    cluster_id: Uuid,
+    org_id: Uuid,
+    name: String,
+    image: String,
+    resources: Resources,
+    priority: i32,
+    max_runtime_seconds: Option<i32>,
+    status: Status,
+    /// 1-based place in the queue, when queued and known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u32>,
+    preemptions: i32,
+    preempted_by: Option<Uuid>,
+    message: Option<String>,
+    created_at: DateTime<Utc>,
+    enqueued_at: DateTime<Utc>,
+    admitted_at: Option<DateTime<Utc>>,
+    deadline_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    /// History, oldest first (single-deployment responses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<DeploymentEvent>>,
+}
+
+fn deployment(d: DeploymentRow, position: Option<u32>, events: Option<Vec<EventRow>>) -> Deployment {
+    Deployment {
+        id: d.id,
+        cluster_id: d.cluster_id.0,
+        org_id: d.org_id.0,
+        name: d.name,
+        image: d.image,
+        resources: d.resources,
+        priority: d.priority,
+        max_runtime_seconds: d.max_runtime_seconds,
+        status: d.status,
+        position,
+        preemptions: d.preemptions,
+        preempted_by: d.preempted_by,
+        message: d.message,
+        created_at: d.created_at,
+        enqueued_at: d.enqueued_at,
+        admitted_at: d.admitted_at,
+        deadline_at: d.deadline_at,
+        finished_at: d.finished_at,
+        events: events.map(|es| {
+            es.into_iter()
+                .map(|e| DeploymentEvent { at: e.at, kind: e.kind, reason: e.reason, by_deployment: e.by_deployment })
+                .collect()
+        }),
+    }
+}
+
+/// `{name, image, resources, priority?, max_runtime_seconds?}`.
+#[derive(Debug, ToSchema)]
+pub struct CreateDeploymentRequest {
+    #[schema(min_length = 1, max_length = 100, example = "trainer")]
+    name: String,
+    /// OCI image reference.
+    #[schema(value_type = String, example = "ghcr.io/acme/trainer:1.4")]
+    image: ImageRef,
+    /// Integers, each 0 ≤ x < 2^40, at least one positive.
+    resources: Resources,
+    /// 0–1000, default 500; higher runs first.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i32>,
+    /// Fails the deployment when it runs longer.
+    #[schema(minimum = 1, maximum = 31536000)]
+    max_runtime_seconds: Option<i32>,
+}
+
+impl FromJson for CreateDeploymentRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let name = f.string("name").and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
+        let image = f.string("image").and_then(|s| ImageRef::parse(s).map_err(|m| f.error("image", m)).ok());
+        let resources = resources_field(f, "resources", true);
+        let priority = f.opt_int("priority", MIN_PRIORITY, MAX_PRIORITY);
+        let runtime = f.opt_int("max_runtime_seconds", 1, MAX_RUNTIME_SECONDS);
+        let value = match (name, image, resources, priority, runtime) {
+            (Some(name), Some(image), Some(resources), Ok(p), Ok(rt)) => Some(Self {
+                name,
+                image,
+                resources,
+                priority: p.map(|p| p as i32),
+                max_runtime_seconds: rt.map(|r| r as i32),
+            }),
+            _ => None,
+        };
+        f.finish(value)
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    match v.to_str() {
+        Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim().to_string())),
+        _ => Err(ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+    }
+}
+
+/// Submits a deployment. Role: developer. 201 `running` when admitted at once, else
+/// `queued` with its position; a request that could never fit the cluster → 422. With an
+/// `Idempotency-Key`, a replay returns the original deployment.
+#[utoipa::path(post, path = "/v1/clusters/{cluster_id}/deployments", tag = "deployments",
+    params(("cluster_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission")),
+    request_body = CreateDeploymentRequest, security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Submitted: running or queued", body = Deployment),
+        (status = 403, description = "Viewers cannot deploy", body = Problem),
+        (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
+        (status = 409, description = "Idempotency-Key reused for a different request", body = Problem),
+        (status = 422, description = "Invalid fields, or larger than the cluster", body = Problem),
+    ))]
+pub async fn create_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Valid(req): Valid<CreateDeploymentRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let (c, access) = {
+        let db = st.db().await?;
+        cluster_access(&st, &db, &caller, &id, Action::CreateDeployment).await?
+    };
+    let new = NewDeployment {
+        name: req.name,
+        image: req.image.as_str().to_string(),
+        resources: req.resources,
+        priority: req.priority.unwrap_or(DEFAULT_PRIORITY),
+        max_runtime_seconds: req.max_runtime_seconds,
+        idempotency_key: key,
+        created_by: access.user(),
+    };
+    match st.platform.cluster_command(c.id, Command::Submit(new)).await?.outcome {
+        Outcome::Deployment { deployment: d, position, replayed } => {
+            let mut res = (StatusCode::CREATED, Json(deployment(*d, position, None))).into_response();
+            if replayed {
+                res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            Ok(res)
+        }
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// A cluster's deployments, `?status=` to filter. Role: viewer.
+#[utoipa::path(get, path = "/v1/clusters/{cluster_id}/deployments", tag = "deployments",
+    params(("cluster_id" = Uuid, Path), ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deployments", body = Paged<Deployment>),
+        (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
+        (status = 422, description = "Unknown status", body = Problem),
+    ))]
+pub async fn list_deployments(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    list: List,
+) -> Result<Json<Paged<Deployment>>, ApiError> {
+    let status = match list.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::field("status", "must be one of queued, running, succeeded, failed, stopped, cancelled")
+        })?),
+    };
+    let db = st.db().await?;
+    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ListDeployments).await?;
+    let rows = deployments::list(&db, c.id, status, &list.page).await?;
+    Ok(Json(Paged::new(rows, &list.page, |d| d.id, |d| deployment(d, None, None))))
+}
+
+/// Loads a deployment and authorizes `action` in its organization (unknown or foreign → 404).
+async fn deployment_access(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<(DeploymentRow, Access), ApiError> {
+    let id = Uuid::try_parse(id).map_err(|_| not_found("deployment"))?;
+    let d = deployments::get(db, id).await?.ok_or_else(|| not_found("deployment"))?;
+    let access = authorize_in(st, db, caller, d.org_id, action, "deployment").await?;
+    Ok((d, access))
+}
+
+/// One deployment with its event history. Role: viewer.
+#[utoipa::path(get, path = "/v1/deployments/{deployment_id}", tag = "deployments",
+    params(("deployment_id" = Uuid, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The deployment and its events", body = Deployment),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+    ))]
+pub async fn get_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    let db = st.db().await?;
+    let (d, _) = deployment_access(&st, &db, &caller, &id, Action::ReadDeployment).await?;
+    let events = deployments::events(&db, d.id).await?;
+    Ok(Json(deployment(d, None, Some(events))))
+}
+
+/// Authorizes, then runs one command on the deployment's cluster and answers with it.
+async fn command(st: &AppState, caller: &Caller, id: &str, action: Action, cmd: impl FnOnce(Uuid) -> Command) -> Result<Json<Deployment>, ApiError> {
+    let (d, _) = {
+        let db = st.db().await?;
+        deployment_access(st, &db, caller, id, action).await?
+    };
+    match st.platform.cluster_command(d.cluster_id, cmd(d.id)).await?.outcome {
+        Outcome::Deployment { deployment: d, position, .. } => Ok(Json(deployment(*d, position, None))),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// `{priority}`.
+#[derive(Debug, ToSchema)]
+pub struct UpdateDeploymentRequest {
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: i32,
+}
+
+impl FromJson for UpdateDeploymentRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let p = f.int("priority", MIN_PRIORITY, MAX_PRIORITY);
+        f.finish(p.map(|p| Self { priority: p as i32 }))
+    }
+}
+
+/// Changes the priority of a queued or running deployment (may admit or preempt). Role: developer.
+#[utoipa::path(patch, path = "/v1/deployments/{deployment_id}", tag = "deployments",
+    params(("deployment_id" = Uuid, Path)), request_body = UpdateDeploymentRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = Deployment),
+        (status = 403, description = "Viewers cannot change deployments", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Already finished", body = Problem),
+    ))]
+pub async fn update_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Valid(req): Valid<UpdateDeploymentRequest>,
+) -> Result<Json<Deployment>, ApiError> {
+    command(&st, &caller, &id, Action::UpdateDeployment, |id| Command::SetPriority { id, priority: req.priority }).await
+}
+
+/// Cancels a queued deployment. Role: developer.
+#[utoipa::path(post, path = "/v1/deployments/{deployment_id}/cancel", tag = "deployments",
+    params(("deployment_id" = Uuid, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = Deployment),
+        (status = 403, description = "Viewers cannot change deployments", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Not queued", body = Problem),
+    ))]
+pub async fn cancel_deployment(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Deployment>, ApiError> {
+    command(&st, &caller, &id, Action::CancelDeployment, |id| Command::Cancel { id }).await
+}
+
+/// Stops a running deployment, freeing its resources for what waits. Role: developer.
+#[utoipa::path(post, path = "/v1/deployments/{deployment_id}/stop", tag = "deployments",
+    params(("deployment_id" = Uuid, Path)), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stopped", body = Deployment),
+        (status = 403, description = "Viewers cannot change deployments", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Not running", body = Problem),
+    ))]
+pub async fn stop_deployment(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Deployment>, ApiError> {
+    command(&st, &caller, &id, Action::StopDeployment, |id| Command::Stop { id }).await
+}
+
+/// `{outcome: "succeeded" | "failed", message?}`.
+#[derive(Debug, ToSchema)]
+pub struct FinishRequest {
+    #[schema(example = "succeeded")]
+    outcome: String,
+    message: Option<String>,
+}
+
+impl FromJson for FinishRequest {
+    fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
+        let outcome = f.string("outcome").filter(|o| {
+            let ok = matches!(*o, "succeeded" | "failed");
+            if !ok {
+                f.error("outcome", "must be succeeded or failed");
+            }
+            ok
+        });
+        let message = f.opt_string("message").filter(|m| {
+            let ok = m.chars().count() <= 1000;
+            if !ok {
+                f.error("message", "must be at most 1000 characters");
+            }
+            ok
+        });
+        f.finish(outcome.map(|o| Self { outcome: o.to_string(), message: message.map(str::to_string) }))
+    }
+}
+
+/// Reports a running deployment finished (a cluster agent calls this). Role: developer.
+#[utoipa::path(post, path = "/v1/deployments/{deployment_id}/finish", tag = "deployments",
+    params(("deployment_id" = Uuid, Path)), request_body = FinishRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Finished", body = Deployment),
+        (status = 403, description = "Viewers cannot change deployments", body = Problem),
+        (status = 404, description = "Unknown, or in another organization", body = Problem),
+        (status = 409, description = "Not running", body = Problem),
+    ))]
+pub async fn finish_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Valid(req): Valid<FinishRequest>,
+) -> Result<Json<Deployment>, ApiError> {
+    let succeeded = req.outcome == "succeeded";
+    command(&st, &caller, &id, Action::FinishDeployment, |id| Command::Finish { id, succeeded, message: req.message }).await
+}
