@@ -121,13 +121,24 @@ pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<
          order by id limit $3"
     );
     let rows = db
-        .query_typed(&sql, &[(&org.0, Type::UUID), (&page.after, Type::UUID), (&page.fetch(), Type::INT8)])
+        .query_typed(
+            &sql,
+            &[
+                (&org.0, Type::UUID),
+                (&page.after, Type::UUID),
+                (&page.fetch(), Type::INT8),
+            ],
+        )
         .await?;
     rows.iter().map(ClusterRow::try_from).collect()
 }
 
 /// Writes name, capacity and policy.
-pub async fn update(db: &impl GenericClient, c: &ClusterRow, now: DateTime<Utc>) -> DbResult<ClusterRow> {
+pub async fn update(
+    db: &impl GenericClient,
+    c: &ClusterRow,
+    now: DateTime<Utc>,
+) -> DbResult<ClusterRow> {
     let sql = format!(
         "update clusters set name = $2, cpu_millis = $3, memory_mib = $4, gpus = $5, \
          queueing = $6, preemption = $7, updated_at = $8 where id = $1 returning {COLUMNS}"
@@ -152,7 +163,8 @@ pub async fn update(db: &impl GenericClient, c: &ClusterRow, now: DateTime<Utc>)
 
 /// Deletes a cluster and its finished history.
 pub async fn delete(db: &impl GenericClient, id: ClusterId) -> DbResult<()> {
-    db.query_typed("delete from clusters where id = $1", &[(&id.0, Type::UUID)]).await?;
+    db.query_typed("delete from clusters where id = $1", &[(&id.0, Type::UUID)])
+        .await?;
     Ok(())
 }
 
@@ -195,7 +207,10 @@ pub async fn usage(db: &impl GenericClient, id: ClusterId) -> DbResult<Usage> {
 }
 
 /// Clusters the sweep must wake: queued work, or running work past its deadline.
-pub async fn needing_attention(db: &impl GenericClient, now: DateTime<Utc>) -> DbResult<Vec<ClusterId>> {
+pub async fn needing_attention(
+    db: &impl GenericClient,
+    now: DateTime<Utc>,
+) -> DbResult<Vec<ClusterId>> {
     let rows = db
         .query_typed(
             "select distinct cluster_id from deployments \

@@ -134,9 +134,16 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> DbResult<Option<Deploymen
 }
 
 /// The deployment a cluster already stored under an idempotency key.
-pub async fn by_idempotency_key(db: &impl GenericClient, cluster: ClusterId, key: &str) -> DbResult<Option<DeploymentRow>> {
-    let sql = format!("select {COLUMNS} from deployments where cluster_id = $1 and idempotency_key = $2");
-    let row = db.query_typed_opt(&sql, &[(&cluster.0, Type::UUID), (&key, Type::TEXT)]).await?;
+pub async fn by_idempotency_key(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+    key: &str,
+) -> DbResult<Option<DeploymentRow>> {
+    let sql =
+        format!("select {COLUMNS} from deployments where cluster_id = $1 and idempotency_key = $2");
+    let row = db
+        .query_typed_opt(&sql, &[(&cluster.0, Type::UUID), (&key, Type::TEXT)])
+        .await?;
     row.as_ref().map(DeploymentRow::try_from).transpose()
 }
 
@@ -149,16 +156,30 @@ pub async fn live(db: &impl GenericClient, cluster: ClusterId) -> DbResult<Vec<D
 }
 
 /// A cluster's deployments, by id, optionally of one status.
-pub async fn list(db: &impl GenericClient, cluster: ClusterId, status: Option<Status>, page: &Page) -> DbResult<Vec<DeploymentRow>> {
+pub async fn list(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+    status: Option<Status>,
+    page: &Page,
+) -> DbResult<Vec<DeploymentRow>> {
     let sql = format!(
         "select {COLUMNS} from deployments where cluster_id = $1 \
          and ($2::text is null or status = $2) and ($3::uuid is null or id > $3) \
          order by id limit $4"
     );
     let status = status.map(Status::as_str);
-    rows(db
-        .query_typed(&sql, &[(&cluster.0, Type::UUID), (&status, Type::TEXT), (&page.after, Type::UUID), (&page.fetch(), Type::INT8)])
-        .await?)
+    rows(
+        db.query_typed(
+            &sql,
+            &[
+                (&cluster.0, Type::UUID),
+                (&status, Type::TEXT),
+                (&page.after, Type::UUID),
+                (&page.fetch(), Type::INT8),
+            ],
+        )
+        .await?,
+    )
 }
 
 /// Admits queued deployments: running from `now`, with their deadline.
@@ -178,7 +199,12 @@ pub async fn admit(db: &impl GenericClient, ids: &[Uuid], now: DateTime<Utc>) ->
 
 /// Sends preempted deployments back to the queue, each with its preemptor. They keep their
 /// original `enqueued_at`, so they return to their old place among equal priorities.
-pub async fn requeue_preempted(db: &impl GenericClient, victims: &[Uuid], by: &[Uuid], now: DateTime<Utc>) -> DbResult<()> {
+pub async fn requeue_preempted(
+    db: &impl GenericClient,
+    victims: &[Uuid],
+    by: &[Uuid],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     if victims.is_empty() {
         return Ok(());
     }
@@ -187,7 +213,11 @@ pub async fn requeue_preempted(db: &impl GenericClient, victims: &[Uuid], by: &[
            preemptions = d.preemptions + 1, preempted_by = v.by, updated_at = $3 \
          from unnest($1::uuid[], $2::uuid[]) as v(id, by) \
          where d.id = v.id and d.status = 'running'",
-        &[(&victims, Type::UUID_ARRAY), (&by, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+        &[
+            (&victims, Type::UUID_ARRAY),
+            (&by, Type::UUID_ARRAY),
+            (&now, Type::TIMESTAMPTZ),
+        ],
     )
     .await?;
     Ok(())
@@ -222,10 +252,19 @@ pub async fn finish(
 }
 
 /// Changes a live deployment's priority.
-pub async fn set_priority(db: &impl GenericClient, id: Uuid, priority: i32, now: DateTime<Utc>) -> DbResult<()> {
+pub async fn set_priority(
+    db: &impl GenericClient,
+    id: Uuid,
+    priority: i32,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     db.query_typed(
         "update deployments set priority = $2, updated_at = $3 where id = $1",
-        &[(&id, Type::UUID), (&priority, Type::INT4), (&now, Type::TIMESTAMPTZ)],
+        &[
+            (&id, Type::UUID),
+            (&priority, Type::INT4),
+            (&now, Type::TIMESTAMPTZ),
+        ],
     )
     .await?;
     Ok(())

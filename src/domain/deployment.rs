@@ -94,7 +94,10 @@ pub fn resources_field(f: &Fields<'_>, name: &str, require_positive: bool) -> Op
     f.extend(o.take_errors());
     let r = Resources::new(cpu?, mem?, gpus?);
     if require_positive && !r.any_positive() {
-        f.error(name, "at least one of cpu_millis, memory_mib, gpus must be positive");
+        f.error(
+            name,
+            "at least one of cpu_millis, memory_mib, gpus must be positive",
+        );
         return None;
     }
     Some(r)
@@ -117,7 +120,15 @@ mod tests {
         ] {
             assert!(ImageRef::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", " nginx", "UPPER/case", "nginx:", "a b", "nginx@sha256:xyz", "-bad"] {
+        for bad in [
+            "",
+            " nginx",
+            "UPPER/case",
+            "nginx:",
+            "a b",
+            "nginx@sha256:xyz",
+            "-bad",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
     }
@@ -137,7 +148,10 @@ mod tests {
 
         let v = json!({"r": {"cpu_millis": 500, "memory_mib": 256, "gpus": 0}});
         let f = Fields::new(v.as_object().expect("obj"), "");
-        assert_eq!(resources_field(&f, "r", true), Some(Resources::new(500, 256, 0)));
+        assert_eq!(
+            resources_field(&f, "r", true),
+            Some(Resources::new(500, 256, 0))
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RESOURCE: i64 = 1 << 40;
 
 /// An amount of compute: a capacity, a request, or (possibly negative) headroom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Resources {
     /// CPU in thousandths of a core.
     pub cpu_millis: i64,

@@ -30,7 +30,11 @@ pub struct ClusterObject {
 }
 
 impl ClusterObject {
-    async fn run(&self, cluster: ClusterId, command: Command) -> std::result::Result<Executed, EngineError> {
+    async fn run(
+        &self,
+        cluster: ClusterId,
+        command: Command,
+    ) -> std::result::Result<Executed, EngineError> {
         // One command at a time: the lock is held across the whole transaction.
         let mut slot = self.db.lock().await;
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
@@ -43,8 +47,14 @@ impl ClusterObject {
         if matches!(result, Err(EngineError::Unavailable(_))) {
             *slot = None; // reconnect on the next command
         }
-        if let Ok(Executed { next_deadline: Some(at), .. }) = &result {
-            let when = at.timestamp_millis().max(Utc::now().timestamp_millis() + 100);
+        if let Ok(Executed {
+            next_deadline: Some(at),
+            ..
+        }) = &result
+        {
+            let when = at
+                .timestamp_millis()
+                .max(Utc::now().timestamp_millis() + 100);
             if let Err(e) = self.state.storage().set_alarm(when).await {
                 worker::console_error!("setting the alarm failed: {e}");
             }
@@ -55,7 +65,11 @@ impl ClusterObject {
 
 impl DurableObject for ClusterObject {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, db: tokio::sync::Mutex::new(None) }
+        Self {
+            state,
+            env,
+            db: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {

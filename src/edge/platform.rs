@@ -11,14 +11,16 @@ use super::cluster::ClusterCall;
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
-use crate::engine::{Command, EngineError, Executed};
 use crate::domain::throttle::shard_of;
+use crate::engine::{Command, EngineError, Executed};
 use crate::http::{ApiError, Platform};
 
 /// Opens a Postgres connection through the Hyperdrive binding.
 pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
     let unavailable = |e: String| DbError::Unavailable(e);
-    let hd = env.hyperdrive("HYPERDRIVE").map_err(|e| unavailable(e.to_string()))?;
+    let hd = env
+        .hyperdrive("HYPERDRIVE")
+        .map_err(|e| unavailable(e.to_string()))?;
     let config: tokio_postgres::Config = hd
         .connection_string()
         .parse()
@@ -115,7 +117,11 @@ impl EdgePlatform {
             }
         }
         accounts::purge_expired_refresh_tokens(&db, now).await?;
-        self.throttle(ThrottleCall { op: "purge", keys: vec![] }).await?;
+        self.throttle(ThrottleCall {
+            op: "purge",
+            keys: vec![],
+        })
+        .await?;
         Ok(())
     }
 }
@@ -127,10 +133,15 @@ impl Platform for EdgePlatform {
         SendFuture::new(async move { connect_db(&env).await }).await
     }
 
-    async fn cluster_command(&self, cluster: ClusterId, command: Command) -> Result<Executed, ApiError> {
+    async fn cluster_command(
+        &self,
+        cluster: ClusterId,
+        command: Command,
+    ) -> Result<Executed, ApiError> {
         let call = ClusterCall { cluster, command };
-        let result: Result<Executed, EngineError> =
-            self.call_object("CLUSTER", &cluster.to_string(), "/command", &call).await?;
+        let result: Result<Executed, EngineError> = self
+            .call_object("CLUSTER", &cluster.to_string(), "/command", &call)
+            .await?;
         Ok(result?)
     }
 

@@ -45,9 +45,16 @@ pub async fn execute(
             }
             clusters::delete(&tx, cluster).await?;
             tx.commit().await?;
-            return Ok(Executed { outcome: Outcome::Deleted, next_deadline: None });
+            return Ok(Executed {
+                outcome: Outcome::Deleted,
+                next_deadline: None,
+            });
         }
-        Command::UpdateCluster { name, capacity, policy } => {
+        Command::UpdateCluster {
+            name,
+            capacity,
+            policy,
+        } => {
             if let Some(cap) = capacity {
                 let allocated = live.allocated();
                 if !allocated.fits_within(&cap) {
@@ -66,8 +73,10 @@ pub async fn execute(
         Command::Submit(new) => {
             if let Some(key) = &new.idempotency_key {
                 if let Some(existing) = deployments::by_idempotency_key(&tx, cluster, key).await? {
-                    if existing.name != new.name || existing.image != new.image
-                        || existing.resources != new.resources || existing.priority != new.priority
+                    if existing.name != new.name
+                        || existing.image != new.image
+                        || existing.resources != new.resources
+                        || existing.priority != new.priority
                     {
                         return Err(EngineError::Conflict(
                             "this Idempotency-Key was used for a different request".into(),
@@ -83,7 +92,8 @@ pub async fn execute(
                         "exceeds the cluster's total capacity on some dimension: it could never run",
                     )]));
                 }
-                let row = deployments::insert(&tx, Uuid::now_v7(), cluster, c.org_id, &new, now).await?;
+                let row =
+                    deployments::insert(&tx, Uuid::now_v7(), cluster, c.org_id, &new, now).await?;
                 events.push(event(row.id, "created", None, None));
                 subject = Some((row.id, false));
                 live.rows.insert(row.id, row);
@@ -103,9 +113,17 @@ pub async fn execute(
             live.rows.remove(&id);
             subject = Some((id, false));
         }
-        Command::Finish { id, succeeded, message } => {
+        Command::Finish {
+            id,
+            succeeded,
+            message,
+        } => {
             live.expect(id, Status::Running, "finish", &tx).await?;
-            let to = if succeeded { Status::Succeeded } else { Status::Failed };
+            let to = if succeeded {
+                Status::Succeeded
+            } else {
+                Status::Failed
+            };
             deployments::finish(&tx, &[id], Status::Running, to, message.as_deref(), now).await?;
             events.push(event(id, to.as_str(), message.as_deref(), None));
             live.rows.remove(&id);
@@ -113,11 +131,17 @@ pub async fn execute(
         }
         Command::SetPriority { id, priority } => {
             if !live.rows.contains_key(&id) {
-                live.expect(id, Status::Queued, "change the priority of", &tx).await?;
+                live.expect(id, Status::Queued, "change the priority of", &tx)
+                    .await?;
             }
             deployments::set_priority(&tx, id, priority, now).await?;
             if let Some(row) = live.rows.get_mut(&id) {
-                events.push(event(id, "priority_changed", Some(&format!("{} → {priority}", row.priority)), None));
+                events.push(event(
+                    id,
+                    "priority_changed",
+                    Some(&format!("{} → {priority}", row.priority)),
+                    None,
+                ));
                 row.priority = priority;
             }
             subject = Some((id, false));
@@ -139,13 +163,27 @@ pub async fn execute(
                     .await?
                     .ok_or_else(|| EngineError::NotFound("deployment".into()))?,
             };
-            Outcome::Deployment { deployment: Box::new(deployment), position, replayed }
+            Outcome::Deployment {
+                deployment: Box::new(deployment),
+                position,
+                replayed,
+            }
         }
-        None if cluster_changed => Outcome::Cluster { usage: live.usage(), cluster: Box::new(c) },
-        None => Outcome::Ticked { admitted, preempted, expired },
+        None if cluster_changed => Outcome::Cluster {
+            usage: live.usage(),
+            cluster: Box::new(c),
+        },
+        None => Outcome::Ticked {
+            admitted,
+            preempted,
+            expired,
+        },
     };
     tx.commit().await?;
-    Ok(Executed { outcome, next_deadline })
+    Ok(Executed {
+        outcome,
+        next_deadline,
+    })
 }
 
 fn event(id: Uuid, kind: &str, reason: Option<&str>, by: Option<Uuid>) -> Event {
@@ -164,11 +202,18 @@ struct Live {
 
 impl Live {
     fn new(rows: Vec<DeploymentRow>) -> Self {
-        Self { rows: rows.into_iter().map(|r| (r.id, r)).collect() }
+        Self {
+            rows: rows.into_iter().map(|r| (r.id, r)).collect(),
+        }
     }
 
     fn allocated(&self) -> Resources {
-        Resources::sum(self.rows.values().filter(|r| r.status == Status::Running).map(|r| &r.resources))
+        Resources::sum(
+            self.rows
+                .values()
+                .filter(|r| r.status == Status::Running)
+                .map(|r| &r.resources),
+        )
     }
 
     fn usage(&self) -> clusters::Usage {
@@ -183,13 +228,21 @@ impl Live {
 
     /// Checks that `id` is a live deployment of this cluster in `status`; otherwise explains
     /// (a deployment of another cluster, or in another state).
-    async fn expect(&self, id: Uuid, status: Status, verb: &str, tx: &Transaction<'_>) -> Result<(), EngineError> {
+    async fn expect(
+        &self,
+        id: Uuid,
+        status: Status,
+        verb: &str,
+        tx: &Transaction<'_>,
+    ) -> Result<(), EngineError> {
         let current = match self.rows.get(&id) {
             Some(r) => r.status,
-            None => deployments::get(tx, id)
-                .await?
-                .ok_or_else(|| EngineError::NotFound("deployment".into()))?
-                .status,
+            None => {
+                deployments::get(tx, id)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound("deployment".into()))?
+                    .status
+            }
         };
         if current == status {
             Ok(())
@@ -203,7 +256,12 @@ impl Live {
     }
 
     /// Fails running deployments past their `max_runtime_seconds`.
-    async fn expire(&mut self, tx: &Transaction<'_>, now: DateTime<Utc>, events: &mut Vec<Event>) -> Result<usize, EngineError> {
+    async fn expire(
+        &mut self,
+        tx: &Transaction<'_>,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<usize, EngineError> {
         let overdue: Vec<Uuid> = self
             .rows
             .values()
@@ -214,7 +272,15 @@ impl Live {
             return Ok(0);
         }
         let reason = "ran longer than max_runtime_seconds";
-        deployments::finish(tx, &overdue, Status::Running, Status::Failed, Some(reason), now).await?;
+        deployments::finish(
+            tx,
+            &overdue,
+            Status::Running,
+            Status::Failed,
+            Some(reason),
+            now,
+        )
+        .await?;
         for id in &overdue {
             events.push(event(*id, "expired", Some(reason), None));
             self.rows.remove(id);
@@ -227,7 +293,13 @@ impl Live {
     }
 
     /// Runs the pure scheduler until it settles and writes its decisions in bulk.
-    async fn schedule(&mut self, tx: &Transaction<'_>, c: &ClusterRow, now: DateTime<Utc>, events: &mut Vec<Event>) -> Result<(usize, usize), EngineError> {
+    async fn schedule(
+        &mut self,
+        tx: &Transaction<'_>,
+        c: &ClusterRow,
+        now: DateTime<Utc>,
+        events: &mut Vec<Event>,
+    ) -> Result<(usize, usize), EngineError> {
         let (mut admitted, mut victims, mut preemptors) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..MAX_PASSES {
             let decisions = scheduler::schedule(&self.state(c), now);
@@ -240,7 +312,8 @@ impl Live {
                         if let Some(r) = self.rows.get_mut(&id) {
                             r.status = Status::Running;
                             r.admitted_at = Some(now);
-                            r.deadline_at = r.max_runtime_seconds
+                            r.deadline_at = r
+                                .max_runtime_seconds
                                 .map(|s| now + chrono::Duration::seconds(i64::from(s)));
                         }
                         // A victim re-admitted within the same command was never really out.
@@ -272,8 +345,18 @@ impl Live {
         deployments::requeue_preempted(tx, &victims, &preemptors, now).await?;
         deployments::admit(tx, &admitted, now).await?;
         for (v, by) in victims.iter().zip(&preemptors) {
-            events.push(event(*v, "preempted", Some("evicted for a higher-priority deployment"), Some(*by)));
-            events.push(event(*v, "requeued", Some("back in the queue after preemption"), None));
+            events.push(event(
+                *v,
+                "preempted",
+                Some("evicted for a higher-priority deployment"),
+                Some(*by),
+            ));
+            events.push(event(
+                *v,
+                "requeued",
+                Some("back in the queue after preemption"),
+                None,
+            ));
         }
         for id in &admitted {
             events.push(event(*id, "admitted", None, None));
@@ -282,7 +365,11 @@ impl Live {
     }
 
     fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.rows.values().filter(|r| r.status == Status::Running).filter_map(|r| r.deadline_at).min()
+        self.rows
+            .values()
+            .filter(|r| r.status == Status::Running)
+            .filter_map(|r| r.deadline_at)
+            .min()
     }
 
     fn position(&self, c: &ClusterRow, id: Uuid, now: DateTime<Utc>) -> Option<u32> {
@@ -290,6 +377,9 @@ impl Live {
         if row.status != Status::Queued {
             return None;
         }
-        scheduler::queue_view(&self.state(c), now).into_iter().find(|e| e.id == id).map(|e| e.position)
+        scheduler::queue_view(&self.state(c), now)
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| e.position)
     }
 }

@@ -12,16 +12,24 @@ use uuid::Uuid;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
-use crate::domain::resources::Resources;
 use crate::domain::deployment::Status;
+use crate::domain::resources::Resources;
 use crate::domain::scheduler::{ClusterState, Policy, Queued, Running};
 use crate::domain::validation::FieldError;
 
 pub use execute::execute;
 
 /// The pure scheduler's view of a cluster and its live deployments.
-pub fn cluster_state<'a>(c: &ClusterRow, live: impl Iterator<Item = &'a DeploymentRow>) -> ClusterState {
-    let mut state = ClusterState { capacity: c.capacity, policy: c.policy, running: vec![], queued: vec![] };
+pub fn cluster_state<'a>(
+    c: &ClusterRow,
+    live: impl Iterator<Item = &'a DeploymentRow>,
+) -> ClusterState {
+    let mut state = ClusterState {
+        capacity: c.capacity,
+        policy: c.policy,
+        running: vec![],
+        queued: vec![],
+    };
     for r in live {
         match r.status {
             Status::Running => state.running.push(Running {
@@ -53,11 +61,19 @@ pub enum Command {
     /// running → stopped.
     Stop { id: Uuid },
     /// running → succeeded | failed, as a cluster agent reports.
-    Finish { id: Uuid, succeeded: bool, message: Option<String> },
+    Finish {
+        id: Uuid,
+        succeeded: bool,
+        message: Option<String>,
+    },
     /// A new priority for a queued or running deployment.
     SetPriority { id: Uuid, priority: i32 },
     /// Rename, resize or change policy.
-    UpdateCluster { name: Option<String>, capacity: Option<Resources>, policy: Option<Policy> },
+    UpdateCluster {
+        name: Option<String>,
+        capacity: Option<Resources>,
+        policy: Option<Policy>,
+    },
     /// Delete the cluster (refused while work is queued or running).
     DeleteCluster,
     /// Expire overdue deployments and admit what fits (alarm and cron).
@@ -77,11 +93,18 @@ pub enum Outcome {
         replayed: bool,
     },
     /// The cluster, as it is now.
-    Cluster { cluster: Box<ClusterRow>, usage: Usage },
+    Cluster {
+        cluster: Box<ClusterRow>,
+        usage: Usage,
+    },
     /// The cluster is gone.
     Deleted,
     /// A tick ran.
-    Ticked { admitted: usize, preempted: usize, expired: usize },
+    Ticked {
+        admitted: usize,
+        preempted: usize,
+        expired: usize,
+    },
 }
 
 /// A command's outcome and the earliest deadline among running deployments afterwards

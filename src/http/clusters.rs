@@ -91,7 +91,9 @@ pub async fn cluster_access(
     action: Action,
 ) -> Result<(ClusterRow, Access), ApiError> {
     let id = ClusterId::parse(id).ok_or_else(|| not_found("cluster"))?;
-    let c = clusters::get(db, id).await?.ok_or_else(|| not_found("cluster"))?;
+    let c = clusters::get(db, id)
+        .await?
+        .ok_or_else(|| not_found("cluster"))?;
     let access = authorize_in(st, db, caller, c.org_id, action, "cluster").await?;
     Ok((c, access))
 }
@@ -122,14 +124,19 @@ pub struct CreateClusterRequest {
 
 impl FromJson for CreateClusterRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
-        let name = f.string("name").and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
+        let name = f
+            .string("name")
+            .and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
         let capacity = resources_field(f, "capacity", true);
         let queueing = queueing_field(f);
         let preemption = f.opt_bool("preemption");
         let value = match (name, capacity, queueing, preemption) {
-            (Some(name), Some(capacity), Ok(queueing), Ok(preemption)) => {
-                Some(Self { name, capacity, queueing, preemption })
-            }
+            (Some(name), Some(capacity), Ok(queueing), Ok(preemption)) => Some(Self {
+                name,
+                capacity,
+                queueing,
+                preemption,
+            }),
             _ => None,
         };
         f.finish(value)
@@ -154,7 +161,15 @@ pub async fn create_cluster(
 ) -> Result<(StatusCode, Json<Cluster>), ApiError> {
     let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::CreateCluster, "organization").await?;
+    authorize_in(
+        &st,
+        &db,
+        &caller,
+        org,
+        Action::CreateCluster,
+        "organization",
+    )
+    .await?;
     let now = st.now();
     let row = ClusterRow {
         id: ClusterId::new(),
@@ -169,12 +184,17 @@ pub async fn create_cluster(
         updated_at: now,
     };
     let row = clusters::insert(&db, &row).await.map_err(name_taken)?;
-    Ok((StatusCode::CREATED, Json(cluster(row, Some(Usage::default())))))
+    Ok((
+        StatusCode::CREATED,
+        Json(cluster(row, Some(Usage::default()))),
+    ))
 }
 
 fn name_taken(e: crate::db::DbError) -> ApiError {
     match e {
-        crate::db::DbError::Unique(_) => ApiError::Conflict("a cluster with this name already exists".into()),
+        crate::db::DbError::Unique(_) => {
+            ApiError::Conflict("a cluster with this name already exists".into())
+        }
         other => other.into(),
     }
 }
@@ -196,7 +216,12 @@ pub async fn list_clusters(
     let db = st.db().await?;
     authorize_in(&st, &db, &caller, org, Action::ListClusters, "organization").await?;
     let rows = clusters::list(&db, org, &list.page).await?;
-    Ok(Json(Paged::new(rows, &list.page, |c| c.id.0, |c| cluster(c, None))))
+    Ok(Json(Paged::new(
+        rows,
+        &list.page,
+        |c| c.id.0,
+        |c| cluster(c, None),
+    )))
 }
 
 /// One cluster with its usage. Role: viewer.
@@ -230,7 +255,9 @@ impl FromJson for UpdateClusterRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
         let name = match f.opt_string("name") {
             None => Ok(None),
-            Some(s) => display_name(s, 100).map(Some).map_err(|m| f.error("name", m)),
+            Some(s) => display_name(s, 100)
+                .map(Some)
+                .map_err(|m| f.error("name", m)),
         };
         let capacity = if f.has("capacity") {
             resources_field(f, "capacity", true).map(Some).ok_or(())
@@ -240,9 +267,12 @@ impl FromJson for UpdateClusterRequest {
         let queueing = queueing_field(f);
         let preemption = f.opt_bool("preemption");
         let value = match (name, capacity, queueing, preemption) {
-            (Ok(name), Ok(capacity), Ok(queueing), Ok(preemption)) => {
-                Some(Self { name, capacity, queueing, preemption })
-            }
+            (Ok(name), Ok(capacity), Ok(queueing), Ok(preemption)) => Some(Self {
+                name,
+                capacity,
+                queueing,
+                preemption,
+            }),
             _ => None,
         };
         f.finish(value)
@@ -273,9 +303,16 @@ pub async fn update_cluster(
         queueing: req.queueing.unwrap_or(c.policy.queueing),
         preemption: req.preemption.unwrap_or(c.policy.preemption),
     };
-    let cmd = Command::UpdateCluster { name: req.name, capacity: req.capacity, policy: Some(policy) };
+    let cmd = Command::UpdateCluster {
+        name: req.name,
+        capacity: req.capacity,
+        policy: Some(policy),
+    };
     match st.platform.cluster_command(c.id, cmd).await?.outcome {
-        Outcome::Cluster { cluster: row, usage } => Ok(Json(cluster(*row, Some(usage)))),
+        Outcome::Cluster {
+            cluster: row,
+            usage,
+        } => Ok(Json(cluster(*row, Some(usage)))),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -298,7 +335,9 @@ pub async fn delete_cluster(
         let db = st.db().await?;
         cluster_access(&st, &db, &caller, &id, Action::DeleteCluster).await?
     };
-    st.platform.cluster_command(c.id, Command::DeleteCluster).await?;
+    st.platform
+        .cluster_command(c.id, Command::DeleteCluster)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -335,25 +374,38 @@ pub async fn get_queue(
     let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?;
     let live = deployments::live(&db, c.id).await?;
     let state = cluster_state(&c, live.iter());
-    let by_id: std::collections::HashMap<Uuid, &deployments::DeploymentRow> = live.iter().map(|r| (r.id, r)).collect();
+    let by_id: std::collections::HashMap<Uuid, &deployments::DeploymentRow> =
+        live.iter().map(|r| (r.id, r)).collect();
     let view = scheduler::queue_view(&state, st.now());
     // The cursor is the id of the last entry seen; the page continues after it.
     let start = match list.page.after {
         None => 0,
-        Some(after) => view.iter().position(|e| e.id == after).map_or(view.len(), |i| i + 1),
+        Some(after) => view
+            .iter()
+            .position(|e| e.id == after)
+            .map_or(view.len(), |i| i + 1),
     };
-    let rows: Vec<_> = view.into_iter().skip(start).take(list.page.fetch() as usize).collect();
-    Ok(Json(Paged::new(rows, &list.page, |e| e.id, |e| {
-        let r = by_id.get(&e.id);
-        QueueEntry {
-            position: e.position,
-            deployment_id: e.id,
-            name: r.map(|r| r.name.clone()).unwrap_or_default(),
-            priority: r.map_or(0, |r| r.priority),
-            effective_priority: e.effective_priority,
-            resources: r.map(|r| r.resources).unwrap_or_default(),
-            enqueued_at: r.map_or(DateTime::<Utc>::MIN_UTC, |r| r.enqueued_at),
-            reason: e.reason,
-        }
-    })))
+    let rows: Vec<_> = view
+        .into_iter()
+        .skip(start)
+        .take(list.page.fetch() as usize)
+        .collect();
+    Ok(Json(Paged::new(
+        rows,
+        &list.page,
+        |e| e.id,
+        |e| {
+            let r = by_id.get(&e.id);
+            QueueEntry {
+                position: e.position,
+                deployment_id: e.id,
+                name: r.map(|r| r.name.clone()).unwrap_or_default(),
+                priority: r.map_or(0, |r| r.priority),
+                effective_priority: e.effective_priority,
+                resources: r.map(|r| r.resources).unwrap_or_default(),
+                enqueued_at: r.map_or(DateTime::<Utc>::MIN_UTC, |r| r.enqueued_at),
+                reason: e.reason,
+            }
+        },
+    )))
 }

@@ -19,7 +19,8 @@ use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
 use crate::domain::deployment::{
-    resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS, MIN_PRIORITY,
+    resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS,
+    MIN_PRIORITY,
 };
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
@@ -67,7 +68,11 @@ pub struct Deployment {
     events: Option<Vec<DeploymentEvent>>,
 }
 
-fn deployment(d: DeploymentRow, position: Option<u32>, events: Option<Vec<EventRow>>) -> Deployment {
+fn deployment(
+    d: DeploymentRow,
+    position: Option<u32>,
+    events: Option<Vec<EventRow>>,
+) -> Deployment {
     Deployment {
         id: d.id,
         cluster_id: d.cluster_id.0,
@@ -89,7 +94,12 @@ fn deployment(d: DeploymentRow, position: Option<u32>, events: Option<Vec<EventR
         finished_at: d.finished_at,
         events: events.map(|es| {
             es.into_iter()
-                .map(|e| DeploymentEvent { at: e.at, kind: e.kind, reason: e.reason, by_deployment: e.by_deployment })
+                .map(|e| DeploymentEvent {
+                    at: e.at,
+                    kind: e.kind,
+                    reason: e.reason,
+                    by_deployment: e.by_deployment,
+                })
                 .collect()
         }),
     }
@@ -115,8 +125,12 @@ pub struct CreateDeploymentRequest {
 
 impl FromJson for CreateDeploymentRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
-        let name = f.string("name").and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
-        let image = f.string("image").and_then(|s| ImageRef::parse(s).map_err(|m| f.error("image", m)).ok());
+        let name = f
+            .string("name")
+            .and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
+        let image = f
+            .string("image")
+            .and_then(|s| ImageRef::parse(s).map_err(|m| f.error("image", m)).ok());
         let resources = resources_field(f, "resources", true);
         let priority = f.opt_int("priority", MIN_PRIORITY, MAX_PRIORITY);
         let runtime = f.opt_int("max_runtime_seconds", 1, MAX_RUNTIME_SECONDS);
@@ -135,10 +149,15 @@ impl FromJson for CreateDeploymentRequest {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     match v.to_str() {
         Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim().to_string())),
-        _ => Err(ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+        _ => Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )),
     }
 }
 
@@ -176,11 +195,22 @@ pub async fn create_deployment(
         idempotency_key: key,
         created_by: access.user(),
     };
-    match st.platform.cluster_command(c.id, Command::Submit(new)).await?.outcome {
-        Outcome::Deployment { deployment: d, position, replayed } => {
-            let mut res = (StatusCode::CREATED, Json(deployment(*d, position, None))).into_response();
+    match st
+        .platform
+        .cluster_command(c.id, Command::Submit(new))
+        .await?
+        .outcome
+    {
+        Outcome::Deployment {
+            deployment: d,
+            position,
+            replayed,
+        } => {
+            let mut res =
+                (StatusCode::CREATED, Json(deployment(*d, position, None))).into_response();
             if replayed {
-                res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                res.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
             }
             Ok(res)
         }
@@ -205,13 +235,21 @@ pub async fn list_deployments(
     let status = match list.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
-            ApiError::field("status", "must be one of queued, running, succeeded, failed, stopped, cancelled")
+            ApiError::field(
+                "status",
+                "must be one of queued, running, succeeded, failed, stopped, cancelled",
+            )
         })?),
     };
     let db = st.db().await?;
     let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ListDeployments).await?;
     let rows = deployments::list(&db, c.id, status, &list.page).await?;
-    Ok(Json(Paged::new(rows, &list.page, |d| d.id, |d| deployment(d, None, None))))
+    Ok(Json(Paged::new(
+        rows,
+        &list.page,
+        |d| d.id,
+        |d| deployment(d, None, None),
+    )))
 }
 
 /// Loads a deployment and authorizes `action` in its organization (unknown or foreign → 404).
@@ -223,7 +261,9 @@ async fn deployment_access(
     action: Action,
 ) -> Result<(DeploymentRow, Access), ApiError> {
     let id = Uuid::try_parse(id).map_err(|_| not_found("deployment"))?;
-    let d = deployments::get(db, id).await?.ok_or_else(|| not_found("deployment"))?;
+    let d = deployments::get(db, id)
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
     let access = authorize_in(st, db, caller, d.org_id, action, "deployment").await?;
     Ok((d, access))
 }
@@ -247,13 +287,28 @@ pub async fn get_deployment(
 }
 
 /// Authorizes, then runs one command on the deployment's cluster and answers with it.
-async fn command(st: &AppState, caller: &Caller, id: &str, action: Action, cmd: impl FnOnce(Uuid) -> Command) -> Result<Json<Deployment>, ApiError> {
+async fn command(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+    cmd: impl FnOnce(Uuid) -> Command,
+) -> Result<Json<Deployment>, ApiError> {
     let (d, _) = {
         let db = st.db().await?;
         deployment_access(st, &db, caller, id, action).await?
     };
-    match st.platform.cluster_command(d.cluster_id, cmd(d.id)).await?.outcome {
-        Outcome::Deployment { deployment: d, position, .. } => Ok(Json(deployment(*d, position, None))),
+    match st
+        .platform
+        .cluster_command(d.cluster_id, cmd(d.id))
+        .await?
+        .outcome
+    {
+        Outcome::Deployment {
+            deployment: d,
+            position,
+            ..
+        } => Ok(Json(deployment(*d, position, None))),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -287,7 +342,13 @@ pub async fn update_deployment(
     Path(id): Path<String>,
     Valid(req): Valid<UpdateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::UpdateDeployment, |id| Command::SetPriority { id, priority: req.priority }).await
+    command(&st, &caller, &id, Action::UpdateDeployment, |id| {
+        Command::SetPriority {
+            id,
+            priority: req.priority,
+        }
+    })
+    .await
 }
 
 /// Cancels a queued deployment. Role: developer.
@@ -299,8 +360,15 @@ pub async fn update_deployment(
         (status = 404, description = "Unknown, or in another organization", body = Problem),
         (status = 409, description = "Not queued", body = Problem),
     ))]
-pub async fn cancel_deployment(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::CancelDeployment, |id| Command::Cancel { id }).await
+pub async fn cancel_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    command(&st, &caller, &id, Action::CancelDeployment, |id| {
+        Command::Cancel { id }
+    })
+    .await
 }
 
 /// Stops a running deployment, freeing its resources for what waits. Role: developer.
@@ -312,8 +380,15 @@ pub async fn cancel_deployment(State(st): State<AppState>, caller: Caller, Path(
         (status = 404, description = "Unknown, or in another organization", body = Problem),
         (status = 409, description = "Not running", body = Problem),
     ))]
-pub async fn stop_deployment(State(st): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::StopDeployment, |id| Command::Stop { id }).await
+pub async fn stop_deployment(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, ApiError> {
+    command(&st, &caller, &id, Action::StopDeployment, |id| {
+        Command::Stop { id }
+    })
+    .await
 }
 
 /// `{outcome: "succeeded" | "failed", message?}`.
@@ -340,7 +415,10 @@ impl FromJson for FinishRequest {
             }
             ok
         });
-        f.finish(outcome.map(|o| Self { outcome: o.to_string(), message: message.map(str::to_string) }))
+        f.finish(outcome.map(|o| Self {
+            outcome: o.to_string(),
+            message: message.map(str::to_string),
+        }))
     }
 }
 
@@ -360,5 +438,12 @@ pub async fn finish_deployment(
     Valid(req): Valid<FinishRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     let succeeded = req.outcome == "succeeded";
-    command(&st, &caller, &id, Action::FinishDeployment, |id| Command::Finish { id, succeeded, message: req.message }).await
+    command(&st, &caller, &id, Action::FinishDeployment, |id| {
+        Command::Finish {
+            id,
+            succeeded,
+            message: req.message,
+        }
+    })
+    .await
 }

@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::DbError;
-use crate::engine::EngineError;
 use crate::domain::validation::FieldError;
+use crate::engine::EngineError;
 
 /// Seconds a client should wait before retrying while the database is unreachable.
 const UNAVAILABLE_RETRY_SECONDS: u64 = 5;

@@ -69,10 +69,20 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::delete_api_key))
         .routes(routes!(clusters::create_cluster, clusters::list_clusters))
-        .routes(routes!(clusters::get_cluster, clusters::update_cluster, clusters::delete_cluster))
+        .routes(routes!(
+            clusters::get_cluster,
+            clusters::update_cluster,
+            clusters::delete_cluster
+        ))
         .routes(routes!(clusters::get_queue))
-        .routes(routes!(deployments::create_deployment, deployments::list_deployments))
-        .routes(routes!(deployments::get_deployment, deployments::update_deployment))
+        .routes(routes!(
+            deployments::create_deployment,
+            deployments::list_deployments
+        ))
+        .routes(routes!(
+            deployments::get_deployment,
+            deployments::update_deployment
+        ))
         .routes(routes!(deployments::cancel_deployment))
         .routes(routes!(deployments::stop_deployment))
         .routes(routes!(deployments::finish_deployment))

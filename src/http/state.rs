@@ -25,7 +25,8 @@ pub trait Platform: Send + Sync {
     /// Clears a key after a success.
     async fn throttle_reset(&self, key: &str) -> Result<(), ApiError>;
     /// Runs a command through the cluster's single writer (its Durable Object on Workers).
-    async fn cluster_command(&self, cluster: ClusterId, cmd: Command) -> Result<Executed, ApiError>;
+    async fn cluster_command(&self, cluster: ClusterId, cmd: Command)
+        -> Result<Executed, ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

@@ -4,4 +4,5 @@ mod accounts;
 mod errors;
 mod openapi;
 mod orgs;
+mod scheduling;
 mod support;

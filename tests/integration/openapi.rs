@@ -28,6 +28,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/orgs/{org_id}/api-keys"),
     ("get", "/v1/orgs/{org_id}/api-keys"),
     ("delete", "/v1/orgs/{org_id}/api-keys/{key_id}"),
+    ("post", "/v1/orgs/{org_id}/clusters"),
+    ("get", "/v1/orgs/{org_id}/clusters"),
+    ("get", "/v1/clusters/{cluster_id}"),
+    ("patch", "/v1/clusters/{cluster_id}"),
+    ("delete", "/v1/clusters/{cluster_id}"),
+    ("get", "/v1/clusters/{cluster_id}/queue"),
+    ("post", "/v1/clusters/{cluster_id}/deployments"),
+    ("get", "/v1/clusters/{cluster_id}/deployments"),
+    ("get", "/v1/deployments/{deployment_id}"),
+    ("patch", "/v1/deployments/{deployment_id}"),
+    ("post", "/v1/deployments/{deployment_id}/cancel"),
+    ("post", "/v1/deployments/{deployment_id}/stop"),
+    ("post", "/v1/deployments/{deployment_id}/finish"),
 ];
 
 #[tokio::test]

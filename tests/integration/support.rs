@@ -57,10 +57,20 @@ impl Platform for NativePlatform {
         self.book.lock().expect("lock").reset(key);
         Ok(())
     }
-    async fn cluster_command(&self, cluster: ClusterId, cmd: Command) -> Result<Executed, ApiError> {
+    async fn cluster_command(
+        &self,
+        cluster: ClusterId,
+        cmd: Command,
+    ) -> Result<Executed, ApiError> {
         // In-process stand-in for the cluster's Durable Object: the same engine, one command
         // at a time per cluster.
-        let gate = self.gates.lock().expect("lock").entry(cluster).or_default().clone();
+        let gate = self
+            .gates
+            .lock()
+            .expect("lock")
+            .entry(cluster)
+            .or_default()
+            .clone();
         let _turn = gate.lock().await;
         let mut db = self.connect().await?;
         Ok(berth::engine::execute(&mut db, cluster, cmd, self.now()).await?)

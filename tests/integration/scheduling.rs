@@ -1,0 +1,540 @@
+//! Clusters and deployments through the router and the engine, on a real database.
+
+use axum::http::{Method, StatusCode};
+use berth::domain::ids::ClusterId;
+use berth::engine::Command;
+use berth::http::Platform;
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::support::TestApp;
+
+struct Fixture {
+    app: TestApp,
+    admin: String,
+    org: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let app = TestApp::spawn().await;
+        let (admin, _) = app.user("admin@example.com").await;
+        let r = app
+            .call(
+                Method::POST,
+                "/v1/orgs",
+                Some(&admin),
+                Some(json!({"name": "Acme"})),
+            )
+            .await;
+        let org = r.body["id"].as_str().expect("org").to_string();
+        Self { app, admin, org }
+    }
+
+    async fn cluster(&self, body: Value) -> String {
+        let r = self
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/orgs/{}/clusters", self.org),
+                Some(&self.admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    async fn submit(&self, cluster: &str, name: &str, cpu: i64, priority: i64) -> Value {
+        let r = self
+            .submit_raw(
+                cluster,
+                json!({"name": name, "image": "ghcr.io/acme/job:1",
+            "resources": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0}, "priority": priority}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+
+    async fn submit_raw(&self, cluster: &str, body: Value) -> crate::support::Reply {
+        self.app
+            .call(
+                Method::POST,
+                &format!("/v1/clusters/{cluster}/deployments"),
+                Some(&self.admin),
+                Some(body),
+            )
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .app
+            .call(Method::GET, path, Some(&self.admin), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        r.body
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> crate::support::Reply {
+        self.app
+            .call(Method::POST, path, Some(&self.admin), body)
+            .await
+    }
+}
+
+fn cpu_cluster(cpu: i64, queueing: &str, preemption: bool) -> Value {
+    json!({"name": format!("c-{}", uuid::Uuid::new_v4().simple()), "capacity": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0},
+           "queueing": queueing, "preemption": preemption})
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test]
+async fn admits_what_fits_queues_the_rest_and_stopping_admits_by_priority() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let a = f.submit(&c, "a", 600, 500).await;
+    assert_eq!(a["status"], "running");
+    let low = f.submit(&c, "low", 600, 100).await;
+    let high = f.submit(&c, "high", 600, 900).await;
+    assert_eq!(
+        (low["status"].as_str(), low["position"].as_u64()),
+        (Some("queued"), Some(1))
+    );
+    assert_eq!(
+        (high["status"].as_str(), high["position"].as_u64()),
+        (Some("queued"), Some(1))
+    );
+
+    let usage = &f.get(&format!("/v1/clusters/{c}")).await["usage"];
+    assert_eq!(usage["allocated"]["cpu_millis"], 600);
+    assert_eq!(usage["available"]["cpu_millis"], 400);
+    assert_eq!(usage["queued_demand"]["cpu_millis"], 1200);
+    assert_eq!(
+        (usage["running"].as_i64(), usage["queued"].as_i64()),
+        (Some(1), Some(2))
+    );
+
+    let r = f
+        .post(&format!("/v1/deployments/{}/stop", id(&a)), None)
+        .await;
+    assert_eq!(r.body["status"], "stopped");
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&high))).await["status"],
+        "running"
+    );
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&low))).await["status"],
+        "queued"
+    );
+    let events: Vec<_> = f.get(&format!("/v1/deployments/{}", id(&high))).await["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind").to_string())
+        .collect();
+    assert_eq!(events, ["created", "admitted"]);
+}
+
+#[tokio::test]
+async fn what_can_never_fit_is_422_and_bad_input_lists_every_field_and_creates_nothing() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let r = f.submit_raw(&c, json!({"name": "big", "image": "nginx", "resources": {"cpu_millis": 1001, "memory_mib": 0, "gpus": 0}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["errors"][0]["field"], "resources");
+
+    let r = f
+        .submit_raw(
+            &c,
+            json!({"name": "", "image": "Not An Image", "priority": 1001, "max_runtime_seconds": 0,
+        "resources": {"cpu_millis": -1, "memory_mib": 0.5, "gpus": "2"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut fields: Vec<_> = r.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field").to_string())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "image",
+            "max_runtime_seconds",
+            "name",
+            "priority",
+            "resources.cpu_millis",
+            "resources.gpus",
+            "resources.memory_mib"
+        ]
+    );
+    let r = f.submit_raw(&c, json!({"name": "zero", "image": "nginx", "resources": {"cpu_millis": 0, "memory_mib": 0, "gpus": 0}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = f.submit_raw(&c, json!({"name": "huge", "image": "nginx", "resources": {"cpu_millis": 1_u64 << 40, "memory_mib": 0, "gpus": 0}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let list = f.get(&format!("/v1/clusters/{c}/deployments")).await;
+    assert_eq!(list["items"], json!([]));
+    let r = f.app.call(Method::POST, "/v1/clusters/not-a-uuid/deployments", Some(&f.admin),
+        Some(json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn preemption_evicts_exactly_the_minimal_set_and_requeues_the_victims() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", true)).await;
+    // Running: 400 @ p100, 300 @ p200, 300 @ p300 (full). A 400 @ p900 needs 400 freed.
+    let v400 = f.submit(&c, "v400", 400, 100).await;
+    let v300a = f.submit(&c, "v300a", 300, 200).await;
+    let v300b = f.submit(&c, "v300b", 300, 300).await;
+    for v in [&v400, &v300a, &v300b] {
+        assert_eq!(v["status"], "running");
+    }
+    let hi = f.submit(&c, "hi", 400, 900).await;
+    assert_eq!(hi["status"], "running", "{hi}");
+    // Lowest priority first: v400 alone frees enough; v300a/v300b stay.
+    let d = f.get(&format!("/v1/deployments/{}", id(&v400))).await;
+    assert_eq!(d["status"], "queued");
+    assert_eq!(d["preemptions"], 1);
+    assert_eq!(d["preempted_by"], hi["id"]);
+    let kinds: Vec<_> = d["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("k"))
+        .collect();
+    assert_eq!(kinds, ["created", "admitted", "preempted", "requeued"]);
+    for v in [&v300a, &v300b] {
+        assert_eq!(
+            f.get(&format!("/v1/deployments/{}", id(v))).await["status"],
+            "running"
+        );
+    }
+    // Never a higher or equal priority victim.
+    let peer = f.submit(&c, "peer", 400, 900).await;
+    assert_eq!(
+        peer["status"], "running",
+        "evicts v300a (200) and v300b (300)? only lower ones: {peer}"
+    );
+    let statuses: Vec<_> =
+        futures::future::join_all([&hi, &peer].iter().map(|d| f.get_owned(id(d)))).await;
+    assert!(statuses.iter().all(|s| s == "running"));
+}
+
+impl Fixture {
+    async fn get_owned(&self, id: String) -> String {
+        self.get(&format!("/v1/deployments/{id}")).await["status"]
+            .as_str()
+            .expect("status")
+            .to_string()
+    }
+}
+
+#[tokio::test]
+async fn max_runtime_expiry_fails_the_deployment_and_admits_the_next() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let r = f
+        .submit_raw(
+            &c,
+            json!({"name": "short", "image": "nginx", "max_runtime_seconds": 60,
+        "resources": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}}),
+        )
+        .await;
+    let short = r.body;
+    assert_eq!(short["status"], "running");
+    assert!(short["deadline_at"].is_string());
+    let next = f.submit(&c, "next", 1000, 500).await;
+    assert_eq!(next["status"], "queued");
+
+    let cluster = ClusterId::parse(&c).expect("id");
+    f.app
+        .platform
+        .cluster_command(cluster, Command::Tick)
+        .await
+        .expect("tick");
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&short))).await["status"],
+        "running",
+        "not yet due"
+    );
+    f.app.advance(Duration::seconds(61));
+    f.app
+        .platform
+        .cluster_command(cluster, Command::Tick)
+        .await
+        .expect("tick");
+    let d = f.get(&format!("/v1/deployments/{}", id(&short))).await;
+    assert_eq!(d["status"], "failed");
+    assert_eq!(
+        d["events"].as_array().expect("e").last().expect("last")["kind"],
+        "expired"
+    );
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&next))).await["status"],
+        "running"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replay_returns_the_same_deployment() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let body = json!({"name": "once", "image": "nginx", "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0}});
+    let send = |b: Value| {
+        let req = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v1/clusters/{c}/deployments"))
+            .header("authorization", format!("Bearer {}", f.admin))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "abc-123")
+            .body(axum::body::Body::from(b.to_string()))
+            .expect("req");
+        f.app.raw(req)
+    };
+    let first = send(body.clone()).await;
+    let again = send(body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(first.body["id"], again.body["id"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let mut other = body;
+    other["name"] = json!("different");
+    assert_eq!(send(other).await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        f.get(&format!("/v1/clusters/{c}/deployments")).await["items"]
+            .as_array()
+            .expect("i")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_submissions_never_overcommit_and_allocation_equals_the_sum_over_running() {
+    let f = Fixture::new().await;
+    let c = f.cluster(json!({"name": "busy", "capacity": {"cpu_millis": 4000, "memory_mib": 8192, "gpus": 4}})).await;
+    let bodies: Vec<Value> = (0..60).map(|i| json!({"name": format!("d{i}"), "image": "nginx",
+        "priority": (i * 37) % 1001,
+        "resources": {"cpu_millis": 100 + (i * 131) % 900, "memory_mib": (i * 257) % 2048, "gpus": i % 3}})).collect();
+    let replies = futures::future::join_all(bodies.into_iter().map(|b| f.submit_raw(&c, b))).await;
+    assert!(
+        replies.iter().all(|r| r.status == StatusCode::CREATED),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let usage = f.get(&format!("/v1/clusters/{c}")).await["usage"].clone();
+    let mut running = [0i64; 3];
+    let mut count = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = f
+            .get(&format!(
+                "/v1/clusters/{c}/deployments?limit=200&cursor={cursor}"
+            ))
+            .await;
+        for d in page["items"].as_array().expect("items") {
+            count += 1;
+            if d["status"] == "running" {
+                for (i, k) in ["cpu_millis", "memory_mib", "gpus"].iter().enumerate() {
+                    running[i] += d["resources"][k].as_i64().expect("n");
+                }
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(count, 60, "every 201 is stored");
+    for (i, k) in ["cpu_millis", "memory_mib", "gpus"].iter().enumerate() {
+        assert_eq!(usage["allocated"][k].as_i64(), Some(running[i]), "{k}");
+        assert!(
+            running[i] <= usage["capacity"][k].as_i64().expect("cap"),
+            "{k} overcommitted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_queue_view_under_strict_shows_the_head_and_who_is_blocked() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "strict", false)).await;
+    f.submit(&c, "run", 800, 500).await;
+    let head = f.submit(&c, "head", 500, 600).await;
+    let small = f.submit(&c, "small", 100, 100).await;
+    assert_eq!(small["status"], "queued", "strict: may not pass the head");
+    let q = f.get(&format!("/v1/clusters/{c}/queue")).await;
+    let items = q["items"].as_array().expect("items");
+    assert_eq!(items[0]["deployment_id"], head["id"]);
+    assert_eq!(items[0]["reason"], "waiting_for_capacity");
+    assert_eq!(items[1]["reason"], "blocked_behind_head");
+    assert_eq!(
+        (items[0]["position"].as_u64(), items[1]["position"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // Switching to best_effort lets the small one through.
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/clusters/{c}"),
+            Some(&f.admin),
+            Some(json!({"queueing": "best_effort"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&small))).await["status"],
+        "running"
+    );
+}
+
+#[tokio::test]
+async fn cluster_shrink_delete_and_lifecycle_conflicts() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let run = f.submit(&c, "run", 700, 500).await;
+    let wait = f.submit(&c, "wait", 700, 500).await;
+    let path = format!("/v1/clusters/{c}");
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(json!({"capacity": {"cpu_millis": 600, "memory_mib": 0, "gpus": 0}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        f.app
+            .call(Method::DELETE, &path, Some(&f.admin), None)
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+
+    assert_eq!(
+        f.post(&format!("/v1/deployments/{}/cancel", id(&run)), None)
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        f.post(&format!("/v1/deployments/{}/stop", id(&wait)), None)
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    let r = f
+        .post(&format!("/v1/deployments/{}/cancel", id(&wait)), None)
+        .await;
+    assert_eq!(r.body["status"], "cancelled");
+    let r = f
+        .post(
+            &format!("/v1/deployments/{}/finish", id(&run)),
+            Some(json!({"outcome": "succeeded", "message": "ok"})),
+        )
+        .await;
+    assert_eq!(r.body["status"], "succeeded");
+    assert_eq!(
+        f.post(
+            &format!("/v1/deployments/{}/finish", id(&run)),
+            Some(json!({"outcome": "failed"}))
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(
+                json!({"capacity": {"cpu_millis": 10, "memory_mib": 0, "gpus": 0}, "name": "tiny"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["name"], "tiny");
+    assert_eq!(
+        f.app
+            .call(Method::DELETE, &path, Some(&f.admin), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        f.app
+            .call(Method::GET, &path, Some(&f.admin), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn raising_a_priority_can_preempt_and_viewers_cannot_deploy() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", true)).await;
+    let low = f.submit(&c, "low", 1000, 100).await;
+    let waiting = f.submit(&c, "waiting", 1000, 50).await;
+    assert_eq!(waiting["status"], "queued");
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/deployments/{}", id(&waiting)),
+            Some(&f.admin),
+            Some(json!({"priority": 800})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&low))).await["status"],
+        "queued"
+    );
+
+    let (viewer, _) = f.app.user("viewer@example.com").await;
+    let inv = f
+        .post(
+            &format!("/v1/orgs/{}/invites", f.org),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    f.app
+        .call(
+            Method::POST,
+            "/v1/invites/accept",
+            Some(&viewer),
+            Some(json!({"code": inv.body["code"]})),
+        )
+        .await;
+    let r = f.app.call(Method::POST, &format!("/v1/clusters/{c}/deployments"), Some(&viewer),
+        Some(json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.app
+            .call(
+                Method::GET,
+                &format!("/v1/clusters/{c}/queue"),
+                Some(&viewer),
+                None
+            )
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
