@@ -12,20 +12,21 @@ cd "$ROOT"
 
 E2E_PORT=${BERTH_E2E_PORT:-8788}
 out="$ROOT/logs/test"; rm -rf "$out"; mkdir -p "$out"
-wrangler_pid=
 cleanup() {
   local status=$?
   trap - INT TERM EXIT
-  if [ -n "$wrangler_pid" ]; then
-    kill "$wrangler_pid" 2>/dev/null || true
-    wait "$wrangler_pid" 2>/dev/null || true
-  fi
+  "$ROOT/scripts/e2e-server.sh" stop || true
   "$ROOT/scripts/pg.sh" stop test
   exit "$status"
 }
 trap cleanup INT TERM EXIT
 
 source "$ROOT/scripts/testdb.sh"
+
+log "lint: rustfmt, clippy on the host and on wasm32 (warnings are errors)"
+cargo fmt --all -- --check || die "run 'make fmt'"
+cargo clippy --all-targets --features e2e --quiet -- -D warnings
+cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
 
 log "unit + integration tests (native, under coverage)"
 cargo llvm-cov nextest --no-report --lib --test integration --no-fail-fast 2>&1 | tee "$out/native.txt"
@@ -36,28 +37,21 @@ cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true
 log "building the Worker (release wasm)"
 worker-build --release 2>&1 | tail -3
 
+# The restart test restarts the server, so it runs alone, after the others.
 log "end-to-end tests against wrangler dev on port $E2E_PORT"
 migrate_fresh berth_e2e
 key=$("$ROOT/scripts/keygen.sh")
 printf 'BERTH_SIGNING_KEY=%s\n' "$key" > "$ROOT/.data/e2e.vars"
 rm -rf "$ROOT/.data/wrangler-e2e"
-CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="$base/berth_e2e" \
-  wrangler dev --local --ip 127.0.0.1 --port "$E2E_PORT" --inspector-port $((E2E_PORT + 1000)) \
-  --test-scheduled --show-interactive-dev-session=false --log-level warn \
-  --env-file "$ROOT/.data/e2e.vars" --persist-to "$ROOT/.data/wrangler-e2e" \
-  > "$out/wrangler.txt" 2>&1 &
-wrangler_pid=$!
-for _ in $(seq 1 120); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$E2E_PORT/health" 2>/dev/null && break
-  kill -0 "$wrangler_pid" 2>/dev/null || { cat "$out/wrangler.txt"; die "wrangler dev exited"; }
-  sleep 0.5
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$E2E_PORT/health" || { cat "$out/wrangler.txt"; die "wrangler dev did not answer"; }
+export E2E_DATABASE_URL="$base/berth_e2e"
+"$ROOT/scripts/e2e-server.sh" start
 BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_E2E_SIGNING_KEY="$key" \
-BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_WRANGLER_LOG="$out/wrangler.txt" \
-  cargo nextest run --features e2e --test e2e --no-fail-fast 2>&1 | tee "$out/e2e.txt"
+BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_RESTART="$ROOT/scripts/e2e-server.sh restart" \
+  bash -c 'cargo nextest run --features e2e --test e2e --no-fail-fast -E "not test(/restart/)" \
+    && cargo nextest run --features e2e --test e2e --no-fail-fast -E "test(/restart/)"' \
+  2>&1 | tee "$out/e2e.txt"
 e2e_status=${PIPESTATUS[0]}
-[ "$e2e_status" = 0 ] || { tail -30 "$out/wrangler.txt"; die "end-to-end tests failed"; }
+[ "$e2e_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "end-to-end tests failed"; }
 
 log "wrangler deploy --dry-run"
 wrangler deploy --dry-run --outdir "$ROOT/build/dry-run" > "$out/deploy.txt" 2>&1 \

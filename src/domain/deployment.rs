@@ -123,7 +123,8 @@ mod tests {
         for bad in [
             "",
             " nginx",
-            "UPPER/case",
+            "Nginx",
+            "acme/Api",
             "nginx:",
             "a b",
             "nginx@sha256:xyz",

@@ -31,6 +31,10 @@ pub trait FromJson: Sized {
     fn from_json(body: &Fields<'_>) -> Result<Self, Vec<FieldError>>;
 }
 
+/// The error of a field reader: what was wrong is already recorded on the `Fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid;
+
 /// A view of one JSON object that records an error for each field that is missing or of the
 /// wrong shape; `finish` then yields the value only if nothing was recorded.
 #[derive(Debug)]
@@ -103,19 +107,19 @@ impl<'a> Fields<'a> {
         s
     }
 
-    /// An optional integer within `min..=max`; `Err(())` after recording an error.
-    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ()> {
+    /// An optional integer within `min..=max`; `Err(Invalid)` after recording an error.
+    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, Invalid> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => match v.as_i64() {
                 Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 Some(_) => {
                     self.error(name, format!("must be between {min} and {max}"));
-                    Err(())
+                    Err(Invalid)
                 }
                 None => {
                     self.error(name, "must be an integer");
-                    Err(())
+                    Err(Invalid)
                 }
             },
         }
@@ -131,13 +135,13 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional boolean.
-    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ()> {
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, Invalid> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => {
                 self.error(name, "must be a boolean");
-                Err(())
+                Err(Invalid)
             }
         }
     }

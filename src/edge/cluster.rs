@@ -52,9 +52,8 @@ impl ClusterObject {
             ..
         }) = &result
         {
-            let when = at
-                .timestamp_millis()
-                .max(Utc::now().timestamp_millis() + 100);
+            // A DateTime is an absolute time (an i64 would be an offset from now).
+            let when = (*at).max(Utc::now() + chrono::Duration::milliseconds(50));
             if let Err(e) = self.state.storage().set_alarm(when).await {
                 worker::console_error!("setting the alarm failed: {e}");
             }

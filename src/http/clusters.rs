@@ -22,7 +22,7 @@ use crate::domain::ids::ClusterId;
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{self, Policy, Queueing, WaitReason};
-use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
+use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Invalid};
 use crate::engine::{cluster_state, Command, Outcome};
 
 /// Capacity and what is done with it, all derived from the deployments' records.
@@ -98,14 +98,14 @@ pub async fn cluster_access(
     Ok((c, access))
 }
 
-fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, ()> {
+fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, Invalid> {
     match f.opt_string("queueing") {
         None => Ok(None),
         Some("best_effort") => Ok(Some(Queueing::BestEffort)),
         Some("strict") => Ok(Some(Queueing::Strict)),
         Some(_) => {
             f.error("queueing", "must be best_effort or strict");
-            Err(())
+            Err(Invalid)
         }
     }
 }
@@ -255,12 +255,15 @@ impl FromJson for UpdateClusterRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
         let name = match f.opt_string("name") {
             None => Ok(None),
-            Some(s) => display_name(s, 100)
-                .map(Some)
-                .map_err(|m| f.error("name", m)),
+            Some(s) => display_name(s, 100).map(Some).map_err(|m| {
+                f.error("name", m);
+                Invalid
+            }),
         };
         let capacity = if f.has("capacity") {
-            resources_field(f, "capacity", true).map(Some).ok_or(())
+            resources_field(f, "capacity", true)
+                .map(Some)
+                .ok_or(Invalid)
         } else {
             Ok(None)
         };

@@ -4,4 +4,6 @@
 
 mod accounts;
 mod ops;
+mod roles;
+mod scheduling;
 mod support;
