@@ -16,8 +16,8 @@ test: ## every test tier (unit, integration, end-to-end in workerd), deploy dry-
 coverage: ## native tests under cargo-llvm-cov: HTML report in coverage/ and the total
 	@scripts/coverage.sh
 
-bench: ## the login + /v1/me load benchmark against a running `make dev` (BERTH_URL)
-	@source scripts/env.sh && cargo bench --bench auth_load
+bench: ## load program against a running `make dev` (BERTH_URL): auth and submissions
+	@source scripts/env.sh && cargo bench --bench load
 
 build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
 	@scripts/setup.sh && source scripts/env.sh && worker-build --release

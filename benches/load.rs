@@ -1,5 +1,7 @@
-//! Load benchmark (a program, not a test): logs in and calls `/v1/me` at 16 connections,
-//! with `/health` measured in the same run as the baseline. Prints requests/s, p50 and p99.
+//! Load benchmark (a program, not a test) against a running Berth: `/health` as the baseline
+//! measured in the same run, then `/v1/me`, login (argon2id), and deployment submissions to
+//! one cluster at 16 and 64 connections. Prints requests/s, p50, p99 and the ratio to the
+//! baseline, then checks the cluster's invariants.
 //!
 //! `make dev` in one terminal, then `make bench` (BERTH_URL, BENCH_SECONDS, BENCH_CONNECTIONS).
 
@@ -115,8 +117,9 @@ async fn main() {
         .as_str()
         .expect("access token")
         .to_string();
+    let token2 = token.clone();
 
-    println!("Berth auth benchmark: {base}, {connections} connections, {seconds} s per route");
+    println!("Berth load benchmark: {base}, {connections} connections, {seconds} s per route");
     let h = base.clone();
     let health = run(
         "GET /health (baseline)",
@@ -133,7 +136,7 @@ async fn main() {
     .await;
     let l = base.clone();
     let login_run = run(
-        "POST /v1/auth/login (argon2id)",
+        "POST /v1/auth/login (argon2id, 4 conns)",
         &client,
         4,
         seconds.min(5),
@@ -144,13 +147,50 @@ async fn main() {
     )
     .await;
 
+    // One cluster; demand several times its capacity, random sizes and priorities.
+    let org: Value = client
+        .post(format!("{base}/v1/orgs"))
+        .bearer_auth(&token2)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .expect("org")
+        .json()
+        .await
+        .expect("org json");
+    let org = org["id"].as_str().expect("org id").to_string();
+    let cluster: Value = client.post(format!("{base}/v1/orgs/{org}/clusters")).bearer_auth(&token2)
+        .json(&json!({"name": "bench", "capacity": {"cpu_millis": 64_000, "memory_mib": 262_144, "gpus": 16},
+                      "preemption": true}))
+        .send().await.expect("cluster").json().await.expect("cluster json");
+    let cluster = cluster["id"].as_str().expect("cluster id").to_string();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let submit = |label: &'static str, conns: usize| {
+        let (b, t, c, n) = (
+            base.clone(),
+            token2.clone(),
+            cluster.clone(),
+            counter.clone(),
+        );
+        run(label, &client, conns, seconds, move |http| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let r = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
+            http.post(format!("{b}/v1/clusters/{c}/deployments")).bearer_auth(&t).json(&json!({
+                "name": format!("job-{i}"), "image": "ghcr.io/acme/job:1", "priority": r % 1001,
+                "resources": {"cpu_millis": 250 + (r % 4000), "memory_mib": 512 + (r >> 12) % 16_384,
+                              "gpus": (r >> 20) % 3}}))
+        })
+    };
+    let submit16 = submit("POST deployments (16 conns)", 16).await;
+    let submit64 = submit("POST deployments (64 conns)", 64).await;
+
     println!(
-        "{:<34} {:>9} {:>9} {:>9} {:>7} {:>8}",
+        "{:<40} {:>9} {:>9} {:>9} {:>7} {:>8}",
         "route", "req/s", "p50 ms", "p99 ms", "errors", "vs base"
     );
-    for s in [&health, &me, &login_run] {
+    for s in [&health, &me, &login_run, &submit16, &submit64] {
         println!(
-            "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7.0}%",
+            "{:<40} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7.0}%",
             s.name,
             s.rps(),
             s.pct(0.50),
@@ -159,4 +199,27 @@ async fn main() {
             100.0 * s.rps() / health.rps()
         );
     }
+
+    let detail: Value = client
+        .get(format!("{base}/v1/clusters/{cluster}"))
+        .bearer_auth(&token2)
+        .send()
+        .await
+        .expect("cluster")
+        .json()
+        .await
+        .expect("json");
+    let u = &detail["usage"];
+    let fits = ["cpu_millis", "memory_mib", "gpus"]
+        .iter()
+        .all(|k| u["allocated"][k].as_i64() <= u["capacity"][k].as_i64());
+    let stored = u["running"].as_i64().unwrap_or(0) + u["queued"].as_i64().unwrap_or(0);
+    println!("cluster after the run: {} running, {} queued, {} accepted; allocated within capacity: {fits}",
+        u["running"], u["queued"], submit16.ok + submit64.ok);
+    assert!(fits, "overcommitted: {u}");
+    assert_eq!(
+        stored as usize,
+        submit16.ok + submit64.ok,
+        "every 201 is stored"
+    );
 }
