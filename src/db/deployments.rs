@@ -86,44 +86,64 @@ pub struct NewDeployment {
     pub created_by: Option<UserId>,
 }
 
-/// Stores a new queued deployment.
-pub async fn insert(
+/// Stores new queued deployments of one cluster in one statement, in order.
+pub async fn insert_many(
     db: &impl GenericClient,
-    id: Uuid,
     cluster: ClusterId,
     org: OrgId,
-    d: &NewDeployment,
+    new: &[(Uuid, NewDeployment)],
     now: DateTime<Utc>,
-) -> DbResult<DeploymentRow> {
+) -> DbResult<Vec<DeploymentRow>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col = |f: fn(&NewDeployment) -> i64| new.iter().map(|(_, d)| f(d)).collect::<Vec<i64>>();
+    let ids: Vec<Uuid> = new.iter().map(|(id, _)| *id).collect();
+    let names: Vec<&str> = new.iter().map(|(_, d)| d.name.as_str()).collect();
+    let images: Vec<&str> = new.iter().map(|(_, d)| d.image.as_str()).collect();
+    let (cpu, mem, gpus) = (
+        col(|d| d.resources.cpu_millis),
+        col(|d| d.resources.memory_mib),
+        col(|d| d.resources.gpus),
+    );
+    let priorities: Vec<i32> = new.iter().map(|(_, d)| d.priority).collect();
+    let runtimes: Vec<Option<i32>> = new.iter().map(|(_, d)| d.max_runtime_seconds).collect();
+    let keys: Vec<Option<&str>> = new
+        .iter()
+        .map(|(_, d)| d.idempotency_key.as_deref())
+        .collect();
+    let creators: Vec<Option<Uuid>> = new.iter().map(|(_, d)| d.created_by.map(|u| u.0)).collect();
     let sql = format!(
         "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
            priority, max_runtime_seconds, status, enqueued_at, idempotency_key, created_by, \
            created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, $12, $13, $11, $11) \
+         select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3 \
+         from unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[], \
+                     $10::int4[], $11::int4[], $12::text[], $13::uuid[]) \
+              as x(i, n, im, c, m, g, p, rt, k, cb) \
          returning {COLUMNS}"
     );
-    let created_by = d.created_by.map(|u| u.0);
-    let row = db
-        .query_typed_one(
+    let rows = db
+        .query_typed(
             &sql,
             &[
-                (&id, Type::UUID),
                 (&cluster.0, Type::UUID),
                 (&org.0, Type::UUID),
-                (&d.name, Type::TEXT),
-                (&d.image, Type::TEXT),
-                (&d.resources.cpu_millis, Type::INT8),
-                (&d.resources.memory_mib, Type::INT8),
-                (&d.resources.gpus, Type::INT8),
-                (&d.priority, Type::INT4),
-                (&d.max_runtime_seconds, Type::INT4),
                 (&now, Type::TIMESTAMPTZ),
-                (&d.idempotency_key, Type::TEXT),
-                (&created_by, Type::UUID),
+                (&ids, Type::UUID_ARRAY),
+                (&names, Type::TEXT_ARRAY),
+                (&images, Type::TEXT_ARRAY),
+                (&cpu, Type::INT8_ARRAY),
+                (&mem, Type::INT8_ARRAY),
+                (&gpus, Type::INT8_ARRAY),
+                (&priorities, Type::INT4_ARRAY),
+                (&runtimes, Type::INT4_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&creators, Type::UUID_ARRAY),
             ],
         )
         .await?;
-    DeploymentRow::try_from(&row)
+    self::rows(rows)
 }
 
 /// One deployment.

@@ -1,9 +1,9 @@
 //! `ClusterObject`: one Durable Object per cluster, the single writer of its queue and
 //! allocation. Input gates do not hold across a Postgres round trip, so the object
-//! serializes commands itself (an async mutex around its one connection); each command is
-//! one transaction that also locks the cluster row. The connection is reused across
-//! requests and reopened when lost; all state is in Postgres, so a restarted object simply
-//! carries on. Its alarm fires at the earliest `max_runtime_seconds` deadline.
+//! serializes commands itself (`ClusterWriter`: commands arriving together are committed as
+//! one batch, in one transaction that also locks the cluster row). The connection is reused
+//! across requests and reopened when lost; all state is in Postgres, so a restarted object
+//! simply carries on. Its alarm fires at the earliest `max_runtime_seconds` deadline.
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::platform::connect_db;
 use crate::domain::ids::ClusterId;
-use crate::engine::{self, Command, EngineError, Executed};
+use crate::engine::{ClusterWriter, Command, EngineError, Executed};
 
 /// What the Worker sends to the object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ pub struct ClusterCall {
 pub struct ClusterObject {
     state: State,
     env: Env,
-    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    writer: ClusterWriter,
 }
 
 impl ClusterObject {
@@ -35,18 +35,10 @@ impl ClusterObject {
         cluster: ClusterId,
         command: Command,
     ) -> std::result::Result<Executed, EngineError> {
-        // One command at a time: the lock is held across the whole transaction.
-        let mut slot = self.db.lock().await;
-        if slot.as_ref().is_none_or(|c| c.is_closed()) {
-            *slot = Some(connect_db(&self.env).await.map_err(EngineError::from)?);
-        }
-        let Some(client) = slot.as_mut() else {
-            return Err(EngineError::Unavailable("no database connection".into()));
-        };
-        let result = engine::execute(client, cluster, command, Utc::now()).await;
-        if matches!(result, Err(EngineError::Unavailable(_))) {
-            *slot = None; // reconnect on the next command
-        }
+        let result = self
+            .writer
+            .run(cluster, command, || connect_db(&self.env), Utc::now)
+            .await;
         if let Ok(Executed {
             next_deadline: Some(at),
             ..
@@ -67,7 +59,7 @@ impl DurableObject for ClusterObject {
         Self {
             state,
             env,
-            db: tokio::sync::Mutex::new(None),
+            writer: ClusterWriter::new(),
         }
     }
 

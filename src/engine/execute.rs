@@ -1,54 +1,157 @@
-//! One command, one transaction.
+//! A batch of commands, one transaction.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use tokio_postgres::{Client, Transaction};
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::{Command, EngineError, Executed, Outcome};
 use crate::db::clusters::{self, ClusterRow};
-use crate::db::deployments::{self, DeploymentRow, Event};
+use crate::db::deployments::{self, DeploymentRow, Event, NewDeployment};
 use crate::domain::deployment::Status;
 use crate::domain::ids::ClusterId;
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{self, ClusterState, Decision};
 use crate::domain::validation::FieldError;
 
-/// Scheduling passes per command at most: a pass may preempt, and victims requeued by one
+/// Scheduling passes per batch at most: a pass may preempt, and victims requeued by one
 /// pass are considered by the next; preemption chains strictly lower the priority, so a few
 /// passes always settle.
 const MAX_PASSES: usize = 8;
 
-/// Runs `cmd` against `cluster` in one transaction.
-pub async fn execute(
-    db: &mut Client,
+/// What one command of a batch is about, once applied.
+enum Subject {
+    Deployment { id: Uuid, replayed: bool },
+    Cluster,
+    Deleted,
+    Tick,
+}
+
+/// Runs `cmds` against `cluster` in one transaction, in order, each with its own result.
+///
+/// `cache` holds the cluster's live deployments as of the last commit: the engine is the
+/// only writer of them, so it need not read them back. It is rebuilt from Postgres when
+/// empty and on every `Tick` (the sweep is also the safety net for anything written
+/// elsewhere). Whatever goes wrong, the caller drops the cache: Postgres is the record.
+pub async fn execute_batch(
+    tx: &Transaction<'_>,
     cluster: ClusterId,
-    cmd: Command,
+    cache: &mut Option<Live>,
+    cmds: Vec<Command>,
     now: DateTime<Utc>,
-) -> Result<Executed, EngineError> {
-    let tx = db.transaction().await?;
-    let mut c = clusters::lock(&tx, cluster)
+) -> Result<Vec<Result<Executed, EngineError>>, EngineError> {
+    let mut c = clusters::lock(tx, cluster)
         .await?
         .ok_or_else(|| EngineError::NotFound("cluster".into()))?;
-    let mut live = Live::new(deployments::live(&tx, cluster).await?);
-    let mut events = Vec::new();
-    let mut subject: Option<(Uuid, bool)> = None;
-    let mut cluster_changed = false;
+    if cache.is_none() || cmds.iter().any(|c| matches!(c, Command::Tick)) {
+        *cache = Some(Live::new(deployments::live(tx, cluster).await?));
+    }
+    let Some(live) = cache.as_mut() else {
+        return Err(EngineError::Internal("cache missing".into()));
+    };
+    let mut batch = Batch {
+        events: Vec::new(),
+        inserts: Vec::new(),
+        deleted: false,
+    };
+    let mut subjects = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        let subject = if batch.deleted {
+            Err(EngineError::NotFound("cluster".into()))
+        } else {
+            apply(tx, &mut c, live, &mut batch, cmd, now).await?
+        };
+        subjects.push(subject);
+    }
+    if batch.deleted {
+        clusters::delete(tx, cluster).await?;
+        return Ok(subjects
+            .into_iter()
+            .map(|s| {
+                s.map(|_| Executed {
+                    outcome: Outcome::Deleted,
+                    next_deadline: None,
+                })
+            })
+            .collect());
+    }
 
-    match cmd {
-        Command::DeleteCluster => {
-            if !live.rows.is_empty() {
-                return Err(EngineError::Conflict(
-                    "the cluster still has queued or running deployments".into(),
-                ));
+    for row in deployments::insert_many(tx, cluster, c.org_id, &batch.inserts, now).await? {
+        batch.events.push(event(row.id, "created", None, None));
+        live.rows.insert(row.id, row);
+    }
+    let expired = live.expire(tx, now, &mut batch.events).await?;
+    let (admitted, preempted) = live.schedule(tx, &c, now, &mut batch.events).await?;
+    deployments::record(tx, &batch.events, now).await?;
+
+    let next_deadline = live.next_deadline();
+    let positions = live.positions(&c, now, &subjects);
+    let mut out = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        let outcome = match subject {
+            Err(e) => Err(e),
+            Ok(Subject::Deployment { id, replayed }) => {
+                let deployment = match live.rows.get(&id).or_else(|| live.done.get(&id)) {
+                    Some(row) => row.clone(),
+                    None => deployments::get(tx, id)
+                        .await?
+                        .ok_or_else(|| EngineError::NotFound("deployment".into()))?,
+                };
+                let position = positions.get(&id).copied();
+                Ok(Outcome::Deployment {
+                    deployment: Box::new(deployment),
+                    position,
+                    replayed,
+                })
             }
-            clusters::delete(&tx, cluster).await?;
-            tx.commit().await?;
-            return Ok(Executed {
-                outcome: Outcome::Deleted,
-                next_deadline: None,
-            });
+            Ok(Subject::Cluster) => Ok(Outcome::Cluster {
+                usage: live.usage(),
+                cluster: Box::new(c.clone()),
+            }),
+            Ok(Subject::Deleted) => Ok(Outcome::Deleted),
+            Ok(Subject::Tick) => Ok(Outcome::Ticked {
+                admitted,
+                preempted,
+                expired,
+            }),
+        };
+        out.push(outcome.map(|outcome| Executed {
+            outcome,
+            next_deadline,
+        }));
+    }
+    live.done.clear();
+    Ok(out)
+}
+
+/// Writes collected while a batch is applied.
+struct Batch {
+    events: Vec<Event>,
+    inserts: Vec<(Uuid, NewDeployment)>,
+    deleted: bool,
+}
+
+/// Applies one command. `Ok(Err(_))` refuses this command alone (nothing was written for
+/// it); `Err(_)` is a database failure that aborts the batch.
+async fn apply(
+    tx: &Transaction<'_>,
+    c: &mut ClusterRow,
+    live: &mut Live,
+    batch: &mut Batch,
+    cmd: Command,
+    now: DateTime<Utc>,
+) -> Result<Result<Subject, EngineError>, EngineError> {
+    Ok(Ok(match cmd {
+        Command::Tick => Subject::Tick,
+        Command::DeleteCluster => {
+            if !live.rows.is_empty() || !batch.inserts.is_empty() {
+                return Ok(Err(EngineError::Conflict(
+                    "the cluster still has queued or running deployments".into(),
+                )));
+            }
+            batch.deleted = true;
+            Subject::Deleted
         }
         Command::UpdateCluster {
             name,
@@ -58,132 +161,152 @@ pub async fn execute(
             if let Some(cap) = capacity {
                 let allocated = live.allocated();
                 if !allocated.fits_within(&cap) {
-                    return Err(EngineError::Conflict(format!(
+                    return Ok(Err(EngineError::Conflict(format!(
                         "cannot shrink below what is allocated ({} mCPU, {} MiB, {} GPUs)",
                         allocated.cpu_millis, allocated.memory_mib, allocated.gpus
-                    )));
+                    ))));
                 }
                 c.capacity = cap;
             }
-            c.name = name.unwrap_or(c.name);
+            c.name = name.unwrap_or(std::mem::take(&mut c.name));
             c.policy = policy.unwrap_or(c.policy);
-            c = clusters::update(&tx, &c, now).await?;
-            cluster_changed = true;
+            *c = match clusters::update(tx, c, now).await {
+                Ok(row) => row,
+                Err(crate::db::DbError::Unique(_)) => {
+                    return Err(EngineError::Conflict(
+                        "a cluster with this name already exists".into(),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Subject::Cluster
         }
         Command::Submit(new) => {
             if let Some(key) = &new.idempotency_key {
-                if let Some(existing) = deployments::by_idempotency_key(&tx, cluster, key).await? {
-                    if existing.name != new.name
-                        || existing.image != new.image
-                        || existing.resources != new.resources
-                        || existing.priority != new.priority
-                    {
-                        return Err(EngineError::Conflict(
+                let earlier = match batch
+                    .inserts
+                    .iter()
+                    .find(|(_, d)| d.idempotency_key.as_ref() == Some(key))
+                {
+                    Some((id, d)) => Some((*id, d.clone())),
+                    None => deployments::by_idempotency_key(tx, c.id, key)
+                        .await?
+                        .map(|r| {
+                            let d = NewDeployment {
+                                name: r.name,
+                                image: r.image,
+                                resources: r.resources,
+                                priority: r.priority,
+                                max_runtime_seconds: r.max_runtime_seconds,
+                                idempotency_key: r.idempotency_key,
+                                created_by: None,
+                            };
+                            (r.id, d)
+                        }),
+                };
+                if let Some((id, d)) = earlier {
+                    let same = d.name == new.name
+                        && d.image == new.image
+                        && d.resources == new.resources
+                        && d.priority == new.priority;
+                    if !same {
+                        return Ok(Err(EngineError::Conflict(
                             "this Idempotency-Key was used for a different request".into(),
-                        ));
+                        )));
                     }
-                    subject = Some((existing.id, true));
+                    return Ok(Ok(Subject::Deployment { id, replayed: true }));
                 }
             }
-            if subject.is_none() {
-                if !scheduler::can_ever_fit(&c.capacity, &new.resources) {
-                    return Err(EngineError::Validation(vec![FieldError::new(
-                        "resources",
-                        "exceeds the cluster's total capacity on some dimension: it could never run",
-                    )]));
-                }
-                let row =
-                    deployments::insert(&tx, Uuid::now_v7(), cluster, c.org_id, &new, now).await?;
-                events.push(event(row.id, "created", None, None));
-                subject = Some((row.id, false));
-                live.rows.insert(row.id, row);
+            if !scheduler::can_ever_fit(&c.capacity, &new.resources) {
+                return Ok(Err(EngineError::Validation(vec![FieldError::new(
+                    "resources",
+                    "exceeds the cluster's total capacity on some dimension: it could never run",
+                )])));
+            }
+            let id = Uuid::now_v7();
+            batch.inserts.push((id, new));
+            Subject::Deployment {
+                id,
+                replayed: false,
             }
         }
         Command::Cancel { id } => {
-            live.expect(id, Status::Queued, "cancel", &tx).await?;
-            deployments::finish(&tx, &[id], Status::Queued, Status::Cancelled, None, now).await?;
-            events.push(event(id, "cancelled", Some("cancelled by a user"), None));
-            live.rows.remove(&id);
-            subject = Some((id, false));
+            if let Err(e) = live.expect(tx, c.id, id, Status::Queued, "cancel").await? {
+                return Ok(Err(e));
+            }
+            deployments::finish(tx, &[id], Status::Queued, Status::Cancelled, None, now).await?;
+            batch
+                .events
+                .push(event(id, "cancelled", Some("cancelled by a user"), None));
+            live.finish(id, Status::Cancelled, None, now);
+            Subject::Deployment {
+                id,
+                replayed: false,
+            }
         }
         Command::Stop { id } => {
-            live.expect(id, Status::Running, "stop", &tx).await?;
-            deployments::finish(&tx, &[id], Status::Running, Status::Stopped, None, now).await?;
-            events.push(event(id, "stopped", Some("stopped by a user"), None));
-            live.rows.remove(&id);
-            subject = Some((id, false));
+            if let Err(e) = live.expect(tx, c.id, id, Status::Running, "stop").await? {
+                return Ok(Err(e));
+            }
+            deployments::finish(tx, &[id], Status::Running, Status::Stopped, None, now).await?;
+            batch
+                .events
+                .push(event(id, "stopped", Some("stopped by a user"), None));
+            live.finish(id, Status::Stopped, None, now);
+            Subject::Deployment {
+                id,
+                replayed: false,
+            }
         }
         Command::Finish {
             id,
             succeeded,
             message,
         } => {
-            live.expect(id, Status::Running, "finish", &tx).await?;
+            if let Err(e) = live.expect(tx, c.id, id, Status::Running, "finish").await? {
+                return Ok(Err(e));
+            }
             let to = if succeeded {
                 Status::Succeeded
             } else {
                 Status::Failed
             };
-            deployments::finish(&tx, &[id], Status::Running, to, message.as_deref(), now).await?;
-            events.push(event(id, to.as_str(), message.as_deref(), None));
-            live.rows.remove(&id);
-            subject = Some((id, false));
+            deployments::finish(tx, &[id], Status::Running, to, message.as_deref(), now).await?;
+            batch
+                .events
+                .push(event(id, to.as_str(), message.as_deref(), None));
+            live.finish(id, to, message, now);
+            Subject::Deployment {
+                id,
+                replayed: false,
+            }
         }
         Command::SetPriority { id, priority } => {
-            if !live.rows.contains_key(&id) {
-                live.expect(id, Status::Queued, "change the priority of", &tx)
-                    .await?;
-            }
-            deployments::set_priority(&tx, id, priority, now).await?;
-            if let Some(row) = live.rows.get_mut(&id) {
-                events.push(event(
-                    id,
-                    "priority_changed",
-                    Some(&format!("{} → {priority}", row.priority)),
-                    None,
-                ));
-                row.priority = priority;
-            }
-            subject = Some((id, false));
-        }
-        Command::Tick => {}
-    }
-
-    let expired = live.expire(&tx, now, &mut events).await?;
-    let (admitted, preempted) = live.schedule(&tx, &c, now, &mut events).await?;
-    deployments::record(&tx, &events, now).await?;
-    let next_deadline = live.next_deadline();
-
-    let outcome = match subject {
-        Some((id, replayed)) => {
-            let position = live.position(&c, id, now);
-            let deployment = match live.rows.remove(&id) {
-                Some(row) => row,
-                None => deployments::get(&tx, id)
+            let Some(row) = live.rows.get_mut(&id) else {
+                let refusal = match live
+                    .expect(tx, c.id, id, Status::Queued, "change the priority of")
                     .await?
-                    .ok_or_else(|| EngineError::NotFound("deployment".into()))?,
+                {
+                    Err(e) => e,
+                    Ok(()) => {
+                        EngineError::Internal("a live deployment missing from the cache".into())
+                    }
+                };
+                return Ok(Err(refusal));
             };
-            Outcome::Deployment {
-                deployment: Box::new(deployment),
-                position,
-                replayed,
+            deployments::set_priority(tx, id, priority, now).await?;
+            let change = format!("{} → {priority}", row.priority);
+            batch
+                .events
+                .push(event(id, "priority_changed", Some(&change), None));
+            row.priority = priority;
+            row.updated_at = now;
+            Subject::Deployment {
+                id,
+                replayed: false,
             }
         }
-        None if cluster_changed => Outcome::Cluster {
-            usage: live.usage(),
-            cluster: Box::new(c),
-        },
-        None => Outcome::Ticked {
-            admitted,
-            preempted,
-            expired,
-        },
-    };
-    tx.commit().await?;
-    Ok(Executed {
-        outcome,
-        next_deadline,
-    })
+    }))
 }
 
 fn event(id: Uuid, kind: &str, reason: Option<&str>, by: Option<Uuid>) -> Event {
@@ -195,15 +318,19 @@ fn event(id: Uuid, kind: &str, reason: Option<&str>, by: Option<Uuid>) -> Event 
     }
 }
 
-/// The cluster's queued and running deployments, kept current as the command proceeds.
-struct Live {
+/// A cluster's queued and running deployments, kept current by the engine between
+/// commits, plus the ones a batch has just finished (for its answers).
+#[derive(Debug, Default)]
+pub struct Live {
     rows: HashMap<Uuid, DeploymentRow>,
+    done: HashMap<Uuid, DeploymentRow>,
 }
 
 impl Live {
     fn new(rows: Vec<DeploymentRow>) -> Self {
         Self {
             rows: rows.into_iter().map(|r| (r.id, r)).collect(),
+            done: HashMap::new(),
         }
     }
 
@@ -226,25 +353,24 @@ impl Live {
         }
     }
 
-    /// Checks that `id` is a live deployment of this cluster in `status`; otherwise explains
-    /// (a deployment of another cluster, or in another state).
+    /// Whether `id` is a deployment of this cluster in `status`; if not, why (unknown, of
+    /// another cluster, or in another state).
     async fn expect(
         &self,
+        tx: &Transaction<'_>,
+        cluster: ClusterId,
         id: Uuid,
         status: Status,
         verb: &str,
-        tx: &Transaction<'_>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Result<(), EngineError>, EngineError> {
         let current = match self.rows.get(&id) {
             Some(r) => r.status,
-            None => {
-                deployments::get(tx, id)
-                    .await?
-                    .ok_or_else(|| EngineError::NotFound("deployment".into()))?
-                    .status
-            }
+            None => match deployments::get(tx, id).await? {
+                Some(r) if r.cluster_id == cluster => r.status,
+                _ => return Ok(Err(EngineError::NotFound("deployment".into()))),
+            },
         };
-        if current == status {
+        Ok(if current == status {
             Ok(())
         } else {
             Err(EngineError::Conflict(format!(
@@ -252,6 +378,20 @@ impl Live {
                 current.as_str(),
                 status.as_str()
             )))
+        })
+    }
+
+    /// Moves a live deployment to a final status in memory (already written to Postgres).
+    fn finish(&mut self, id: Uuid, to: Status, message: Option<String>, now: DateTime<Utc>) {
+        if let Some(mut row) = self.rows.remove(&id) {
+            row.status = to;
+            row.finished_at = Some(now);
+            row.updated_at = now;
+            row.deadline_at = None;
+            if message.is_some() {
+                row.message = message;
+            }
+            self.done.insert(id, row);
         }
     }
 
@@ -283,7 +423,7 @@ impl Live {
         .await?;
         for id in &overdue {
             events.push(event(*id, "expired", Some(reason), None));
-            self.rows.remove(id);
+            self.finish(*id, Status::Failed, Some(reason.into()), now);
         }
         Ok(overdue.len())
     }
@@ -312,11 +452,12 @@ impl Live {
                         if let Some(r) = self.rows.get_mut(&id) {
                             r.status = Status::Running;
                             r.admitted_at = Some(now);
+                            r.updated_at = now;
                             r.deadline_at = r
                                 .max_runtime_seconds
-                                .map(|s| now + chrono::Duration::seconds(i64::from(s)));
+                                .map(|s| now + Duration::seconds(i64::from(s)));
                         }
-                        // A victim re-admitted within the same command was never really out.
+                        // A victim re-admitted within the same batch was never really out.
                         if let Some(i) = victims.iter().position(|v| *v == id) {
                             victims.remove(i);
                             preemptors.remove(i);
@@ -329,6 +470,7 @@ impl Live {
                             r.status = Status::Queued;
                             r.admitted_at = None;
                             r.deadline_at = None;
+                            r.updated_at = now;
                             r.preemptions += 1;
                             r.preempted_by = Some(by);
                         }
@@ -372,14 +514,23 @@ impl Live {
             .min()
     }
 
-    fn position(&self, c: &ClusterRow, id: Uuid, now: DateTime<Utc>) -> Option<u32> {
-        let row = self.rows.get(&id)?;
-        if row.status != Status::Queued {
-            return None;
+    /// Queue positions of the batch's queued subjects (one queue view for the whole batch).
+    fn positions(
+        &self,
+        c: &ClusterRow,
+        now: DateTime<Utc>,
+        subjects: &[Result<Subject, EngineError>],
+    ) -> HashMap<Uuid, u32> {
+        let queued_subject = subjects.iter().any(|s| {
+            matches!(s, Ok(Subject::Deployment { id, .. })
+                if self.rows.get(id).is_some_and(|r| r.status == Status::Queued))
+        });
+        if !queued_subject {
+            return HashMap::new();
         }
         scheduler::queue_view(&self.state(c), now)
             .into_iter()
-            .find(|e| e.id == id)
-            .map(|e| e.position)
+            .map(|e| (e.id, e.position))
+            .collect()
     }
 }

@@ -1,9 +1,11 @@
 //! The per-cluster command executor: what a cluster's Durable Object runs (and what native
-//! tests run in-process). Every command is one Postgres transaction that locks the cluster
-//! row, applies the command, lets the pure scheduler decide, and writes the decisions.
-//! Postgres is the system of record: nothing here is kept between commands.
+//! tests run in-process). Commands that arrive together form a batch; every batch is one
+//! Postgres transaction that locks the cluster row, applies the commands in order, lets the
+//! pure scheduler decide, and writes the decisions. Postgres is the system of record: the
+//! writer's in-memory view is only a cache of it.
 
 mod execute;
+mod writer;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +19,7 @@ use crate::domain::resources::Resources;
 use crate::domain::scheduler::{ClusterState, Policy, Queued, Running};
 use crate::domain::validation::FieldError;
 
-pub use execute::execute;
+pub use writer::ClusterWriter;
 
 /// The pure scheduler's view of a cluster and its live deployments.
 pub fn cluster_state<'a>(

@@ -538,3 +538,34 @@ async fn raising_a_priority_can_preempt_and_viewers_cannot_deploy() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn commands_committed_in_one_batch_keep_their_own_results() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let running = f.submit(&c, "running", 500, 500).await;
+    let ok = json!({"name": "ok", "image": "nginx", "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0}});
+    let too_big = json!({"name": "big", "image": "nginx", "resources": {"cpu_millis": 5000, "memory_mib": 0, "gpus": 0}});
+    let cancel_path = format!("/v1/deployments/{}/cancel", id(&running));
+    // Arrive together, so the cluster's writer commits them in one batch.
+    let (a, b, x) = futures::join!(
+        f.submit_raw(&c, ok.clone()),
+        f.submit_raw(&c, too_big),
+        f.post(&cancel_path, None)
+    );
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(b.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        x.status,
+        StatusCode::CONFLICT,
+        "cancelling a running deployment"
+    );
+    let usage = f.get(&format!("/v1/clusters/{c}")).await["usage"].clone();
+    assert_eq!(
+        (
+            usage["running"].as_i64(),
+            usage["allocated"]["cpu_millis"].as_i64()
+        ),
+        (Some(2), Some(600))
+    );
+}

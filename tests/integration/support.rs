@@ -12,7 +12,7 @@ use berth::auth::access::TokenKeys;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
 use berth::domain::throttle::ThrottleBook;
-use berth::engine::{Command, Executed};
+use berth::engine::{ClusterWriter, Command, Executed};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -31,7 +31,7 @@ pub struct NativePlatform {
     url: String,
     book: Mutex<ThrottleBook>,
     skew: Mutex<Duration>,
-    gates: Mutex<HashMap<ClusterId, Arc<tokio::sync::Mutex<()>>>>,
+    writers: Mutex<HashMap<ClusterId, Arc<ClusterWriter>>>,
 }
 
 #[async_trait]
@@ -62,18 +62,17 @@ impl Platform for NativePlatform {
         cluster: ClusterId,
         cmd: Command,
     ) -> Result<Executed, ApiError> {
-        // In-process stand-in for the cluster's Durable Object: the same engine, one command
-        // at a time per cluster.
-        let gate = self
-            .gates
+        // In-process stand-in for the cluster's Durable Object: the same writer.
+        let writer = self
+            .writers
             .lock()
             .expect("lock")
             .entry(cluster)
             .or_default()
             .clone();
-        let _turn = gate.lock().await;
-        let mut db = self.connect().await?;
-        Ok(berth::engine::execute(&mut db, cluster, cmd, self.now()).await?)
+        Ok(writer
+            .run(cluster, cmd, || self.connect(), || self.now())
+            .await?)
     }
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + *self.skew.lock().expect("lock")
@@ -115,7 +114,7 @@ impl TestApp {
             url: url.to_string(),
             book: Mutex::new(ThrottleBook::default()),
             skew: Mutex::new(Duration::zero()),
-            gates: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
         });
         let keys =
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")

@@ -1,0 +1,118 @@
+//! The single writer of one cluster, with group commit: commands that arrive while a batch
+//! is running wait, and the next batch runs all of them in one transaction. The writer keeps
+//! one Postgres connection and the cluster's live deployments between batches; it drops
+//! both on any failure and rebuilds them from Postgres.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::execute::{execute_batch, Live};
+use super::{Command, EngineError, Executed};
+use crate::db::DbError;
+use crate::domain::ids::ClusterId;
+
+type Reply = oneshot::Sender<Result<Executed, EngineError>>;
+
+/// One cluster's writer (a Durable Object holds one; native tests hold one per cluster).
+#[derive(Default)]
+pub struct ClusterWriter {
+    pending: Mutex<Vec<(Command, Reply)>>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    db: Option<tokio_postgres::Client>,
+    cache: Option<Live>,
+}
+
+impl ClusterWriter {
+    /// A writer with no connection yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `cmd`, batched with whatever else is waiting, and returns its own result.
+    pub async fn run<C, F>(
+        &self,
+        cluster: ClusterId,
+        cmd: Command,
+        connect: C,
+        clock: impl Fn() -> DateTime<Utc>,
+    ) -> Result<Executed, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.lock_pending().push((cmd, reply));
+        {
+            // Whoever holds the state drains everything pending; a later holder may find its
+            // own command already done.
+            let mut state = self.state.lock().await;
+            loop {
+                let batch = std::mem::take(&mut *self.lock_pending());
+                if batch.is_empty() {
+                    break;
+                }
+                let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let results = state.run(cluster, cmds, &connect, clock()).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(EngineError::Internal("the batch was dropped".into())))
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {
+        // A poisoned lock only means another thread panicked mid-push; the queue is intact.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    async fn run<C, F>(
+        &mut self,
+        cluster: ClusterId,
+        cmds: Vec<Command>,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Vec<Result<Executed, EngineError>>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let n = cmds.len();
+        let State { db, cache } = self;
+        let result = async {
+            if db.as_ref().is_none_or(|c| c.is_closed()) {
+                *cache = None;
+                *db = Some(connect().await?);
+            }
+            let client = db
+                .as_mut()
+                .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
+            let tx = client.transaction().await?;
+            let results = execute_batch(&tx, cluster, cache, cmds, now).await?;
+            tx.commit().await?;
+            Ok::<_, EngineError>(results)
+        }
+        .await;
+        match result {
+            Ok(results) => results,
+            Err(e) => {
+                *cache = None;
+                if matches!(e, EngineError::Unavailable(_)) {
+                    *db = None;
+                }
+                vec![Err(e); n]
+            }
+        }
+    }
+}
