@@ -153,7 +153,18 @@ async fn two_hundred_concurrent_submissions_never_overcommit_and_all_are_stored(
     );
     assert_exact_usage(&t, &cluster).await;
 
-    // Stopping running work admits the next by priority (and usage stays exact).
+    // Stopping running work admits the next by priority (and usage stays exact). Under
+    // best_effort a smaller later deployment may take freed room the head cannot use yet;
+    // strict queueing makes "the head goes first" exact.
+    let r =
+        t.c.call(
+            Method::PATCH,
+            &format!("/v1/clusters/{cluster}"),
+            Some(&t.admin),
+            Some(json!({"queueing": "strict"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let running = t
         .get(&format!(
             "/v1/clusters/{cluster}/deployments?status=running&limit=200"
