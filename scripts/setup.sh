@@ -33,7 +33,10 @@ fi
 
 if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm tooling"
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: the registry mirror lacks dbmate's other-platform optional packages, so the
+  # lockfile cannot list them and `npm ci` refuses it; `npm install` follows the same lockfile
+  # (the pinned versions) and skips the optional packages it cannot fetch.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 node --version | grep -q '^v22\.' || die "node 22 from node_modules is not first on PATH"
 
