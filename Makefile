@@ -16,8 +16,8 @@ test: ## every test tier (unit, integration, end-to-end in workerd), deploy dry-
 coverage: ## native tests under cargo-llvm-cov: HTML report in coverage/ and the total
 	@scripts/coverage.sh
 
-bench: ## load program against a running `make dev` (BERTH_URL): auth and submissions
-	@source scripts/env.sh && cargo bench --bench load
+bench: ## workerd + PgBouncer + the load program, with pgbench ceilings in the same run
+	@scripts/bench.sh
 
 build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
 	@scripts/setup.sh && source scripts/env.sh && worker-build --release
