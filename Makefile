@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help dev test coverage bench build lint fmt clean
+.PHONY: help dev test coverage bench crash build lint fmt clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ coverage: ## native tests under cargo-llvm-cov: HTML report in coverage/ and the
 
 bench: ## workerd + PgBouncer + the load program, with pgbench ceilings in the same run
 	@scripts/bench.sh
+
+crash: ## crash campaign: kill workerd 10 times and restart PostgreSQL under load, then verify
+	@scripts/crash.sh
 
 build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
 	@scripts/setup.sh && source scripts/env.sh && worker-build --release

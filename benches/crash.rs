@@ -1,0 +1,229 @@
+//! Crash campaign load (a program, not a test; `make crash` runs it): submits and stops
+//! deployments on one cluster for BENCH_SECONDS while `scripts/crash.sh` kills and restarts
+//! workerd and restarts PostgreSQL. Afterwards it checks, against the database itself, that
+//! every acknowledged deployment exists, that usage equals the sum over running within
+//! capacity, and that the queue drains.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+#[derive(Default, Debug)]
+struct Tally {
+    acked: Vec<String>,
+    stopped: usize,
+    unavailable_503: usize,
+    retry_after_missing: usize,
+    other_5xx: usize,
+    refused: usize,
+}
+
+#[tokio::main]
+async fn main() {
+    let base = std::env::var("BERTH_URL").expect("BERTH_URL");
+    let db_url = std::env::var("BERTH_DB").expect("BERTH_DB");
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    let email = format!("crash-{}@example.com", uuid::Uuid::new_v4().simple());
+    let pw = "correct horse battery";
+    http.post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": email, "password": pw, "name": "Crash"}))
+        .send()
+        .await
+        .expect("register");
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"email": email, "password": pw}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_string();
+    let org: Value = http
+        .post(format!("{base}/v1/orgs"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "crash"}))
+        .send()
+        .await
+        .expect("org")
+        .json()
+        .await
+        .expect("json");
+    let cluster: Value = http.post(format!("{base}/v1/orgs/{}/clusters", org["id"].as_str().expect("org"))).bearer_auth(&token)
+        .json(&json!({"name": "crash", "capacity": {"cpu_millis": 32_000, "memory_mib": 65_536, "gpus": 8}}))
+        .send().await.expect("cluster").json().await.expect("json");
+    let cluster = cluster["id"].as_str().expect("cluster").to_string();
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for w in 0..16u64 {
+        let (http, base, token, cluster, tally) = (
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            cluster.clone(),
+            tally.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            let mut mine: Vec<String> = Vec::new();
+            while Instant::now() < deadline {
+                i += 1;
+                let r = (w * 1_000_003 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
+                let req = if i % 4 == 0 && !mine.is_empty() {
+                    let id = mine.swap_remove((r as usize) % mine.len());
+                    http.post(format!("{base}/v1/deployments/{id}/stop")).bearer_auth(&token)
+                } else {
+                    http.post(format!("{base}/v1/clusters/{cluster}/deployments")).bearer_auth(&token).json(&json!({
+                        "name": format!("w{w}-{i}"), "image": "nginx:1.27", "priority": r % 1001,
+                        "resources": {"cpu_millis": 500 + r % 4000, "memory_mib": 256 + r % 8192, "gpus": r % 2}}))
+                };
+                let stop = i % 4 == 0;
+                match req.send().await {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        let retry = res.headers().contains_key("retry-after");
+                        let body: Value = res.json().await.unwrap_or(Value::Null);
+                        let mut t = tally.lock().expect("tally");
+                        match status {
+                            201 => {
+                                let id = body["id"].as_str().unwrap_or_default().to_string();
+                                mine.push(id.clone());
+                                t.acked.push(id);
+                            }
+                            200 if stop => t.stopped += 1,
+                            503 => {
+                                t.unavailable_503 += 1;
+                                if !retry { t.retry_after_missing += 1; }
+                            }
+                            s if s >= 500 => t.other_5xx += 1,
+                            _ => {}
+                        }
+                    }
+                    // The server is down (being restarted): nothing was acknowledged.
+                    Err(_) => {
+                        tally.lock().expect("tally").refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+
+    // Wait until the service answers again (the campaign may have just restarted it).
+    for _ in 0..100 {
+        if http
+            .get(format!("{base}/health?deep=1"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let t = tally.lock().expect("tally");
+    let (db, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .expect("db");
+    tokio::spawn(conn);
+    let cid: uuid::Uuid = cluster.parse().expect("uuid");
+    let stored: HashSet<String> = db
+        .query(
+            "select id::text from deployments where cluster_id = $1",
+            &[&cid],
+        )
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost = t.acked.iter().filter(|id| !stored.contains(*id)).count();
+
+    let usage = async || -> Value {
+        let v: Value = http
+            .get(format!("{base}/v1/clusters/{cluster}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("cluster")
+            .json()
+            .await
+            .expect("json");
+        v["usage"].clone()
+    };
+    let u = usage().await;
+    let row = db.query_one("select coalesce(sum(cpu_millis),0)::int8, coalesce(sum(memory_mib),0)::int8, coalesce(sum(gpus),0)::int8 \
+        from deployments where cluster_id = $1 and status = 'running'", &[&cid]).await.expect("sum");
+    let exact = ["cpu_millis", "memory_mib", "gpus"]
+        .iter()
+        .enumerate()
+        .all(|(i, k)| {
+            let s: i64 = row.get(i);
+            u["allocated"][k].as_i64() == Some(s) && s <= u["capacity"][k].as_i64().unwrap_or(-1)
+        });
+
+    // The queue drains: stop whatever runs, round after round, until nothing waits.
+    let mut rounds = 0;
+    loop {
+        let queued = usage().await["queued"].as_i64().unwrap_or(-1);
+        if queued == 0 || rounds == 200 {
+            break;
+        }
+        rounds += 1;
+        let running: Value = http
+            .get(format!(
+                "{base}/v1/clusters/{cluster}/deployments?status=running&limit=200"
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        for d in running["items"].as_array().cloned().unwrap_or_default() {
+            let _ = http
+                .post(format!(
+                    "{base}/v1/deployments/{}/stop",
+                    d["id"].as_str().unwrap_or_default()
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await;
+        }
+    }
+    let drained = usage().await["queued"].as_i64() == Some(0);
+
+    println!(
+        "crash campaign load: {} acknowledged, {} stops, {} requests refused while down",
+        t.acked.len(),
+        t.stopped,
+        t.refused
+    );
+    println!(
+        "  503 while unavailable: {} (without retry-after: {}), other 5xx: {}",
+        t.unavailable_503, t.retry_after_missing, t.other_5xx
+    );
+    println!("  acknowledged but lost: {lost}; usage = sum over running within capacity: {exact}; queue drained: {drained} ({rounds} rounds)");
+    let ok = lost == 0 && exact && drained && t.other_5xx == 0 && t.retry_after_missing == 0;
+    println!("  verdict: {}", if ok { "PASS" } else { "FAIL" });
+    if !ok {
+        std::process::exit(1);
+    }
+}
