@@ -82,7 +82,7 @@ async fn main() {
             while Instant::now() < deadline {
                 i += 1;
                 let r = (w * 1_000_003 + i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-                let req = if i % 4 == 0 && !mine.is_empty() {
+                let req = if i.is_multiple_of(4) && !mine.is_empty() {
                     let id = mine.swap_remove((r as usize) % mine.len());
                     http.post(format!("{base}/v1/deployments/{id}/stop")).bearer_auth(&token)
                 } else {
@@ -90,7 +90,7 @@ async fn main() {
                         "name": format!("w{w}-{i}"), "image": "nginx:1.27", "priority": r % 1001,
                         "resources": {"cpu_millis": 500 + r % 4000, "memory_mib": 256 + r % 8192, "gpus": r % 2}}))
                 };
-                let stop = i % 4 == 0;
+                let stop = i.is_multiple_of(4);
                 match req.send().await {
                     Ok(res) => {
                         let status = res.status().as_u16();
@@ -137,7 +137,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let t = tally.lock().expect("tally");
+    let t = std::mem::take(&mut *tally.lock().expect("tally"));
     let (db, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
         .await
         .expect("db");
