@@ -88,10 +88,22 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::finish_deployment))
 }
 
+/// The router and its document, built once per isolate: building them walks every route
+/// and schema, far too much work to repeat for each request.
+fn built() -> &'static (Router<AppState>, OpenApiDoc) {
+    static BUILT: OnceLock<(Router<AppState>, OpenApiDoc)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let (router, doc) = routes().split_for_parts();
+        let router = router
+            .fallback(|| async { ApiError::NotFound("no such route".into()) })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+        (router, doc)
+    })
+}
+
 /// The OpenAPI document of every route.
 pub fn openapi() -> &'static OpenApiDoc {
-    static DOC: OnceLock<OpenApiDoc> = OnceLock::new();
-    DOC.get_or_init(|| routes().split_for_parts().1)
+    &built().1
 }
 
 /// The OpenAPI document as JSON, rendered once.
@@ -102,9 +114,5 @@ pub fn openapi_json() -> &'static str {
 
 /// The application: every route with its state, plus problem+json 404/405 fallbacks.
 pub fn app(state: AppState) -> Router {
-    let (router, _) = routes().split_for_parts();
-    router
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
+    built().0.clone().with_state(state)
 }
