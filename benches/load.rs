@@ -200,6 +200,21 @@ async fn main() {
         );
     }
 
+    // Machine-readable figures for scripts/bench.sh (ratios against the pgbench ceilings).
+    if let Ok(path) = std::env::var("BENCH_RESULTS") {
+        let lines: String = [
+            ("health", &health),
+            ("me", &me),
+            ("login", &login_run),
+            ("submit16", &submit16),
+            ("submit64", &submit64),
+        ]
+        .iter()
+        .map(|(k, s)| format!("{k} {:.1}\n", s.rps()))
+        .collect();
+        std::fs::write(path, lines).expect("write the results file");
+    }
+
     let detail: Value = client
         .get(format!("{base}/v1/clusters/{cluster}"))
         .bearer_auth(&token2)
