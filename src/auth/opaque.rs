@@ -60,6 +60,12 @@ pub fn hash_presented(kind: Kind, presented: &str) -> Option<Vec<u8>> {
     valid.then(|| digest(presented))
 }
 
+/// A short, stable, non-reversible name for a value (its SHA-256, base64url), for keys that
+/// must not carry the value itself.
+pub fn fingerprint(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
+}
+
 fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }

@@ -161,6 +161,17 @@ pub async fn update(
     ClusterRow::try_from(&row)
 }
 
+/// Whether another cluster of the organization has this name.
+pub async fn name_taken(db: &impl GenericClient, org: OrgId, name: &str) -> DbResult<bool> {
+    let row = db
+        .query_typed_opt(
+            "select 1 from clusters where org_id = $1 and name = $2",
+            &[(&org.0, Type::UUID), (&name, Type::TEXT)],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Deletes a cluster and its finished history.
 pub async fn delete(db: &impl GenericClient, id: ClusterId) -> DbResult<()> {
     db.query_typed("delete from clusters where id = $1", &[(&id.0, Type::UUID)])

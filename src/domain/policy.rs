@@ -116,6 +116,14 @@ impl Action {
     }
 }
 
+impl Action {
+    /// Actions that mint credentials only a user may perform, so that a leaked API key cannot
+    /// create more keys or invites that outlive its revocation.
+    pub fn needs_user(self) -> bool {
+        matches!(self, Action::CreateApiKey | Action::CreateInvite)
+    }
+}
+
 /// Whether `role` may perform `action`.
 pub fn authorize(role: Role, action: Action) -> bool {
     role >= action.min_role()
@@ -125,6 +133,21 @@ pub fn authorize(role: Role, action: Action) -> bool {
 mod tests {
     use super::*;
     use Action::*;
+
+    #[test]
+    fn only_users_mint_credentials() {
+        let minting: Vec<_> = [
+            CreateApiKey,
+            CreateInvite,
+            CreateCluster,
+            CreateDeployment,
+            ChangeMemberRole,
+        ]
+        .into_iter()
+        .filter(|a| a.needs_user())
+        .collect();
+        assert_eq!(minting, [CreateApiKey, CreateInvite]);
+    }
 
     #[test]
     fn roles_are_ordered_and_round_trip() {

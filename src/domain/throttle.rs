@@ -63,6 +63,20 @@ impl ThrottleBook {
         before - self.failures.len()
     }
 
+    /// A book holding just these keys' records (a Durable Object stores one record per key).
+    pub fn from_records(
+        records: impl IntoIterator<Item = (String, VecDeque<DateTime<Utc>>)>,
+    ) -> Self {
+        Self {
+            failures: records.into_iter().filter(|(_, t)| !t.is_empty()).collect(),
+        }
+    }
+
+    /// The record of one key, if it has failures on record.
+    pub fn record(&self, key: &str) -> Option<&VecDeque<DateTime<Utc>>> {
+        self.failures.get(key)
+    }
+
     /// Number of keys with failures on record.
     pub fn len(&self) -> usize {
         self.failures.len()

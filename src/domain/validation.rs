@@ -100,11 +100,18 @@ impl<'a> Fields<'a> {
     }
 
     fn as_str(&self, name: &str, v: &'a Value) -> Option<&'a str> {
-        let s = v.as_str();
-        if s.is_none() {
-            self.error(name, "must be a string");
+        match v.as_str() {
+            None => {
+                self.error(name, "must be a string");
+                None
+            }
+            // PostgreSQL text cannot hold U+0000; refuse it here rather than fail later.
+            Some(s) if s.contains('\0') => {
+                self.error(name, "must not contain NUL characters");
+                None
+            }
+            Some(s) => Some(s),
         }
-        s
     }
 
     /// An optional integer within `min..=max`; `Err(Invalid)` after recording an error.
@@ -269,6 +276,13 @@ mod tests {
         assert!(f.string("a").is_none());
         assert!(f.string("missing").is_none());
         assert!(f.int("n", 0, 10).is_none());
+        let nul = json!({"s": "a\u{0}b"});
+        let g = Fields::new(nul.as_object().expect("object"), "");
+        assert!(g.string("s").is_none());
+        assert_eq!(
+            g.take_errors()[0].message,
+            "must not contain NUL characters"
+        );
         let o = f.object("o").expect("nested");
         assert!(o.int("k", 0, 10).is_none());
         f.extend(o.take_errors());

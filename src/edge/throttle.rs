@@ -1,9 +1,10 @@
-//! The `Throttle` Durable Object: one shard of the login/invite failure book, so the limit
-//! holds across isolates. Its storage survives restarts; the cron sweep purges it.
+//! The `Throttle` Durable Object: one shard of the login/invite failure records, so the
+//! limit holds across isolates. Each key is its own stored record (small, whatever the
+//! number of keys); the cron sweep purges records that left the window.
 
-use std::cell::RefCell;
+use std::collections::VecDeque;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
@@ -11,6 +12,8 @@ use crate::domain::throttle::ThrottleBook;
 
 /// Number of shards keys are spread over.
 pub const SHARDS: u32 = 8;
+
+type Record = VecDeque<DateTime<Utc>>;
 
 /// A command to one shard.
 #[derive(Debug, Serialize)]
@@ -30,58 +33,66 @@ struct IncomingCall {
 #[durable_object]
 pub struct Throttle {
     state: State,
-    book: RefCell<Option<ThrottleBook>>,
 }
 
 impl Throttle {
-    async fn load(&self) -> Result<ThrottleBook> {
-        if let Some(book) = self.book.borrow().as_ref() {
-            return Ok(book.clone());
+    async fn load(&self, keys: &[String]) -> Result<ThrottleBook> {
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(r) = self.state.storage().get::<Record>(key).await? {
+                records.push((key.clone(), r));
+            }
         }
-        Ok(self.state.storage().get("book").await?.unwrap_or_default())
+        Ok(ThrottleBook::from_records(records))
     }
 
-    async fn save(&self, book: ThrottleBook) -> Result<()> {
-        *self.book.borrow_mut() = Some(book.clone());
-        self.state.storage().put("book", &book).await
+    async fn save(&self, book: &ThrottleBook, keys: &[String]) -> Result<()> {
+        for key in keys {
+            match book.record(key) {
+                Some(r) => self.state.storage().put(key, r).await?,
+                None => {
+                    self.state.storage().delete(key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn all_keys(&self) -> Result<Vec<String>> {
+        let map = self.state.storage().list().await?;
+        Ok(map
+            .keys()
+            .into_iter()
+            .filter_map(|k| k.ok()?.as_string())
+            .collect())
     }
 }
 
 impl DurableObject for Throttle {
     fn new(state: State, _env: Env) -> Self {
-        Self {
-            state,
-            book: RefCell::new(None),
-        }
+        Self { state }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let call: IncomingCall = req.json().await?;
         let now = Utc::now();
+        let keys = match call.op.as_str() {
+            "purge" => self.all_keys().await?,
+            _ => call.keys,
+        };
         // Only storage operations are awaited between load and save, and those keep the
         // object's input gate closed, so concurrent calls cannot interleave here.
-        let mut book = self.load().await?;
-        let answer = match call.op.as_str() {
-            "check" => book.retry_after(&call.keys, now),
-            "fail" => {
-                book.record_failure(&call.keys, now);
-                None
-            }
-            "reset" => {
-                for k in &call.keys {
-                    book.reset(k);
-                }
-                None
-            }
+        let mut book = self.load(&keys).await?;
+        match call.op.as_str() {
+            "check" => return Response::from_json(&book.retry_after(&keys, now)),
+            "fail" => book.record_failure(&keys, now),
+            "reset" => keys.iter().for_each(|k| book.reset(k)),
             "purge" => {
                 book.purge(now);
-                None
             }
             other => return Response::error(format!("unknown op {other}"), 400),
-        };
-        if call.op != "check" {
-            self.save(book).await?;
         }
-        Response::from_json(&answer)
+        self.save(&book, &keys).await?;
+        Response::from_json(&Option::<u64>::None)
     }
 }

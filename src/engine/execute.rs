@@ -65,16 +65,40 @@ pub async fn execute_batch(
         subjects.push(subject);
     }
     if batch.deleted {
+        // Only an empty cluster is deleted: whatever else this batch did before the delete
+        // finished deployments (answered from `done`) or was refused.
         clusters::delete(tx, cluster).await?;
-        return Ok(subjects
+        let outcomes = subjects
             .into_iter()
             .map(|s| {
-                s.map(|_| Executed {
-                    outcome: Outcome::Deleted,
+                let outcome = match s? {
+                    Subject::Deployment { id, replayed } => match live.done.get(&id) {
+                        Some(row) => Outcome::Deployment {
+                            deployment: Box::new(row.clone()),
+                            position: None,
+                            replayed,
+                        },
+                        None => return Err(EngineError::NotFound("deployment".into())),
+                    },
+                    Subject::Cluster => Outcome::Cluster {
+                        usage: live.usage(),
+                        cluster: Box::new(c.clone()),
+                    },
+                    Subject::Deleted => Outcome::Deleted,
+                    Subject::Tick => Outcome::Ticked {
+                        admitted: 0,
+                        preempted: 0,
+                        expired: 0,
+                    },
+                };
+                Ok(Executed {
+                    outcome,
                     next_deadline: None,
                 })
             })
-            .collect());
+            .collect();
+        *cache = None;
+        return Ok(outcomes);
     }
 
     for row in deployments::insert_many(tx, cluster, c.org_id, &batch.inserts, now).await? {
@@ -156,7 +180,8 @@ async fn apply(
         Command::UpdateCluster {
             name,
             capacity,
-            policy,
+            queueing,
+            preemption,
         } => {
             if let Some(cap) = capacity {
                 let allocated = live.allocated();
@@ -168,17 +193,17 @@ async fn apply(
                 }
                 c.capacity = cap;
             }
-            c.name = name.unwrap_or(std::mem::take(&mut c.name));
-            c.policy = policy.unwrap_or(c.policy);
-            *c = match clusters::update(tx, c, now).await {
-                Ok(row) => row,
-                Err(crate::db::DbError::Unique(_)) => {
-                    return Err(EngineError::Conflict(
+            if let Some(name) = name {
+                if name != c.name && clusters::name_taken(tx, c.org_id, &name).await? {
+                    return Ok(Err(EngineError::Conflict(
                         "a cluster with this name already exists".into(),
-                    ))
+                    )));
                 }
-                Err(e) => return Err(e.into()),
-            };
+                c.name = name;
+            }
+            c.policy.queueing = queueing.unwrap_or(c.policy.queueing);
+            c.policy.preemption = preemption.unwrap_or(c.policy.preemption);
+            *c = clusters::update(tx, c, now).await?;
             Subject::Cluster
         }
         Command::Submit(new) => {
@@ -205,10 +230,11 @@ async fn apply(
                         }),
                 };
                 if let Some((id, d)) = earlier {
+                    // Priority may have been changed since; what was asked for may not.
                     let same = d.name == new.name
                         && d.image == new.image
                         && d.resources == new.resources
-                        && d.priority == new.priority;
+                        && d.max_runtime_seconds == new.max_runtime_seconds;
                     if !same {
                         return Ok(Err(EngineError::Conflict(
                             "this Idempotency-Key was used for a different request".into(),
@@ -441,6 +467,9 @@ impl Live {
         events: &mut Vec<Event>,
     ) -> Result<(usize, usize), EngineError> {
         let (mut admitted, mut victims, mut preemptors) = (Vec::new(), Vec::new(), Vec::new());
+        // Rows as they were before this batch touched them: a preemption and an admission
+        // of the same deployment that cancel out must leave it exactly as stored.
+        let mut originals: HashMap<Uuid, DeploymentRow> = HashMap::new();
         for _ in 0..MAX_PASSES {
             let decisions = scheduler::schedule(&self.state(c), now);
             if decisions.is_empty() {
@@ -450,6 +479,7 @@ impl Live {
                 match d {
                     Decision::Admit { id } => {
                         if let Some(r) = self.rows.get_mut(&id) {
+                            originals.entry(id).or_insert_with(|| r.clone());
                             r.status = Status::Running;
                             r.admitted_at = Some(now);
                             r.updated_at = now;
@@ -467,6 +497,7 @@ impl Live {
                     }
                     Decision::Preempt { victim, by } => {
                         if let Some(r) = self.rows.get_mut(&victim) {
+                            originals.entry(victim).or_insert_with(|| r.clone());
                             r.status = Status::Queued;
                             r.admitted_at = None;
                             r.deadline_at = None;
@@ -482,6 +513,11 @@ impl Live {
                         }
                     }
                 }
+            }
+        }
+        for (id, original) in originals {
+            if !admitted.contains(&id) && !victims.contains(&id) {
+                self.rows.insert(id, original);
             }
         }
         deployments::requeue_preempted(tx, &victims, &preemptors, now).await?;

@@ -16,7 +16,7 @@ use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
 use crate::domain::deployment::Status;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{ClusterState, Policy, Queued, Running};
+use crate::domain::scheduler::{ClusterState, Queued, Queueing, Running};
 use crate::domain::validation::FieldError;
 
 pub use writer::ClusterWriter;
@@ -70,11 +70,13 @@ pub enum Command {
     },
     /// A new priority for a queued or running deployment.
     SetPriority { id: Uuid, priority: i32 },
-    /// Rename, resize or change policy.
+    /// Rename, resize or change policy; absent fields keep their value (merged against the
+    /// locked row, so concurrent changes of different fields do not undo each other).
     UpdateCluster {
         name: Option<String>,
         capacity: Option<Resources>,
-        policy: Option<Policy>,
+        queueing: Option<Queueing>,
+        preemption: Option<bool>,
     },
     /// Delete the cluster (refused while work is queued or running).
     DeleteCluster,

@@ -47,27 +47,32 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         self.lock_pending().push((cmd, reply));
-        {
-            // Whoever holds the state drains everything pending; a later holder may find its
-            // own command already done.
-            let mut state = self.state.lock().await;
-            loop {
-                let batch = std::mem::take(&mut *self.lock_pending());
-                if batch.is_empty() {
-                    break;
+        // Whoever holds the state runs everything pending as one batch, then returns as soon
+        // as its own answer is in: commands that arrived meanwhile belong to callers queued
+        // on the lock, who run them next. (Draining until empty would keep a holder busy for
+        // as long as traffic never pauses.)
+        let mut state = self.state.lock().await;
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(EngineError::Internal("the batch was dropped".into()))
                 }
-                let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let results = state.run(cluster, cmds, &connect, clock()).await;
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch = std::mem::take(&mut *self.lock_pending());
+            if batch.is_empty() {
+                // Unreachable: our command is pending until some holder answers it.
+                return Err(EngineError::Internal("a command went missing".into()));
+            }
+            let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let results = state.run(cluster, cmds, &connect, clock()).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
             }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(EngineError::Internal("the batch was dropped".into())))
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {

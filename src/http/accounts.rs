@@ -131,7 +131,13 @@ pub struct LoginRequest {
 
 impl FromJson for LoginRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
-        let email = f.string("email");
+        let email = f.string("email").filter(|e| {
+            let ok = !e.trim().is_empty() && e.len() <= 254;
+            if !ok {
+                f.error("email", "must be 1 to 254 characters");
+            }
+            ok
+        });
         let password = f.string("password").filter(|p| {
             let ok = !p.is_empty() && p.chars().count() <= Password::MAX_CHARS;
             if !ok {
@@ -169,7 +175,11 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     Valid(req): Valid<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let account_key = format!("login:acct:{}", req.email.to_lowercase());
+    // Hashed: throttle records stay small whatever is typed, and hold no e-mail addresses.
+    let account_key = format!(
+        "login:acct:{}",
+        opaque::fingerprint(&req.email.to_lowercase())
+    );
     let keys = [account_key.clone(), format!("login:ip:{ip}")];
     if let Some(retry_after) = st.platform.throttle_check(&keys).await? {
         return Err(ApiError::Throttled { retry_after });

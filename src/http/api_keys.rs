@@ -1,7 +1,7 @@
 //! API keys for automation: bound to one organization and a role no higher than the
 //! creator's, shown once, stored hashed, revocable.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found};
 use super::orgs::{org_id, role_field};
 use super::pagination::{List, ListParams, Paged};
@@ -93,7 +93,7 @@ impl FromJson for CreateApiKeyRequest {
 pub async fn create_api_key(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     Valid(req): Valid<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     let org = org_id(&org_id_s)?;
@@ -136,7 +136,7 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<ApiKey>>, ApiError> {
     let org = org_id(&org_id_s)?;
@@ -157,7 +157,7 @@ pub async fn list_api_keys(
 pub async fn delete_api_key(
     State(st): State<AppState>,
     caller: Caller,
-    Path((org_id_s, key_id_s)): Path<(String, String)>,
+    Ids((org_id_s, key_id_s)): Ids<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_id(&org_id_s)?;
     let id = ApiKeyId::parse(&key_id_s).ok_or_else(|| not_found("API key"))?;

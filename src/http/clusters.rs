@@ -1,6 +1,6 @@
 //! Clusters: capacity, policy, usage and the queue.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Access};
 use super::orgs::org_id;
 use super::pagination::{List, ListParams, Paged};
@@ -156,7 +156,7 @@ impl FromJson for CreateClusterRequest {
 pub async fn create_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     Valid(req): Valid<CreateClusterRequest>,
 ) -> Result<(StatusCode, Json<Cluster>), ApiError> {
     let org = org_id(&org_id_s)?;
@@ -209,7 +209,7 @@ fn name_taken(e: crate::db::DbError) -> ApiError {
 pub async fn list_clusters(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<Cluster>>, ApiError> {
     let org = org_id(&org_id_s)?;
@@ -234,7 +234,7 @@ pub async fn list_clusters(
 pub async fn get_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<Cluster>, ApiError> {
     let db = st.db().await?;
     let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadCluster).await?;
@@ -295,21 +295,18 @@ impl FromJson for UpdateClusterRequest {
 pub async fn update_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Valid(req): Valid<UpdateClusterRequest>,
 ) -> Result<Json<Cluster>, ApiError> {
     let (c, _) = {
         let db = st.db().await?;
         cluster_access(&st, &db, &caller, &id, Action::UpdateCluster).await?
     };
-    let policy = Policy {
-        queueing: req.queueing.unwrap_or(c.policy.queueing),
-        preemption: req.preemption.unwrap_or(c.policy.preemption),
-    };
     let cmd = Command::UpdateCluster {
         name: req.name,
         capacity: req.capacity,
-        policy: Some(policy),
+        queueing: req.queueing,
+        preemption: req.preemption,
     };
     match st.platform.cluster_command(c.id, cmd).await?.outcome {
         Outcome::Cluster {
@@ -332,7 +329,7 @@ pub async fn update_cluster(
 pub async fn delete_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
     let (c, _) = {
         let db = st.db().await?;
@@ -370,7 +367,7 @@ pub struct QueueEntry {
 pub async fn get_queue(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<QueueEntry>>, ApiError> {
     let db = st.db().await?;

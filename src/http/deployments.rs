@@ -1,7 +1,7 @@
 //! Deployments: submitted to a cluster's queue, admitted by priority, stopped and finished.
 //! Every change goes through the cluster's single writer (`Platform::cluster_command`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::clusters::cluster_access;
 use super::error::Problem;
-use super::extract::{Caller, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Access};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -177,7 +177,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn create_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     headers: HeaderMap,
     Valid(req): Valid<CreateDeploymentRequest>,
 ) -> Result<Response, ApiError> {
@@ -229,7 +229,7 @@ pub async fn create_deployment(
 pub async fn list_deployments(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<Deployment>>, ApiError> {
     let status = match list.status.as_deref() {
@@ -278,7 +278,7 @@ async fn deployment_access(
 pub async fn get_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     let db = st.db().await?;
     let (d, _) = deployment_access(&st, &db, &caller, &id, Action::ReadDeployment).await?;
@@ -339,7 +339,7 @@ impl FromJson for UpdateDeploymentRequest {
 pub async fn update_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Valid(req): Valid<UpdateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, &id, Action::UpdateDeployment, |id| {
@@ -363,7 +363,7 @@ pub async fn update_deployment(
 pub async fn cancel_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, &id, Action::CancelDeployment, |id| {
         Command::Cancel { id }
@@ -383,7 +383,7 @@ pub async fn cancel_deployment(
 pub async fn stop_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, &id, Action::StopDeployment, |id| {
         Command::Stop { id }
@@ -434,7 +434,7 @@ impl FromJson for FinishRequest {
 pub async fn finish_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Valid(req): Valid<FinishRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     let succeeded = req.outcome == "succeeded";

@@ -130,6 +130,26 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// Path parameters; a path that cannot be read (not UTF-8, say) names nothing: 404, like
+/// an unknown id.
+#[derive(Debug)]
+pub struct Ids<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Ids<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Ids(v))
+            .map_err(|_| ApiError::NotFound("no such resource".into()))
+    }
+}
+
 /// The client's IP as the edge reports it (`CF-Connecting-IP`), for throttling.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);

@@ -65,6 +65,11 @@ pub async fn authorize_in(
         }
     };
     let role = role.ok_or_else(|| not_found(what))?;
+    if action.needs_user() && matches!(principal, Principal::ApiKey(_)) {
+        return Err(ApiError::Forbidden(
+            "API keys cannot create API keys or invites; a user must".into(),
+        ));
+    }
     if !authorize(role, action) {
         return Err(ApiError::Forbidden(format!(
             "this needs the {} role or higher; you are {}",

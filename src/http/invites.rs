@@ -1,6 +1,6 @@
 //! Invite codes: created, listed and revoked by admins; accepted by users.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, ClientIp, Valid};
+use super::extract::{Caller, ClientIp, Ids, Valid};
 use super::guard::{authorize_in, not_found};
 use super::orgs::{org_id, role_field};
 use super::pagination::{List, ListParams, Paged};
@@ -125,7 +125,7 @@ impl FromJson for CreateInviteRequest {
 pub async fn create_invite(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     Valid(req): Valid<CreateInviteRequest>,
 ) -> Result<(StatusCode, Json<CreatedInvite>), ApiError> {
     let org = org_id(&org_id_s)?;
@@ -167,7 +167,7 @@ pub async fn create_invite(
 pub async fn list_invites(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<Invite>>, ApiError> {
     let org = org_id(&org_id_s)?;
@@ -194,7 +194,7 @@ pub async fn list_invites(
 pub async fn delete_invite(
     State(st): State<AppState>,
     caller: Caller,
-    Path((org_id_s, invite_id_s)): Path<(String, String)>,
+    Ids((org_id_s, invite_id_s)): Ids<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let org = org_id(&org_id_s)?;
     let id = InviteId::parse(&invite_id_s).ok_or_else(|| not_found("invite"))?;

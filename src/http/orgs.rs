@@ -1,6 +1,6 @@
 //! Organizations and their members.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -107,7 +107,7 @@ pub async fn list_orgs(
 pub async fn get_org(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
 ) -> Result<Json<Org>, ApiError> {
     let id = org_id(&org_id_s)?;
     let db = st.db().await?;
@@ -150,7 +150,7 @@ impl From<MemberRow> for Member {
 pub async fn list_members(
     State(st): State<AppState>,
     caller: Caller,
-    Path(org_id_s): Path<String>,
+    Ids(org_id_s): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<Member>>, ApiError> {
     let id = org_id(&org_id_s)?;
@@ -206,7 +206,7 @@ fn last_admin() -> ApiError {
 pub async fn update_member(
     State(st): State<AppState>,
     caller: Caller,
-    Path((org_id_s, user_id_s)): Path<(String, String)>,
+    Ids((org_id_s, user_id_s)): Ids<(String, String)>,
     Valid(req): Valid<RoleRequest>,
 ) -> Result<Json<Member>, ApiError> {
     let id = org_id(&org_id_s)?;
@@ -251,7 +251,7 @@ pub async fn update_member(
 pub async fn delete_member(
     State(st): State<AppState>,
     caller: Caller,
-    Path((org_id_s, user_id_s)): Path<(String, String)>,
+    Ids((org_id_s, user_id_s)): Ids<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = org_id(&org_id_s)?;
     let target = UserId::parse(&user_id_s).ok_or_else(|| not_found("member"))?;

@@ -569,3 +569,119 @@ async fn commands_committed_in_one_batch_keep_their_own_results() {
         (Some(2), Some(600))
     );
 }
+
+#[tokio::test]
+async fn nul_characters_unreadable_paths_and_key_minting_keys_are_refused_cleanly() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let run = f.submit(&c, "run", 100, 500).await;
+    let r = f
+        .post(
+            &format!("/v1/deployments/{}/finish", id(&run)),
+            Some(json!({"outcome": "failed", "message": "a\u{0}b"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = f
+        .app
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": "x\u{0}@example.com", "password": "p"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = f
+        .app
+        .call(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": "x".repeat(300), "password": "p"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert_eq!(
+        f.app
+            .call(Method::GET, "/v1/clusters/%FF", Some(&f.admin), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let key = f
+        .post(
+            &format!("/v1/orgs/{}/api-keys", f.org),
+            Some(json!({"name": "ci", "role": "admin"})),
+        )
+        .await;
+    let secret = key.body["secret"].as_str().expect("secret").to_string();
+    for (path, body) in [
+        ("api-keys", json!({"name": "child", "role": "viewer"})),
+        ("invites", json!({"role": "admin"})),
+    ] {
+        let r = f
+            .app
+            .call(
+                Method::POST,
+                &format!("/v1/orgs/{}/{path}", f.org),
+                Some(&secret),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
+    }
+    // The admin key still manages clusters.
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/clusters/{c}"),
+            Some(&secret),
+            Some(json!({"preemption": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn concurrent_patches_of_different_fields_both_stick() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let path = format!("/v1/clusters/{c}");
+    let (a, b) = futures::join!(
+        f.app.call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(json!({"queueing": "strict"}))
+        ),
+        f.app.call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(json!({"preemption": true}))
+        ),
+    );
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    let now = f.get(&path).await;
+    assert_eq!(
+        (now["queueing"].as_str(), now["preemption"].as_bool()),
+        (Some("strict"), Some(true))
+    );
+    // A rename to a taken name is refused alone.
+    let other = f.cluster(cpu_cluster(10, "best_effort", false)).await;
+    let taken = f.get(&format!("/v1/clusters/{other}")).await["name"].clone();
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&f.admin),
+            Some(json!({"name": taken})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+}
