@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help dev test coverage bench crash build lint fmt clean
+.PHONY: help dev test fuzz coverage bench crash build lint fmt clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -10,8 +10,11 @@ help: ## this list
 dev: ## serve Berth locally on :8787 (own PostgreSQL unless DATABASE_URL is set; Ctrl-C stops)
 	@scripts/dev.sh
 
-test: ## every test tier (unit, integration, end-to-end in workerd), deploy dry-run, coverage
+test: ## every test tier (unit, integration, end-to-end in workerd, fuzzing), deploy dry-run, coverage
 	@scripts/test.sh
+
+fuzz: ## schemathesis against a running Worker (BERTH_E2E_URL, default `make dev`'s :8787)
+	@BERTH_E2E_URL=$${BERTH_E2E_URL:-http://127.0.0.1:8787} scripts/fuzz.sh
 
 coverage: ## native tests under cargo-llvm-cov: HTML report in coverage/ and the total
 	@scripts/coverage.sh

@@ -4,6 +4,7 @@
 #   integration  native, the whole HTTP app against a real PostgreSQL, a database per test
 #   e2e          the real Worker in workerd (`wrangler dev --test-scheduled`), its real
 #                Durable Objects and cron trigger, on a real PostgreSQL
+#   fuzzing      schemathesis against that same Worker, answers checked against /openapi.json
 # plus `wrangler deploy --dry-run` and the native coverage total. Any failure fails the run.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -53,6 +54,16 @@ BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_RESTART="$ROOT/scripts/e2e-se
 e2e_status=${PIPESTATUS[0]}
 [ "$e2e_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "end-to-end tests failed"; }
 
+# Against the same Worker, still up: every operation of /openapi.json with generated
+# requests, each answer checked against the document (scripts/fuzz.sh; FUZZ_* tune it).
+log "schemathesis: schema-driven fuzzing of the Worker on port $E2E_PORT"
+fuzz_started=$SECONDS
+fuzz_status=0
+BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" "$ROOT/scripts/fuzz.sh" 2>&1 | tee "$out/fuzz.txt" \
+  || fuzz_status=$?
+fuzz_seconds=$((SECONDS - fuzz_started))
+[ "$fuzz_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "fuzzing failed"; }
+
 log "wrangler deploy --dry-run"
 wrangler deploy --dry-run --outdir "$ROOT/build/dry-run" > "$out/deploy.txt" 2>&1 \
   || { cat "$out/deploy.txt"; die "deploy dry-run failed"; }
@@ -64,6 +75,7 @@ echo "== Berth test summary"
 printf '  unit tests (native):                 %s passed\n' "$(count native.txt 'berth')"
 printf '  integration tests (native, postgres): %s passed\n' "$(count native.txt 'berth::integration')"
 printf '  end-to-end tests (workerd):           %s passed\n' "$(count e2e.txt 'berth::e2e')"
+printf '  fuzzing (workerd):                    %s (%s s)\n' "$(cat "$ROOT/logs/fuzz/summary.txt")" "$fuzz_seconds"
 printf '  wrangler deploy --dry-run:            ok\n'
 printf '  wasm bundle: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$wasm")" "$(gzip -9c "$wasm" | wc -c)"
 awk '/^TOTAL/ {printf "  coverage (native, lines): %s   (edge/ runs only in workerd: see README)\n", $10}' "$out/coverage.txt"

@@ -277,6 +277,7 @@ pub async fn refresh(
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "Not authenticated", body = Problem),
+        (status = 403, description = "An API key cannot log out", body = Problem),
     ))]
 pub async fn logout(
     State(st): State<AppState>,
@@ -311,6 +312,7 @@ pub struct Me {
     responses(
         (status = 200, description = "The caller", body = Me),
         (status = 401, description = "Not authenticated", body = Problem),
+        (status = 403, description = "An API key has no user", body = Problem),
     ))]
 pub async fn get_me(State(st): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let me = caller.user()?;

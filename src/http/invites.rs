@@ -235,6 +235,7 @@ pub struct Accepted {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Joined", body = Accepted),
+        (status = 403, description = "API keys cannot join organizations", body = Problem),
         (status = 404, description = "Unknown code", body = Problem),
         (status = 409, description = "Already a member", body = Problem),
         (status = 410, description = "Expired, revoked or used up", body = Problem),

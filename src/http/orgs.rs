@@ -77,10 +77,13 @@ pub async fn create_org(
     Ok((StatusCode::CREATED, Json(org(row, Role::Admin))))
 }
 
-/// The organizations the caller belongs to (an API key: its own organization).
+/// The organizations the caller belongs to. (Users only: an API key → 403.)
 #[utoipa::path(get, path = "/v1/orgs", tag = "organizations", params(ListParams),
     security(("bearer" = [])),
-    responses((status = 200, description = "The caller's organizations", body = Paged<Org>)))]
+    responses(
+        (status = 200, description = "The caller's organizations", body = Paged<Org>),
+        (status = 403, description = "API keys cannot list organizations", body = Problem),
+    ))]
 pub async fn list_orgs(
     State(st): State<AppState>,
     caller: Caller,

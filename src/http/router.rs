@@ -4,8 +4,9 @@
 use std::sync::OnceLock;
 
 use axum::Router;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,6 +47,95 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The failures that the shared extractors and `ApiError` produce, documented once here
+/// rather than on every route (schemathesis found them missing): every problem body is
+/// `application/problem+json`, as `ApiError` sends it; a JSON body (`Valid`) can be
+/// malformed (400), too large (413), of another type (415) or invalid (422); a list's
+/// `?limit=`/`?cursor=` (`List`) malformed (400) or invalid (422); a bearer token (`Caller`)
+/// missing or invalid (401); and whatever reaches the database may find it down (503).
+/// A route that declares one of these statuses itself keeps its own description.
+struct SharedProblems;
+
+impl Modify for SharedProblems {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                shared_problems(op);
+            }
+        }
+    }
+}
+
+const PROBLEM_REF: &str = "#/components/schemas/Problem";
+
+fn shared_problems(op: &mut Operation) {
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let body = op.request_body.is_some();
+    let list = op
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.name == "limit" && p.parameter_in == ParameterIn::Query);
+    let responses = &mut op.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses.entry(status.into()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::new(PROBLEM_REF)))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
+    };
+    if body {
+        add("400", "The body is not a JSON object");
+        add("413", "The body is larger than 64 KiB");
+        add("415", "The body is not application/json");
+        add("422", "Invalid fields, each listed in `errors`");
+    }
+    if list {
+        add("400", "Malformed query string");
+        add("422", "Invalid `limit` or `cursor`");
+    }
+    if secured {
+        add("401", "Missing, invalid or expired credentials");
+    }
+    if secured || body {
+        add(
+            "503",
+            "The database is unreachable; retry after `retry-after` seconds",
+        );
+    }
+    for response in responses.values_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        response.content = std::mem::take(&mut response.content)
+            .into_iter()
+            .map(|(media, content)| {
+                let problem =
+                    matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == PROBLEM_REF);
+                if problem && media == "application/json" {
+                    ("application/problem+json".to_string(), content)
+                } else {
+                    (media, content)
+                }
+            })
+            .collect();
     }
 }
 
@@ -93,7 +183,8 @@ fn routes() -> OpenApiRouter<AppState> {
 fn built() -> &'static (Router<AppState>, OpenApiDoc) {
     static BUILT: OnceLock<(Router<AppState>, OpenApiDoc)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let (router, doc) = routes().split_for_parts();
+        let (router, mut doc) = routes().split_for_parts();
+        SharedProblems.modify(&mut doc);
         let router = router
             .fallback(|| async { ApiError::NotFound("no such route".into()) })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });

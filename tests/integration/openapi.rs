@@ -76,3 +76,39 @@ async fn the_document_is_openapi_3_1_and_lists_exactly_the_routes() {
         );
     }
 }
+
+/// What every route shares is documented on every route (scripts/fuzz.sh checks the
+/// answers against it): problem bodies as application/problem+json, 401 where a token is
+/// needed, 400/413/415/422 where a JSON body is read.
+#[tokio::test]
+async fn every_operation_documents_the_shared_problems() {
+    let app = TestApp::on_database("postgres://unused:x@127.0.0.1:1/none");
+    let r = app.call(Method::GET, "/openapi.json", None, None).await;
+    for (path, item) in r.body["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            let responses = op["responses"].as_object().expect("responses");
+            let has = |s: &str| responses.contains_key(s);
+            let at = format!("{method} {path}");
+            for (status, response) in responses {
+                let Some(content) = response["content"].as_object() else {
+                    continue;
+                };
+                let problem = content
+                    .values()
+                    .any(|c| c["schema"]["$ref"] == "#/components/schemas/Problem");
+                if problem {
+                    let media: Vec<_> = content.keys().collect();
+                    assert_eq!(media, ["application/problem+json"], "{at} {status}");
+                }
+            }
+            if op.get("security").is_some() {
+                assert!(has("401"), "{at}: no 401");
+            }
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415", "422"] {
+                    assert!(has(s), "{at}: no {s}");
+                }
+            }
+        }
+    }
+}
