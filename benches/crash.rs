@@ -178,11 +178,14 @@ async fn main() {
             u["allocated"][k].as_i64() == Some(s) && s <= u["capacity"][k].as_i64().unwrap_or(-1)
         });
 
-    // The queue drains: stop whatever runs, round after round, until nothing waits.
+    // The queue drains: stop whatever runs, round after round, until nothing waits; every
+    // round must admit something (a queue that stops moving is stuck).
     let mut rounds = 0;
+    let drain_deadline = Instant::now() + Duration::from_secs(600);
+    let mut stuck = false;
     loop {
         let queued = usage().await["queued"].as_i64().unwrap_or(-1);
-        if queued == 0 || rounds == 200 {
+        if queued == 0 || Instant::now() > drain_deadline {
             break;
         }
         rounds += 1;
@@ -197,7 +200,12 @@ async fn main() {
             .json()
             .await
             .expect("json");
-        for d in running["items"].as_array().cloned().unwrap_or_default() {
+        let items = running["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            stuck = true;
+            break;
+        }
+        for d in items {
             let _ = http
                 .post(format!(
                     "{base}/v1/deployments/{}/stop",
@@ -208,7 +216,7 @@ async fn main() {
                 .await;
         }
     }
-    let drained = usage().await["queued"].as_i64() == Some(0);
+    let drained = !stuck && usage().await["queued"].as_i64() == Some(0);
 
     println!(
         "crash campaign load: {} acknowledged, {} stops, {} requests refused while down",
