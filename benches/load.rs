@@ -184,11 +184,65 @@ async fn main() {
     let submit16 = submit("POST deployments (16 conns)", 16).await;
     let submit64 = submit("POST deployments (64 conns)", 64).await;
 
+    // Reads: the cluster with its usage, the queue, a filtered list, single deployments.
+    let listed: Value = client
+        .get(format!(
+            "{base}/v1/clusters/{cluster}/deployments?limit=200"
+        ))
+        .bearer_auth(&token2)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list json");
+    let ids: Vec<String> = listed["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let read = |label: &'static str, path: String| {
+        let (b, t) = (base.clone(), token2.clone());
+        run(label, &client, connections, seconds, move |http| {
+            http.get(format!("{b}{path}")).bearer_auth(&t)
+        })
+    };
+    let get_cluster = read("GET cluster (usage)", format!("/v1/clusters/{cluster}")).await;
+    let get_queue = read(
+        "GET queue (first 50)",
+        format!("/v1/clusters/{cluster}/queue"),
+    )
+    .await;
+    let list_running = read(
+        "GET deployments?status=running",
+        format!("/v1/clusters/{cluster}/deployments?status=running"),
+    )
+    .await;
+    let picked = ids.first().cloned().unwrap_or_default();
+    let get_one = read(
+        "GET deployment (with events)",
+        format!("/v1/deployments/{picked}"),
+    )
+    .await;
+
     println!(
         "{:<40} {:>9} {:>9} {:>9} {:>7} {:>8}",
         "route", "req/s", "p50 ms", "p99 ms", "errors", "vs base"
     );
-    for s in [&health, &me, &login_run, &submit16, &submit64] {
+    for s in [
+        &health,
+        &me,
+        &login_run,
+        &submit16,
+        &submit64,
+        &get_cluster,
+        &get_queue,
+        &list_running,
+        &get_one,
+    ] {
         println!(
             "{:<40} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7.0}%",
             s.name,
