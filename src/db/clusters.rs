@@ -5,7 +5,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 use super::{DbError, DbResult, Page};
-use crate::domain::ids::{ClusterId, OrgId};
+use crate::domain::ids::{ClusterId, OrgId, UserId};
+use crate::domain::policy::Role;
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{Policy, Queueing};
 
@@ -104,6 +105,35 @@ pub async fn get(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<Clus
     let sql = format!("select {COLUMNS} from clusters where id = $1");
     let row = db.query_typed_opt(&sql, &[(&id.0, Type::UUID)]).await?;
     row.as_ref().map(ClusterRow::try_from).transpose()
+}
+
+/// One cluster and `user`'s role in its organization (none for a non-member or no user), in
+/// one round trip.
+pub async fn get_with_role(
+    db: &impl GenericClient,
+    id: ClusterId,
+    user: Option<UserId>,
+) -> DbResult<Option<(ClusterRow, Option<Role>)>> {
+    let row = db
+        .query_typed_opt(
+            "select c.id, c.org_id, c.name, c.cpu_millis, c.memory_mib, c.gpus, c.queueing, \
+               c.preemption, c.created_at, c.updated_at, m.role as member_role \
+             from clusters c left join memberships m on m.org_id = c.org_id and m.user_id = $2 \
+             where c.id = $1",
+            &[(&id.0, Type::UUID), (&user.map(|u| u.0), Type::UUID)],
+        )
+        .await?;
+    row.map(|r| Ok((ClusterRow::try_from(&r)?, member_role(&r)?)))
+        .transpose()
+}
+
+/// Reads the optional `member_role` column of a joined membership.
+pub fn member_role(r: &Row) -> DbResult<Option<Role>> {
+    let role: Option<String> = r.try_get("member_role")?;
+    role.map(|name| {
+        Role::parse(&name).ok_or_else(|| DbError::Other(format!("unknown role {name} stored")))
+    })
+    .transpose()
 }
 
 /// One cluster, locked for the rest of the transaction: the second guard (after the

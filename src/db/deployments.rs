@@ -153,6 +153,28 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> DbResult<Option<Deploymen
     row.as_ref().map(DeploymentRow::try_from).transpose()
 }
 
+/// One deployment and `user`'s role in its organization, in one round trip.
+pub async fn get_with_role(
+    db: &impl GenericClient,
+    id: Uuid,
+    user: Option<UserId>,
+) -> DbResult<Option<(DeploymentRow, Option<crate::domain::policy::Role>)>> {
+    let sql = format!(
+        "select d.*, m.role as member_role from (select {COLUMNS} from deployments where id = $1) d \
+         left join memberships m on m.org_id = d.org_id and m.user_id = $2"
+    );
+    let row = db
+        .query_typed_opt(&sql, &[(&id, Type::UUID), (&user.map(|u| u.0), Type::UUID)])
+        .await?;
+    row.map(|r| {
+        Ok((
+            DeploymentRow::try_from(&r)?,
+            super::clusters::member_role(&r)?,
+        ))
+    })
+    .transpose()
+}
+
 /// The deployment a cluster already stored under an idempotency key.
 pub async fn by_idempotency_key(
     db: &impl GenericClient,

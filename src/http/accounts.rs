@@ -317,11 +317,14 @@ pub struct Me {
 pub async fn get_me(State(st): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let me = caller.user()?;
     let db = st.db().await?;
-    let user = accounts::user_by_id(&db, me)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("this account no longer exists".into()))?;
-    let memberships = accounts::memberships_of(&db, me)
-        .await?
+    // Both queries in flight at once: tokio-postgres pipelines them on the one connection.
+    let (user, memberships) = tokio::try_join!(
+        accounts::user_by_id(&db, me),
+        accounts::memberships_of(&db, me)
+    )?;
+    let user =
+        user.ok_or_else(|| ApiError::Unauthorized("this account no longer exists".into()))?;
+    let memberships = memberships
         .into_iter()
         .map(|m| Membership {
             org_id: m.org_id,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::Problem;
 use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_in, not_found, Access};
+use super::guard::{authorize_in, authorize_with_role, not_found, Access};
 use super::orgs::org_id;
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -91,10 +91,10 @@ pub async fn cluster_access(
     action: Action,
 ) -> Result<(ClusterRow, Access), ApiError> {
     let id = ClusterId::parse(id).ok_or_else(|| not_found("cluster"))?;
-    let c = clusters::get(db, id)
+    let (c, role) = clusters::get_with_role(db, id, caller.user_id())
         .await?
         .ok_or_else(|| not_found("cluster"))?;
-    let access = authorize_in(st, db, caller, c.org_id, action, "cluster").await?;
+    let access = authorize_with_role(st, db, caller, c.org_id, role, action, "cluster").await?;
     Ok((c, access))
 }
 

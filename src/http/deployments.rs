@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::clusters::cluster_access;
 use super::error::Problem;
 use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_in, not_found, Access};
+use super::guard::{authorize_with_role, not_found, Access};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
@@ -261,10 +261,10 @@ async fn deployment_access(
     action: Action,
 ) -> Result<(DeploymentRow, Access), ApiError> {
     let id = Uuid::try_parse(id).map_err(|_| not_found("deployment"))?;
-    let d = deployments::get(db, id)
+    let (d, role) = deployments::get_with_role(db, id, caller.user_id())
         .await?
         .ok_or_else(|| not_found("deployment"))?;
-    let access = authorize_in(st, db, caller, d.org_id, action, "deployment").await?;
+    let access = authorize_with_role(st, db, caller, d.org_id, role, action, "deployment").await?;
     Ok((d, access))
 }
 

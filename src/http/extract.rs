@@ -83,6 +83,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The user, when a user calls.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Caller::User(u) => Some(*u),
+            Caller::ApiKey(_) => None,
+        }
+    }
+
     /// The user behind the call; API keys act only inside their organization (403 here).
     pub fn user(&self) -> Result<UserId, ApiError> {
         match self {

@@ -54,8 +54,26 @@ pub async fn authorize_in(
     action: Action,
     what: &str,
 ) -> Result<Access, ApiError> {
+    let user_role = match caller {
+        Caller::User(user) => orgs::role(db, org, *user).await?,
+        Caller::ApiKey(_) => None,
+    };
+    authorize_with_role(st, db, caller, org, user_role, action, what).await
+}
+
+/// Like `authorize_in`, when a user caller's role in `org` was read together with the
+/// resource (one round trip less); API keys are still authenticated here.
+pub async fn authorize_with_role(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    org: OrgId,
+    user_role: Option<Role>,
+    action: Action,
+    what: &str,
+) -> Result<Access, ApiError> {
     let (principal, role) = match caller {
-        Caller::User(user) => (Principal::User(*user), orgs::role(db, org, *user).await?),
+        Caller::User(user) => (Principal::User(*user), user_role),
         Caller::ApiKey(hash) => {
             let key = api_keys::authenticate(db, hash, st.now())
                 .await?
