@@ -57,8 +57,10 @@ impl ClusterWriter {
         loop {
             match answer.try_recv() {
                 Ok(result) => return result,
+                // The holder running our batch was cancelled: whether it committed is unknown,
+                // so this is a retryable unavailability (Idempotency-Key makes retries safe).
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(EngineError::Internal("the batch was dropped".into()))
+                    return Err(EngineError::Unavailable("the batch was interrupted".into()))
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
@@ -94,27 +96,33 @@ impl State {
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
         let n = cmds.len();
-        let State { db, cache } = self;
+        // The cache is taken out for the batch and put back only after the commit: if this
+        // future is dropped half-way (or anything fails), the next batch rebuilds it from
+        // Postgres instead of trusting half-applied changes.
+        let mut cache = self.cache.take();
+        let db = &mut self.db;
         let result = async {
             if db.as_ref().is_none_or(|c| c.is_closed()) {
-                *cache = None;
+                cache = None;
                 *db = Some(connect().await?);
             }
             let client = db
                 .as_mut()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
             let tx = client.transaction().await?;
-            let results = execute_batch(&tx, cluster, cache, cmds, now).await?;
+            let results = execute_batch(&tx, cluster, &mut cache, cmds, now).await?;
             tx.commit().await?;
             Ok::<_, EngineError>(results)
         }
         .await;
         match result {
-            Ok(results) => results,
+            Ok(results) => {
+                self.cache = cache;
+                results
+            }
             Err(e) => {
-                *cache = None;
                 if matches!(e, EngineError::Unavailable(_)) {
-                    *db = None;
+                    self.db = None;
                 }
                 vec![Err(e); n]
             }
