@@ -8,6 +8,8 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 trap '"$ROOT/scripts/pg.sh" stop test' EXIT
 source "$ROOT/scripts/testdb.sh"
+# Stale profiles from earlier builds would skew the figure.
+cargo llvm-cov clean --workspace >/dev/null 2>&1 || true
 cargo llvm-cov nextest --no-report --lib --test integration
 cargo llvm-cov report --html --output-dir coverage >/dev/null
 cargo llvm-cov report --summary-only | awk '/^TOTAL/ {print "coverage (native, lines): " $10 "  — report: coverage/html/index.html"}'

@@ -30,6 +30,8 @@ cargo clippy --all-targets --features e2e --quiet -- -D warnings
 cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
 
 log "unit + integration tests (native, under coverage)"
+# Stale profiles from earlier builds would skew the figure.
+cargo llvm-cov clean --workspace >/dev/null 2>&1 || true
 cargo llvm-cov nextest --no-report --lib --test integration --no-fail-fast 2>&1 | tee "$out/native.txt"
 native_status=${PIPESTATUS[0]}
 cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true

@@ -100,13 +100,6 @@ pub async fn insert(db: &impl GenericClient, c: &ClusterRow) -> DbResult<Cluster
     ClusterRow::try_from(&row)
 }
 
-/// One cluster.
-pub async fn get(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<ClusterRow>> {
-    let sql = format!("select {COLUMNS} from clusters where id = $1");
-    let row = db.query_typed_opt(&sql, &[(&id.0, Type::UUID)]).await?;
-    row.as_ref().map(ClusterRow::try_from).transpose()
-}
-
 /// One cluster and `user`'s role in its organization (none for a non-member or no user), in
 /// one round trip.
 pub async fn get_with_role(
