@@ -82,20 +82,7 @@ pub async fn insert(
 
 /// An organization's keys, by id.
 pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<ApiKeyRow>> {
-    let sql = format!(
-        "select {COLUMNS} from api_keys where org_id = $1 and ($2::uuid is null or id > $2) \
-         order by id limit $3"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&org.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
+    let rows = super::page_of_org(db, "api_keys", COLUMNS, org, page).await?;
     rows.iter().map(ApiKeyRow::try_from).collect()
 }
 
@@ -106,18 +93,7 @@ pub async fn revoke(
     id: ApiKeyId,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    let rows = db
-        .query_typed(
-            "update api_keys set revoked_at = coalesce(revoked_at, $3) \
-             where org_id = $1 and id = $2 returning id",
-            &[
-                (&org.0, Type::UUID),
-                (&id.0, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
-    Ok(!rows.is_empty())
+    super::revoke_in_org(db, "api_keys", org, id.0, now).await
 }
 
 /// Authenticates a presented key: the live key with this hash, its `last_used_at` bumped.

@@ -139,20 +139,7 @@ pub async fn lock(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<Clu
 
 /// An organization's clusters, by id.
 pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<ClusterRow>> {
-    let sql = format!(
-        "select {COLUMNS} from clusters where org_id = $1 and ($2::uuid is null or id > $2) \
-         order by id limit $3"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&org.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
+    let rows = super::page_of_org(db, "clusters", COLUMNS, org, page).await?;
     rows.iter().map(ClusterRow::try_from).collect()
 }
 

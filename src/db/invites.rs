@@ -91,20 +91,7 @@ pub async fn insert(db: &impl GenericClient, new: &NewInvite<'_>) -> DbResult<In
 
 /// An organization's invites, by id.
 pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<InviteRow>> {
-    let sql = format!(
-        "select {COLUMNS} from invites where org_id = $1 and ($2::uuid is null or id > $2) \
-         order by id limit $3"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&org.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
+    let rows = super::page_of_org(db, "invites", COLUMNS, org, page).await?;
     rows.iter().map(InviteRow::try_from).collect()
 }
 
@@ -115,18 +102,7 @@ pub async fn revoke(
     id: InviteId,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    let rows = db
-        .query_typed(
-            "update invites set revoked_at = coalesce(revoked_at, $3) \
-             where org_id = $1 and id = $2 returning id",
-            &[
-                (&org.0, Type::UUID),
-                (&id.0, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
-    Ok(!rows.is_empty())
+    super::revoke_in_org(db, "invites", org, id.0, now).await
 }
 
 /// Consumes one use of a live code; `None` when the code is unknown, expired, revoked or

@@ -76,3 +76,56 @@ impl Page {
         self.limit + 1
     }
 }
+
+/// One page of an organization's rows of `table` (which has `id` and `org_id` columns), by id.
+async fn page_of_org(
+    db: &impl tokio_postgres::GenericClient,
+    table: &str,
+    columns: &str,
+    org: crate::domain::ids::OrgId,
+    page: &Page,
+) -> DbResult<Vec<tokio_postgres::Row>> {
+    let sql = format!(
+        "select {columns} from {table} where org_id = $1 and ($2::uuid is null or id > $2) \
+         order by id limit $3"
+    );
+    use tokio_postgres::types::Type;
+    let rows = db
+        .query_typed(
+            &sql,
+            &[
+                (&org.0, Type::UUID),
+                (&page.after, Type::UUID),
+                (&page.fetch(), Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows)
+}
+
+/// Marks a row of an organization's `table` revoked (idempotently); `false` when the
+/// organization has no such row.
+async fn revoke_in_org(
+    db: &impl tokio_postgres::GenericClient,
+    table: &str,
+    org: crate::domain::ids::OrgId,
+    id: uuid::Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> DbResult<bool> {
+    use tokio_postgres::types::Type;
+    let sql = format!(
+        "update {table} set revoked_at = coalesce(revoked_at, $3) \
+         where org_id = $1 and id = $2 returning id"
+    );
+    let rows = db
+        .query_typed(
+            &sql,
+            &[
+                (&org.0, Type::UUID),
+                (&id, Type::UUID),
+                (&now, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
