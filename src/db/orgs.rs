@@ -120,13 +120,31 @@ pub struct MemberRow {
     pub joined_at: DateTime<Utc>,
 }
 
+impl TryFrom<&Row> for MemberRow {
+    type Error = DbError;
+    fn try_from(r: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            user_id: UserId(r.try_get("id")?),
+            email: r.try_get("email")?,
+            name: r.try_get("name")?,
+            role: role_of(r, "role")?,
+            joined_at: r.try_get("joined_at")?,
+        })
+    }
+}
+
+const MEMBER_COLUMNS: &str = "u.id, u.email, u.name, m.role, m.joined_at \
+    from memberships m join users u on u.id = m.user_id";
+
 /// Members of `org`, by user id.
 pub async fn members(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<MemberRow>> {
+    let sql = format!(
+        "select {MEMBER_COLUMNS} where m.org_id = $1 and ($2::uuid is null or u.id > $2) \
+         order by u.id limit $3"
+    );
     let rows = db
         .query_typed(
-            "select u.id, u.email, u.name, m.role, m.joined_at from memberships m \
-             join users u on u.id = m.user_id \
-             where m.org_id = $1 and ($2::uuid is null or u.id > $2) order by u.id limit $3",
+            &sql,
             &[
                 (&org.0, Type::UUID),
                 (&page.after, Type::UUID),
@@ -134,17 +152,7 @@ pub async fn members(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResu
             ],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(MemberRow {
-                user_id: UserId(r.try_get(0)?),
-                email: r.try_get(1)?,
-                name: r.try_get(2)?,
-                role: role_of(r, "role")?,
-                joined_at: r.try_get(4)?,
-            })
-        })
-        .collect()
+    rows.iter().map(MemberRow::try_from).collect()
 }
 
 /// One member.
@@ -153,23 +161,11 @@ pub async fn member(
     org: OrgId,
     user: UserId,
 ) -> DbResult<Option<MemberRow>> {
+    let sql = format!("select {MEMBER_COLUMNS} where m.org_id = $1 and m.user_id = $2");
     let row = db
-        .query_typed_opt(
-            "select u.id, u.email, u.name, m.role, m.joined_at from memberships m \
-             join users u on u.id = m.user_id where m.org_id = $1 and m.user_id = $2",
-            &[(&org.0, Type::UUID), (&user.0, Type::UUID)],
-        )
+        .query_typed_opt(&sql, &[(&org.0, Type::UUID), (&user.0, Type::UUID)])
         .await?;
-    row.map(|r| {
-        Ok(MemberRow {
-            user_id: UserId(r.try_get(0)?),
-            email: r.try_get(1)?,
-            name: r.try_get(2)?,
-            role: role_of(&r, "role")?,
-            joined_at: r.try_get(4)?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(MemberRow::try_from).transpose()
 }
 
 /// Locks the organization row so membership changes of one organization run one at a time

@@ -97,6 +97,8 @@ pub async fn register(
     Valid(req): Valid<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserEnvelope>), ApiError> {
     let db = st.db().await?;
+    // Checked first only to spare an argon2 hash for a taken e-mail; the unique index below
+    // is what decides under concurrency.
     if accounts::user_by_email(&db, req.email.as_str())
         .await?
         .is_some()
