@@ -4,6 +4,9 @@
 //! the signing key is `<kid>:<base64url 32-byte seed>`; retired keys that must still verify
 //! during a rotation are `<kid>:<base64url public key>` separated by commas.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +20,9 @@ use crate::domain::ids::UserId;
 
 /// Lifetime of an access token.
 pub const ACCESS_TOKEN_SECONDS: i64 = 15 * 60;
+
+/// Verified tokens remembered per isolate (about 1 MB at most); see [`TokenKeys::verify`].
+const VERIFIED_CACHE_ENTRIES: usize = 4096;
 
 /// The claims Berth puts into an access token besides the registered time claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +60,9 @@ pub enum TokenError {
 #[error("invalid key configuration: {0}")]
 pub struct KeyConfigError(pub String);
 
+/// Token → (subject, expiry) of tokens that verified.
+type Verified = HashMap<String, (UserId, DateTime<Utc>)>;
+
 /// The token service: one signing key and every key that verifies.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -62,6 +71,9 @@ pub struct TokenKeys {
     verifying: Vec<(String, PublicKey)>,
     issuer: String,
     audience: String,
+    /// Tokens whose signature and claims already verified with these keys: token → (subject,
+    /// expiry). Shared by clones, so one isolate verifies each token's signature once.
+    verified: Arc<Mutex<Verified>>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -103,6 +115,7 @@ impl TokenKeys {
             verifying,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
+            verified: Arc::default(),
         })
     }
 
@@ -142,7 +155,44 @@ impl TokenKeys {
     }
 
     /// Verifies a token at time `now` and returns its subject.
+    ///
+    /// A token that verified once is remembered with its expiry, and later presentations of
+    /// the very same string skip the signature check (Ed25519 verification is most of an
+    /// authenticated request's CPU in Wasm, and clients reuse a token for its whole life), as
+    /// API gateways' JWT caches do. The answer cannot differ: it depends only on the token
+    /// and these keys, except for expiry, which is checked on every call.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<UserId, TokenError> {
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(token).copied());
+        if let Some((user, expires)) = remembered {
+            return if now <= expires {
+                Ok(user)
+            } else {
+                Err(TokenError::Expired)
+            };
+        }
+        let (user, expires) = self.verify_signed(token, now)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.retain(|_, (_, exp)| *exp >= now);
+                if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                    cache.clear();
+                }
+            }
+            cache.insert(token.to_string(), (user, expires));
+        }
+        Ok(user)
+    }
+
+    /// The full check: algorithm, key, signature, expiry, issuer and audience.
+    fn verify_signed(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(UserId, DateTime<Utc>), TokenError> {
         let untrusted = UntrustedToken::new(token).map_err(|_| TokenError::Malformed)?;
         if untrusted.algorithm() != "EdDSA" {
             return Err(TokenError::Algorithm);
@@ -167,10 +217,11 @@ impl TokenKeys {
         claims
             .validate_expiration(&options)
             .map_err(|_| TokenError::Expired)?;
+        let expires = claims.expiration.ok_or(TokenError::Expired)?;
         if claims.custom.iss != self.issuer || claims.custom.aud != self.audience {
             return Err(TokenError::Audience);
         }
-        Ok(claims.custom.sub)
+        Ok((claims.custom.sub, expires))
     }
 
     /// The JSON Web Key Set publishing every verifying key.
@@ -275,6 +326,42 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[1]["kid"], old.kid.as_str());
         assert_eq!(keys[0]["crv"], "Ed25519");
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_tampering_is_still_caught() {
+        let k = keys();
+        let user = UserId::new();
+        let t = k.issue(user, now());
+        assert_eq!(k.verify(&t, now()), Ok(user));
+        // Served from the cache now; a clone shares it, expiry still applies.
+        assert_eq!(k.clone().verify(&t, now()), Ok(user));
+        let last = now() + Duration::seconds(ACCESS_TOKEN_SECONDS);
+        assert_eq!(
+            k.verify(&t, last),
+            Ok(user),
+            "valid through its exp, as uncached"
+        );
+        let later = last + Duration::seconds(1);
+        assert_eq!(k.verify(&t, later), Err(TokenError::Expired));
+        // Any other string is checked in full.
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(k.verify(&forged, now()), Err(TokenError::Signature));
+        // Another key set never sees this cache.
+        assert_eq!(keys().verify(&t, now()), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let k = keys();
+        for i in 0..(VERIFIED_CACHE_ENTRIES + 10) {
+            let t = k.issue(UserId::new(), now() + Duration::milliseconds(i as i64));
+            assert!(k.verify(&t, now()).is_ok());
+        }
+        let len = k.verified.lock().map(|c| c.len()).unwrap_or(usize::MAX);
+        assert!(len <= VERIFIED_CACHE_ENTRIES, "{len}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Durable Objects, and the `Platform` port implemented with Hyperdrive and object stubs.
 
 mod cluster;
+mod pg_socket;
 mod platform;
 mod throttle;
 

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 use worker::send::{SendFuture, SendWrapper};
-use worker::{Env, Method, Request, RequestInit, SecureTransport, Socket};
+use worker::{Env, Method, Request, RequestInit};
 
 use super::cluster::ClusterCall;
+use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
@@ -25,12 +26,10 @@ pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
         .connection_string()
         .parse()
         .map_err(|e: tokio_postgres::Error| unavailable(e.to_string()))?;
-    let socket = Socket::builder()
-        .secure_transport(SecureTransport::StartTls)
-        .connect(hd.host(), hd.port())
-        .map_err(|e| unavailable(e.to_string()))?;
+    let socket =
+        PgSocket::connect(&hd.host(), hd.port(), true).map_err(|e| unavailable(e.to_string()))?;
     let (client, connection) = config
-        .connect_raw(socket, worker::postgres_tls::PassthroughTls)
+        .connect_raw(socket, StartTls)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     wasm_bindgen_futures::spawn_local(async move {
