@@ -6,6 +6,31 @@ pub mod access;
 pub mod opaque;
 pub mod password;
 
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::UserId;
+
+/// An authenticated caller: a user (by a valid access token) or an API key (by the hash of
+/// the presented `bak_…` secret, still to be looked up).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "by", content = "id", rename_all = "snake_case")]
+pub enum Caller {
+    /// A user.
+    User(UserId),
+    /// An API key, by the hash of its secret.
+    ApiKey(Vec<u8>),
+}
+
+impl Caller {
+    /// The user, when a user calls.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Caller::User(u) => Some(*u),
+            Caller::ApiKey(_) => None,
+        }
+    }
+}
+
 /// Fills `buf` from the operating system's CSPRNG (Web Crypto on wasm32).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];

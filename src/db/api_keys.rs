@@ -96,6 +96,45 @@ pub async fn revoke(
     super::revoke_in_org(db, "api_keys", org, id.0, now).await
 }
 
+/// The live (unrevoked) keys among `hashes`, without touching them: (hash, organization,
+/// role). For lookups inside another transaction, where bumping `last_used_at` would hold
+/// the key's row lock until that commits; [`touch`] bumps them afterwards.
+pub async fn live_by_hash(
+    db: &impl GenericClient,
+    hashes: &[Vec<u8>],
+) -> DbResult<Vec<(Vec<u8>, OrgId, Role)>> {
+    let rows = db
+        .query_typed(
+            "select key_hash, org_id, role from api_keys \
+             where key_hash = any($1) and revoked_at is null",
+            &[(&hashes, Type::BYTEA_ARRAY)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key_hash")?,
+                OrgId(r.try_get("org_id")?),
+                role_of(r, "role")?,
+            ))
+        })
+        .collect()
+}
+
+/// Records a use of each of the keys `hashes` at `now`.
+pub async fn touch(
+    db: &impl GenericClient,
+    hashes: &[Vec<u8>],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    db.execute_typed(
+        "update api_keys set last_used_at = $2 where key_hash = any($1) and revoked_at is null",
+        &[(&hashes, Type::BYTEA_ARRAY), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Authenticates a presented key: the live key with this hash, its `last_used_at` bumped.
 pub async fn authenticate(
     db: &impl GenericClient,

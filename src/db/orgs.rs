@@ -105,6 +105,24 @@ pub async fn role(db: &impl GenericClient, org: OrgId, user: UserId) -> DbResult
     row.as_ref().map(|r| role_of(r, "role")).transpose()
 }
 
+/// The roles of several users in `org` at once (non-members are absent).
+pub async fn roles_of(
+    db: &impl GenericClient,
+    org: OrgId,
+    users: &[UserId],
+) -> DbResult<Vec<(UserId, Role)>> {
+    let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.0).collect();
+    let rows = db
+        .query_typed(
+            "select user_id, role from memberships where org_id = $1 and user_id = any($2)",
+            &[(&org.0, Type::UUID), (&ids, Type::UUID_ARRAY)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((UserId(r.try_get("user_id")?), role_of(r, "role")?)))
+        .collect()
+}
+
 /// A member as listed.
 #[derive(Debug, Clone)]
 pub struct MemberRow {

@@ -129,6 +129,37 @@ pub fn authorize(role: Role, action: Action) -> bool {
     role >= action.min_role()
 }
 
+/// Why a caller may not perform an action in an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a member (or a key of another organization): answered as "not found", so that
+    /// ids of other organizations cannot be probed.
+    #[error("not a member of the organization")]
+    NotMember,
+    /// API keys may not mint credentials.
+    #[error("API keys cannot create API keys or invites; a user must")]
+    KeyCannotMint,
+    /// A member whose role is too low.
+    #[error("this needs the {} role or higher; you are {}", needed.as_str(), have.as_str())]
+    RoleTooLow { needed: Role, have: Role },
+}
+
+/// The whole decision for a caller holding `role` in the organization (`None`: not a
+/// member), acting as an API key or not: the role it acts with, or why not.
+pub fn check(role: Option<Role>, api_key: bool, action: Action) -> Result<Role, Refusal> {
+    let role = role.ok_or(Refusal::NotMember)?;
+    if api_key && action.needs_user() {
+        return Err(Refusal::KeyCannotMint);
+    }
+    if !authorize(role, action) {
+        return Err(Refusal::RoleTooLow {
+            needed: action.min_role(),
+            have: role,
+        });
+    }
+    Ok(role)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +178,27 @@ mod tests {
         .filter(|a| a.needs_user())
         .collect();
         assert_eq!(minting, [CreateApiKey, CreateInvite]);
+    }
+
+    #[test]
+    fn check_orders_its_refusals() {
+        assert_eq!(check(None, false, ReadOrg), Err(Refusal::NotMember));
+        assert_eq!(check(None, true, CreateApiKey), Err(Refusal::NotMember));
+        assert_eq!(
+            check(Some(Role::Admin), true, CreateInvite),
+            Err(Refusal::KeyCannotMint)
+        );
+        assert_eq!(
+            check(Some(Role::Viewer), false, CreateDeployment),
+            Err(Refusal::RoleTooLow {
+                needed: Role::Developer,
+                have: Role::Viewer
+            })
+        );
+        assert_eq!(
+            check(Some(Role::Developer), true, CreateDeployment),
+            Ok(Role::Developer)
+        );
     }
 
     #[test]

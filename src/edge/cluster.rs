@@ -27,6 +27,8 @@ pub struct ClusterObject {
     state: State,
     env: Env,
     writer: ClusterWriter,
+    /// Whether this instance has stored its cluster's id for the alarm.
+    remembered: std::cell::Cell<bool>,
 }
 
 impl ClusterObject {
@@ -60,14 +62,19 @@ impl DurableObject for ClusterObject {
             state,
             env,
             writer: ClusterWriter::new(),
+            remembered: std::cell::Cell::new(false),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let call: ClusterCall = req.json().await?;
-        // Remembered for the alarm, which arrives without a request.
-        self.state.storage().put("cluster", call.cluster).await?;
         let result = self.run(call.cluster, call.command).await;
+        if result.is_ok() && !self.remembered.get() {
+            // Remembered for the alarm, which arrives without a request (once per instance,
+            // and only for a cluster that exists).
+            self.state.storage().put("cluster", call.cluster).await?;
+            self.remembered.set(true);
+        }
         Response::from_json(&result)
     }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
+use super::authorize::Callers;
 use super::{Command, EngineError, Executed, Outcome};
 use crate::db::clusters::{self, ClusterRow};
 use crate::db::deployments::{self, DeploymentRow, Event, NewDeployment};
@@ -55,10 +56,13 @@ pub async fn execute_batch(
         inserts: Vec::new(),
         deleted: false,
     };
+    let callers = Callers::resolve(tx, c.org_id, &cmds).await?;
     let mut subjects = Vec::with_capacity(cmds.len());
     for cmd in cmds {
         let subject = if batch.deleted {
             Err(EngineError::NotFound("cluster".into()))
+        } else if let Err(refused) = callers.permit(&cmd) {
+            Err(refused)
         } else {
             apply(tx, &mut c, live, &mut batch, cmd, now).await?
         };
@@ -206,7 +210,11 @@ async fn apply(
             *c = clusters::update(tx, c, now).await?;
             Subject::Cluster
         }
-        Command::Submit(new) => {
+        Command::Submit {
+            deployment: mut new,
+            by,
+        } => {
+            new.created_by = by.user_id();
             if let Some(key) = &new.idempotency_key {
                 let earlier = match batch
                     .inserts

@@ -4,6 +4,7 @@
 //! pure scheduler decide, and writes the decisions. Postgres is the system of record: the
 //! writer's in-memory view is only a cache of it.
 
+mod authorize;
 mod execute;
 mod writer;
 
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
@@ -56,8 +58,12 @@ pub fn cluster_state<'a>(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    /// Queue a new deployment (admitted at once if the scheduler allows).
-    Submit(NewDeployment),
+    /// Queue a new deployment (admitted at once if the scheduler allows). The engine
+    /// authorizes `by` itself, in the batch; `created_by` is taken from it.
+    Submit {
+        deployment: NewDeployment,
+        by: Caller,
+    },
     /// queued → cancelled.
     Cancel { id: Uuid },
     /// running → stopped.
@@ -125,6 +131,10 @@ pub struct Executed {
 pub enum EngineError {
     #[error("no such {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("validation failed")]

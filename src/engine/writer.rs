@@ -9,8 +9,10 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use super::authorize::keys_presented;
 use super::execute::{execute_batch, Live};
 use super::{Command, EngineError, Executed};
+use crate::db::api_keys;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
 
@@ -109,9 +111,14 @@ impl State {
             let client = db
                 .as_mut()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
+            let keys = keys_presented(&cmds);
             let tx = client.transaction().await?;
             let results = execute_batch(&tx, cluster, &mut cache, cmds, now).await?;
             tx.commit().await?;
+            if !keys.is_empty() {
+                // Outside the batch's transaction: keys' rows are shared by every cluster.
+                api_keys::touch(client, &keys, now).await?;
+            }
             Ok::<_, EngineError>(results)
         }
         .await;
@@ -121,7 +128,9 @@ impl State {
                 results
             }
             Err(e) => {
-                if matches!(e, EngineError::Unavailable(_)) {
+                // A lost connection is reopened; an unknown cluster keeps none open (its
+                // object may never be called again).
+                if matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
                     self.db = None;
                 }
                 vec![Err(e); n]

@@ -22,6 +22,7 @@ use crate::domain::deployment::{
     resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS,
     MIN_PRIORITY,
 };
+use crate::domain::ids::ClusterId;
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
@@ -182,10 +183,8 @@ pub async fn create_deployment(
     Valid(req): Valid<CreateDeploymentRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let (c, access) = {
-        let db = st.db().await?;
-        cluster_access(&st, &db, &caller, &id, Action::CreateDeployment).await?
-    };
+    // No connection here: the cluster's object authorizes the caller inside its batch.
+    let cluster = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
     let new = NewDeployment {
         name: req.name,
         image: req.image.as_str().to_string(),
@@ -193,11 +192,17 @@ pub async fn create_deployment(
         priority: req.priority.unwrap_or(DEFAULT_PRIORITY),
         max_runtime_seconds: req.max_runtime_seconds,
         idempotency_key: key,
-        created_by: access.user(),
+        created_by: None,
     };
     match st
         .platform
-        .cluster_command(c.id, Command::Submit(new))
+        .cluster_command(
+            cluster,
+            Command::Submit {
+                deployment: new,
+                by: caller,
+            },
+        )
         .await?
         .outcome
     {

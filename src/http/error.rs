@@ -157,6 +157,8 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(what) => Self::NotFound(format!("no such {what}")),
+            EngineError::Unauthorized(m) => Self::Unauthorized(m),
+            EngineError::Forbidden(m) => Self::Forbidden(m),
             EngineError::Conflict(m) => Self::Conflict(m),
             EngineError::Validation(errors) => Self::Validation(errors),
             EngineError::Unavailable(m) => Self::Unavailable(m),

@@ -72,25 +72,9 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
         })
 }
 
-/// The authenticated caller: a user (by access token) or an API key (resolved against the
-/// database by the guard, which also bumps its `last_used_at`).
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// A user, by a valid access token.
-    User(UserId),
-    /// An API key, by the hash of the presented `bak_…` secret.
-    ApiKey(Vec<u8>),
-}
+pub use crate::auth::Caller;
 
 impl Caller {
-    /// The user, when a user calls.
-    pub fn user_id(&self) -> Option<UserId> {
-        match self {
-            Caller::User(u) => Some(*u),
-            Caller::ApiKey(_) => None,
-        }
-    }
-
     /// The user behind the call; API keys act only inside their organization (403 here).
     pub fn user(&self) -> Result<UserId, ApiError> {
         match self {

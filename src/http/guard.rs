@@ -8,7 +8,7 @@ use super::extract::Caller;
 use super::{ApiError, AppState};
 use crate::db::{api_keys, orgs};
 use crate::domain::ids::{ApiKeyId, OrgId, UserId};
-use crate::domain::policy::{authorize, Action, Role};
+use crate::domain::policy::{check, Action, Refusal, Role};
 
 /// Who acts, once resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,14 @@ impl Access {
 /// The message of every "not yours or not there" answer.
 pub fn not_found(what: &str) -> ApiError {
     ApiError::NotFound(format!("no such {what}"))
+}
+
+/// The answer to a refusal: "not found" for non-members, 403 otherwise.
+pub fn refused(refusal: Refusal, what: &str) -> ApiError {
+    match refusal {
+        Refusal::NotMember => not_found(what),
+        r => ApiError::Forbidden(r.to_string()),
+    }
 }
 
 /// Resolves `caller` in `org` and checks `action` against the policy table.
@@ -82,19 +90,8 @@ pub async fn authorize_with_role(
             (Principal::ApiKey(key.id), role)
         }
     };
-    let role = role.ok_or_else(|| not_found(what))?;
-    if action.needs_user() && matches!(principal, Principal::ApiKey(_)) {
-        return Err(ApiError::Forbidden(
-            "API keys cannot create API keys or invites; a user must".into(),
-        ));
-    }
-    if !authorize(role, action) {
-        return Err(ApiError::Forbidden(format!(
-            "this needs the {} role or higher; you are {}",
-            action.min_role().as_str(),
-            role.as_str()
-        )));
-    }
+    let role = check(role, matches!(principal, Principal::ApiKey(_)), action)
+        .map_err(|r| refused(r, what))?;
     Ok(Access {
         principal,
         role,

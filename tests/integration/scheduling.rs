@@ -685,3 +685,107 @@ async fn concurrent_patches_of_different_fields_both_stick() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
 }
+
+/// Submissions are authorized by the cluster's writer inside its batch (the Worker opens no
+/// connection for them): every caller gets exactly the answer the guard gives elsewhere,
+/// concurrently and mixed in one batch, and refused submissions store nothing.
+#[tokio::test]
+async fn submissions_are_authorized_inside_the_batch_for_every_kind_of_caller() {
+    let f = Fixture::new().await;
+    let c = f
+        .cluster(cpu_cluster(1_000_000, "best_effort", false))
+        .await;
+    let key = |org: String, role: &'static str| {
+        let f = &f;
+        async move {
+            let r = f
+                .post(
+                    &format!("/v1/orgs/{org}/api-keys"),
+                    Some(json!({"name": "ci", "role": role})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            (
+                r.body["secret"].as_str().expect("secret").to_string(),
+                r.body["id"].as_str().expect("id").to_string(),
+            )
+        }
+    };
+    let (developer_key, _) = key(f.org.clone(), "developer").await;
+    let (viewer_key, _) = key(f.org.clone(), "viewer").await;
+    let (revoked_key, revoked_id) = key(f.org.clone(), "admin").await;
+    let r = f
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/v1/orgs/{}/api-keys/{revoked_id}", f.org),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let other_org = f
+        .post("/v1/orgs", Some(json!({"name": "Other"})))
+        .await
+        .body["id"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let (foreign_key, _) = key(other_org, "admin").await;
+    let (outsider, _) = f.app.user("outsider@example.com").await;
+
+    let body = json!({"name": "x", "image": "nginx",
+        "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}});
+    let cases = [
+        (f.admin.clone(), c.clone(), StatusCode::CREATED),
+        (developer_key.clone(), c.clone(), StatusCode::CREATED),
+        (viewer_key, c.clone(), StatusCode::FORBIDDEN),
+        (revoked_key, c.clone(), StatusCode::UNAUTHORIZED),
+        (foreign_key, c.clone(), StatusCode::NOT_FOUND),
+        (outsider, c.clone(), StatusCode::NOT_FOUND),
+        (
+            f.admin.clone(),
+            uuid::Uuid::new_v4().to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    // All at once, several times each, so that they share batches.
+    let calls = cases
+        .iter()
+        .cycle()
+        .take(cases.len() * 4)
+        .map(|(who, cl, _)| {
+            let (path, body, app) = (
+                format!("/v1/clusters/{cl}/deployments"),
+                body.clone(),
+                &f.app,
+            );
+            async move { app.call(Method::POST, &path, Some(who), Some(body)).await }
+        });
+    let replies = futures::future::join_all(calls).await;
+    for (reply, (_, _, expected)) in replies.iter().zip(cases.iter().cycle()) {
+        assert_eq!(reply.status, *expected, "{}", reply.body);
+        if !expected.is_success() {
+            assert_eq!(
+                reply.headers["content-type"], "application/problem+json",
+                "{}",
+                reply.body
+            );
+        }
+    }
+    let usage = &f.get(&format!("/v1/clusters/{c}")).await["usage"];
+    assert_eq!(
+        usage["running"], 8,
+        "exactly the 8 permitted submissions: {usage}"
+    );
+
+    // The developer key's use was recorded (after the batch, outside its transaction).
+    let keys = f.get(&format!("/v1/orgs/{}/api-keys", f.org)).await;
+    let used = keys["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|k| k["role"] == "developer")
+        .all(|k| k["last_used_at"].is_string());
+    assert!(used, "{keys}");
+}

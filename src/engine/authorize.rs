@@ -1,0 +1,102 @@
+//! Authorization of commands the Worker forwards unchecked (submissions): the callers of a
+//! whole batch are resolved with one query each for users and API keys, inside the batch's
+//! transaction, and the policy table decides per command. The Worker then needs no database
+//! connection of its own for a submission.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Transaction;
+
+use super::{Command, EngineError};
+use crate::auth::Caller;
+use crate::db::{api_keys, orgs};
+use crate::domain::ids::OrgId;
+use crate::domain::policy::{check, Action, Refusal, Role};
+
+/// The standing of every caller of one batch in the cluster's organization.
+pub struct Callers {
+    users: HashMap<crate::domain::ids::UserId, Role>,
+    /// Live keys: the organization they belong to and their role.
+    keys: HashMap<Vec<u8>, (OrgId, Role)>,
+    org: OrgId,
+}
+
+/// The action a command performs when the engine authorizes it; `None` when the Worker
+/// already did.
+fn needs_check(cmd: &Command) -> Option<(&Caller, Action)> {
+    match cmd {
+        Command::Submit { by, .. } => Some((by, Action::CreateDeployment)),
+        _ => None,
+    }
+}
+
+/// The API keys presented in `cmds` (their use is recorded after the batch commits).
+pub fn keys_presented(cmds: &[Command]) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = cmds
+        .iter()
+        .filter_map(needs_check)
+        .filter_map(|(by, _)| match by {
+            Caller::ApiKey(hash) => Some(hash.clone()),
+            Caller::User(_) => None,
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+impl Callers {
+    /// Looks up everyone in `cmds` who still needs authorizing in `org`.
+    pub async fn resolve(
+        tx: &Transaction<'_>,
+        org: OrgId,
+        cmds: &[Command],
+    ) -> Result<Self, EngineError> {
+        let mut users = Vec::new();
+        for (by, _) in cmds.iter().filter_map(needs_check) {
+            if let Caller::User(u) = by {
+                if !users.contains(u) {
+                    users.push(*u);
+                }
+            }
+        }
+        let users = if users.is_empty() {
+            HashMap::new()
+        } else {
+            orgs::roles_of(tx, org, &users).await?.into_iter().collect()
+        };
+        let presented = keys_presented(cmds);
+        let keys = if presented.is_empty() {
+            HashMap::new()
+        } else {
+            api_keys::live_by_hash(tx, &presented)
+                .await?
+                .into_iter()
+                .map(|(hash, key_org, role)| (hash, (key_org, role)))
+                .collect()
+        };
+        Ok(Self { users, keys, org })
+    }
+
+    /// Whether `cmd` may run, by the policy table; refusals answer as the Worker's guard
+    /// does (not a member → not found, revoked key → unauthorized, low role → forbidden).
+    pub fn permit(&self, cmd: &Command) -> Result<(), EngineError> {
+        let Some((by, action)) = needs_check(cmd) else {
+            return Ok(());
+        };
+        let role = match by {
+            Caller::User(u) => self.users.get(u).copied(),
+            Caller::ApiKey(hash) => {
+                let (key_org, role) = self.keys.get(hash).copied().ok_or_else(|| {
+                    EngineError::Unauthorized("invalid or revoked API key".into())
+                })?;
+                (key_org == self.org).then_some(role)
+            }
+        };
+        match check(role, matches!(by, Caller::ApiKey(_)), action) {
+            Ok(_) => Ok(()),
+            Err(Refusal::NotMember) => Err(EngineError::NotFound("cluster".into())),
+            Err(r) => Err(EngineError::Forbidden(r.to_string())),
+        }
+    }
+}
