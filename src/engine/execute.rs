@@ -98,6 +98,7 @@ pub async fn execute_batch(
                 Ok(Executed {
                     outcome,
                     next_deadline: None,
+                    batch: None,
                 })
             })
             .collect();
@@ -147,6 +148,7 @@ pub async fn execute_batch(
         out.push(outcome.map(|outcome| Executed {
             outcome,
             next_deadline,
+            batch: None,
         }));
     }
     live.done.clear();

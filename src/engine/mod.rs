@@ -123,6 +123,19 @@ pub enum Outcome {
 pub struct Executed {
     pub outcome: Outcome,
     pub next_deadline: Option<DateTime<Utc>>,
+    /// The batch the command was committed in (set by the writer).
+    #[serde(default)]
+    pub batch: Option<BatchStats>,
+}
+
+/// Size and duration of one batch: what the object's own admission rate is measured by
+/// (`Server-Timing` on submissions), apart from the HTTP front's costs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BatchStats {
+    /// Commands in the batch.
+    pub commands: u32,
+    /// From the start of the transaction to its commit, in microseconds.
+    pub micros: u64,
 }
 
 /// Why a command was refused; crosses the Durable Object boundary as JSON.

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::authorize::keys_presented;
 use super::execute::{execute_batch, Live};
-use super::{Command, EngineError, Executed};
+use super::{BatchStats, Command, EngineError, Executed};
 use crate::db::api_keys;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
@@ -72,7 +72,16 @@ impl ClusterWriter {
                 return Err(EngineError::Internal("a command went missing".into()));
             }
             let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let results = state.run(cluster, cmds, &connect, clock()).await;
+            let started = clock();
+            let mut results = state.run(cluster, cmds, &connect, started).await;
+            let stats = BatchStats {
+                commands: u32::try_from(results.len()).unwrap_or(u32::MAX),
+                micros: u64::try_from((clock() - started).num_microseconds().unwrap_or(0))
+                    .unwrap_or(0),
+            };
+            for executed in results.iter_mut().flatten() {
+                executed.batch = Some(stats);
+            }
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }

@@ -169,7 +169,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("cluster_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission")),
     request_body = CreateDeploymentRequest, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Submitted: running or queued", body = Deployment),
+        (status = 201, description = "Submitted: running or queued", body = Deployment, headers(
+            ("idempotent-replayed" = String, description = "`true` when an Idempotency-Key replay returned the first submission"),
+            ("server-timing" = String, description = "`batch;dur=<ms>;desc=\"<n> commands\"`: the cluster's batch this submission was committed in"),
+        )),
         (status = 403, description = "Viewers cannot deploy", body = Problem),
         (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
         (status = 409, description = "Idempotency-Key reused for a different request", body = Problem),
@@ -194,7 +197,7 @@ pub async fn create_deployment(
         idempotency_key: key,
         created_by: None,
     };
-    match st
+    let executed = st
         .platform
         .cluster_command(
             cluster,
@@ -203,9 +206,8 @@ pub async fn create_deployment(
                 by: caller,
             },
         )
-        .await?
-        .outcome
-    {
+        .await?;
+    match executed.outcome {
         Outcome::Deployment {
             deployment: d,
             position,
@@ -216,6 +218,17 @@ pub async fn create_deployment(
             if replayed {
                 res.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            if let Some(b) = executed.batch {
+                // The batch this submission was committed in, for the admission benchmark.
+                let timing = format!(
+                    "batch;dur={:.3};desc=\"{} commands\"",
+                    b.micros as f64 / 1000.0,
+                    b.commands
+                );
+                if let Ok(v) = HeaderValue::from_str(&timing) {
+                    res.headers_mut().insert("server-timing", v);
+                }
             }
             Ok(res)
         }
