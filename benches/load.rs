@@ -1,294 +1,765 @@
-//! Load benchmark (a program, not a test) against a running Berth: `/health` as the baseline
-//! measured in the same run, then `/v1/me`, login (argon2id), and deployment submissions to
-//! one cluster at 16 and 64 connections. Prints requests/s, p50, p99 and the ratio to the
-//! baseline, then checks the cluster's invariants.
+//! Load benchmark (a program, not a test) against a running Berth. It sets up a realistic
+//! tenant population — several users, organizations with invited developers, clusters of
+//! different sizes and policies — then measures, in one run:
 //!
-//! `make dev` in one terminal, then `make bench` (BERTH_URL, BENCH_SECONDS, BENCH_CONNECTIONS).
+//! 1. `/health` as the baseline (no database), `/v1/me`, login (argon2id);
+//! 2. submissions to ONE cluster at 16 and 64 connections (random sizes and priorities,
+//!    demand several times capacity): requests/s end to end, and the cluster object's own
+//!    admission rate from the `Server-Timing` batch each submission was committed in;
+//! 3. mixed traffic over every cluster: submit, stop, finish, cancel, priority change and
+//!    reads, each route with its own requests/s, p50 and p99;
+//! 4. each read endpoint alone (cluster, queue, running list, one deployment);
+//!
+//! then checks the invariants: on every cluster allocated ≤ capacity and allocated = the sum
+//! over its running deployments, and every acknowledged (201) deployment is stored.
+//!
+//! `make bench` runs it against workerd + PgBouncer; BERTH_URL, BENCH_SECONDS,
+//! BENCH_CONNECTIONS, BENCH_USERS, BENCH_ORGS and BENCH_CLUSTERS tune it.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Latencies and outcomes of one route.
+#[derive(Default)]
 struct Stats {
-    name: &'static str,
     ok: usize,
+    /// Expected refusals under concurrency (409: someone else stopped it first, …).
+    conflicts: usize,
     failed: usize,
-    elapsed: Duration,
+    server_errors: usize,
     latencies: Vec<Duration>,
 }
 
 impl Stats {
-    fn rps(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64()
+    fn record(&mut self, status: Option<StatusCode>, took: Duration) {
+        match status {
+            Some(s) if s.is_success() => {
+                self.ok += 1;
+                self.latencies.push(took);
+            }
+            Some(StatusCode::CONFLICT) => {
+                self.conflicts += 1;
+                self.latencies.push(took);
+            }
+            Some(s) if s.is_server_error() => self.server_errors += 1,
+            _ => self.failed += 1,
+        }
     }
-    fn pct(&self, p: f64) -> f64 {
+
+    fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.conflicts += other.conflicts;
+        self.failed += other.failed;
+        self.server_errors += other.server_errors;
+        self.latencies.extend(other.latencies);
+    }
+
+    fn pct(&mut self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
+        self.latencies.sort();
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
         self.latencies[i].as_secs_f64() * 1000.0
     }
 }
 
-async fn run(
-    name: &'static str,
-    client: &reqwest::Client,
-    connections: usize,
-    seconds: u64,
-    make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Clone + Send + 'static,
-) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let client = client.clone();
-        let make = make.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut lat, mut failed) = (Vec::new(), 0usize);
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                match make(&client).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(t.elapsed());
-                    }
-                    _ => failed += 1,
-                }
+/// One row of the report.
+struct Row {
+    name: String,
+    key: &'static str,
+    seconds: f64,
+    stats: Stats,
+}
+
+impl Row {
+    fn rps(&self) -> f64 {
+        (self.stats.ok + self.stats.conflicts) as f64 / self.seconds
+    }
+}
+
+/// A request to make: method, path, bearer token, body.
+struct Call {
+    route: &'static str,
+    method: Method,
+    path: String,
+    token: String,
+    body: Option<Value>,
+}
+
+/// What the load loops learn from answers: deployments by cluster and state, acknowledged
+/// ids, and the object's batch timings.
+#[derive(Default)]
+struct Book {
+    running: HashMap<String, Vec<String>>,
+    queued: HashMap<String, Vec<String>>,
+    acknowledged: HashMap<String, HashSet<String>>,
+    /// Σ over submissions of (batch duration ÷ batch size), in seconds: the object's busy
+    /// time attributable to them.
+    busy_seconds: f64,
+    timed: usize,
+}
+
+struct Tenant {
+    token: String,
+}
+
+struct Cluster {
+    id: String,
+    /// Tokens of members allowed to deploy here.
+    deployers: Vec<String>,
+}
+
+struct Bench {
+    client: Client,
+    base: String,
+    book: Mutex<Book>,
+    counter: AtomicU64,
+}
+
+impl Bench {
+    async fn send(&self, call: &Call) -> (Option<StatusCode>, Duration, Option<Value>, String) {
+        let t = Instant::now();
+        let mut req = self
+            .client
+            .request(call.method.clone(), format!("{}{}", self.base, call.path))
+            .bearer_auth(&call.token);
+        if let Some(b) = &call.body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status();
+                let timing = r
+                    .headers()
+                    .get("server-timing")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let body = r.json::<Value>().await.ok();
+                (Some(status), t.elapsed(), body, timing)
             }
-            (lat, failed)
-        }));
+            Err(_) => (None, t.elapsed(), None, String::new()),
+        }
     }
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for t in tasks {
-        let (l, f) = t.await.expect("worker task");
-        latencies.extend(l);
-        failed += f;
+
+    fn random(&self) -> u64 {
+        let i = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef;
+        x ^= x >> 29;
+        x.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 7
     }
-    latencies.sort();
-    Stats {
-        name,
-        ok: latencies.len(),
-        failed,
-        elapsed: start.elapsed(),
-        latencies,
+
+    fn submission(&self, cluster: &Cluster) -> Call {
+        let r = self.random();
+        let token = cluster.deployers[(r % cluster.deployers.len() as u64) as usize].clone();
+        Call {
+            route: "POST deployments",
+            method: Method::POST,
+            path: format!("/v1/clusters/{}/deployments", cluster.id),
+            token,
+            body: Some(json!({
+                "name": format!("job-{r}"), "image": "ghcr.io/acme/job:1", "priority": (r >> 8) % 1001,
+                "max_runtime_seconds": 3600,
+                "resources": {"cpu_millis": 250 + (r >> 20) % 4000, "memory_mib": 512 + (r >> 32) % 16_384,
+                              "gpus": (r >> 48) % 3}})),
+        }
     }
+
+    /// Learns from an answer about a deployment.
+    fn learn(
+        &self,
+        cluster: &str,
+        call: &Call,
+        status: Option<StatusCode>,
+        body: &Option<Value>,
+        timing: &str,
+    ) {
+        let mut book = self.book.lock().expect("book");
+        if call.route == "POST deployments" && status == Some(StatusCode::CREATED) {
+            if let Some(d) = body {
+                let id = d["id"].as_str().unwrap_or_default().to_string();
+                book.acknowledged
+                    .entry(cluster.into())
+                    .or_default()
+                    .insert(id.clone());
+                let list = if d["status"] == "running" {
+                    &mut book.running
+                } else {
+                    &mut book.queued
+                };
+                list.entry(cluster.into()).or_default().push(id);
+            }
+            if let Some((ms, n)) = parse_timing(timing) {
+                book.busy_seconds += ms / 1000.0 / n;
+                book.timed += 1;
+            }
+        }
+    }
+
+    /// Takes a known deployment of `cluster` believed to be in `running` (or queued) state.
+    fn take(&self, cluster: &str, running: bool) -> Option<String> {
+        let r = self.random() as usize;
+        let mut book = self.book.lock().expect("book");
+        let list = if running {
+            &mut book.running
+        } else {
+            &mut book.queued
+        };
+        let ids = list.get_mut(cluster)?;
+        if ids.is_empty() {
+            return None;
+        }
+        let i = r % ids.len();
+        Some(ids.swap_remove(i))
+    }
+
+    /// `connections` loops making calls from `next` for `seconds`; one Stats per route.
+    async fn drive(
+        self: &Arc<Self>,
+        connections: usize,
+        seconds: f64,
+        next: impl Fn(&Bench) -> Option<(String, Call)> + Send + Sync + Clone + 'static,
+    ) -> (f64, BTreeMap<&'static str, Stats>) {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (bench, next) = (self.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut stats: BTreeMap<&'static str, Stats> = BTreeMap::new();
+                while Instant::now() < deadline {
+                    let Some((cluster, call)) = next(&bench) else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let (status, took, body, timing) = bench.send(&call).await;
+                    bench.learn(&cluster, &call, status, &body, &timing);
+                    stats.entry(call.route).or_default().record(status, took);
+                }
+                stats
+            }));
+        }
+        let mut all: BTreeMap<&'static str, Stats> = BTreeMap::new();
+        for t in tasks {
+            for (route, s) in t.await.expect("load task") {
+                all.entry(route).or_default().merge(s);
+            }
+        }
+        (start.elapsed().as_secs_f64(), all)
+    }
+
+    async fn json(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let call = Call {
+            route: "setup",
+            method,
+            path: path.into(),
+            token: token.into(),
+            body,
+        };
+        let (status, _, body, _) = self.send(&call).await;
+        assert!(
+            status.is_some_and(|s| s.is_success()),
+            "{path}: {status:?} {body:?}"
+        );
+        body.unwrap_or(Value::Null)
+    }
+}
+
+/// `batch;dur=12.345;desc="37 commands"` → (12.345 ms, 37).
+fn parse_timing(header: &str) -> Option<(f64, f64)> {
+    let dur = header
+        .split(';')
+        .find_map(|p| p.strip_prefix("dur="))?
+        .parse()
+        .ok()?;
+    let desc = header.split("desc=\"").nth(1)?;
+    let n: f64 = desc.split(' ').next()?.parse().ok()?;
+    (n > 0.0).then_some((dur, n))
 }
 
 #[tokio::main]
 async fn main() {
     let base = std::env::var("BERTH_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into());
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let connections: usize = std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
+    let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
+    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
+    let n_users: usize = env_or("BENCH_USERS", 8).max(2);
+    let n_orgs: usize = env_or("BENCH_ORGS", 2).max(1);
+    let n_clusters: usize = env_or("BENCH_CLUSTERS", 2).max(1);
+    let client = Client::builder()
+        .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-
     if client.get(format!("{base}/health")).send().await.is_err() {
         eprintln!("nothing answers at {base}: start `make dev` first (or set BERTH_URL)");
         std::process::exit(2);
     }
-    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let bench = Arc::new(Bench {
+        client,
+        base: base.clone(),
+        book: Mutex::default(),
+        counter: AtomicU64::new(1),
+    });
+
+    // Users (argon2id hashing makes registration slow; a few are plenty).
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
     let password = "correct horse battery";
-    let r = client
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"email": email, "password": password, "name": "Bench"}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(r.status().as_u16(), 201, "register");
-    let login: Value = client
-        .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_string();
-    let token2 = token.clone();
-
-    println!("Berth load benchmark: {base}, {connections} connections, {seconds} s per route");
-    let h = base.clone();
-    let health = run(
-        "GET /health (baseline)",
-        &client,
-        connections,
-        seconds,
-        move |c| c.get(format!("{h}/health")),
-    )
-    .await;
-    let m = base.clone();
-    let me = run("GET /v1/me", &client, connections, seconds, move |c| {
-        c.get(format!("{m}/v1/me")).bearer_auth(&token)
-    })
-    .await;
-    let l = base.clone();
-    let login_run = run(
-        "POST /v1/auth/login (argon2id, 4 conns)",
-        &client,
-        4,
-        seconds.min(5),
-        move |c| {
-            c.post(format!("{l}/v1/auth/login"))
-                .json(&json!({"email": email, "password": password}))
-        },
-    )
-    .await;
-
-    // One cluster; demand several times its capacity, random sizes and priorities.
-    let org: Value = client
-        .post(format!("{base}/v1/orgs"))
-        .bearer_auth(&token2)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .expect("org")
-        .json()
-        .await
-        .expect("org json");
-    let org = org["id"].as_str().expect("org id").to_string();
-    let cluster: Value = client.post(format!("{base}/v1/orgs/{org}/clusters")).bearer_auth(&token2)
-        .json(&json!({"name": "bench", "capacity": {"cpu_millis": 64_000, "memory_mib": 262_144, "gpus": 16},
-                      "preemption": true}))
-        .send().await.expect("cluster").json().await.expect("cluster json");
-    let cluster = cluster["id"].as_str().expect("cluster id").to_string();
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let submit = |label: &'static str, conns: usize| {
-        let (b, t, c, n) = (
-            base.clone(),
-            token2.clone(),
-            cluster.clone(),
-            counter.clone(),
-        );
-        run(label, &client, conns, seconds, move |http| {
-            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let r = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
-            http.post(format!("{b}/v1/clusters/{c}/deployments")).bearer_auth(&t).json(&json!({
-                "name": format!("job-{i}"), "image": "ghcr.io/acme/job:1", "priority": r % 1001,
-                "resources": {"cpu_millis": 250 + (r % 4000), "memory_mib": 512 + (r >> 12) % 16_384,
-                              "gpus": (r >> 20) % 3}}))
-        })
-    };
-    let submit16 = submit("POST deployments (16 conns)", 16).await;
-    let submit64 = submit("POST deployments (64 conns)", 64).await;
-
-    // Reads: the cluster with its usage, the queue, a filtered list, single deployments.
-    let listed: Value = client
-        .get(format!(
-            "{base}/v1/clusters/{cluster}/deployments?limit=200"
-        ))
-        .bearer_auth(&token2)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("list json");
-    let ids: Vec<String> = listed["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d["id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let read = |label: &'static str, path: String| {
-        let (b, t) = (base.clone(), token2.clone());
-        run(label, &client, connections, seconds, move |http| {
-            http.get(format!("{b}{path}")).bearer_auth(&t)
-        })
-    };
-    let get_cluster = read("GET cluster (usage)", format!("/v1/clusters/{cluster}")).await;
-    let get_queue = read(
-        "GET queue (first 50)",
-        format!("/v1/clusters/{cluster}/queue"),
-    )
-    .await;
-    let list_running = read(
-        "GET deployments?status=running",
-        format!("/v1/clusters/{cluster}/deployments?status=running"),
-    )
-    .await;
-    let picked = ids.first().cloned().unwrap_or_default();
-    let get_one = read(
-        "GET deployment (with events)",
-        format!("/v1/deployments/{picked}"),
-    )
-    .await;
-
+    let mut users = Vec::new();
+    for i in 0..n_users {
+        let email = format!("bench-{run_id}-{i}@example.com");
+        bench
+            .json(
+                Method::POST,
+                "/v1/auth/register",
+                "",
+                Some(json!({"email": email, "password": password, "name": format!("User {i}")})),
+            )
+            .await;
+        let login = bench
+            .json(
+                Method::POST,
+                "/v1/auth/login",
+                "",
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        users.push((
+            email,
+            Tenant {
+                token: login["access_token"].as_str().expect("token").to_string(),
+            },
+        ));
+    }
+    // Organizations, each with every other user invited as a developer, and clusters of
+    // different sizes and policies.
+    let mut clusters = Vec::new();
+    for o in 0..n_orgs {
+        let owner = &users[o % users.len()].1.token;
+        let org = bench
+            .json(
+                Method::POST,
+                "/v1/orgs",
+                owner,
+                Some(json!({"name": format!("bench org {o}")})),
+            )
+            .await;
+        let org = org["id"].as_str().expect("org").to_string();
+        let mut deployers = vec![owner.clone()];
+        for (_, u) in users.iter().filter(|(_, u)| u.token != *owner) {
+            let inv = bench
+                .json(
+                    Method::POST,
+                    &format!("/v1/orgs/{org}/invites"),
+                    owner,
+                    Some(json!({"role": "developer"})),
+                )
+                .await;
+            bench
+                .json(
+                    Method::POST,
+                    "/v1/invites/accept",
+                    &u.token,
+                    Some(json!({"code": inv["code"]})),
+                )
+                .await;
+            deployers.push(u.token.clone());
+        }
+        for c in 0..n_clusters {
+            let (queueing, preemption) = match c % 3 {
+                0 => ("best_effort", true),
+                1 => ("strict", false),
+                _ => ("best_effort", false),
+            };
+            let scale = 1 + (c % 2) as i64;
+            let cluster = bench
+                .json(Method::POST, &format!("/v1/orgs/{org}/clusters"), owner, Some(json!({
+                    "name": format!("bench-{c}"), "queueing": queueing, "preemption": preemption,
+                    "capacity": {"cpu_millis": 64_000 * scale, "memory_mib": 262_144 * scale, "gpus": 16 * scale}})))
+                .await;
+            clusters.push(Cluster {
+                id: cluster["id"].as_str().expect("cluster").to_string(),
+                deployers: deployers.clone(),
+            });
+        }
+    }
+    let clusters = Arc::new(clusters);
+    let token = users[0].1.token.clone();
     println!(
-        "{:<40} {:>9} {:>9} {:>9} {:>7} {:>8}",
-        "route", "req/s", "p50 ms", "p99 ms", "errors", "vs base"
+        "Berth load benchmark: {base}; {n_users} users, {n_orgs} organizations, {} clusters; {connections} connections, {seconds} s per phase",
+        clusters.len()
     );
-    for s in [
-        &health,
-        &me,
-        &login_run,
-        &submit16,
-        &submit64,
-        &get_cluster,
-        &get_queue,
-        &list_running,
-        &get_one,
-    ] {
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut single =
+        |name: &str, key: &'static str, (secs, stats): (f64, BTreeMap<&'static str, Stats>)| {
+            let stats = stats.into_values().fold(Stats::default(), |mut a, s| {
+                a.merge(s);
+                a
+            });
+            rows.push(Row {
+                name: name.into(),
+                key,
+                seconds: secs,
+                stats,
+            });
+        };
+
+    // 1. Baseline and simple authenticated reads.
+    let get = |route: &'static str, path: String, token: String| {
+        move |_: &Bench| {
+            Some((
+                String::new(),
+                Call {
+                    route,
+                    method: Method::GET,
+                    path: path.clone(),
+                    token: token.clone(),
+                    body: None,
+                },
+            ))
+        }
+    };
+    single(
+        "GET /health (baseline)",
+        "health",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get("health", "/health".into(), String::new()),
+            )
+            .await,
+    );
+    single(
+        "GET /v1/me",
+        "me",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get("me", "/v1/me".into(), token.clone()),
+            )
+            .await,
+    );
+    let (email0, _) = &users[0];
+    let login_body = json!({"email": email0, "password": password});
+    single(
+        "POST /v1/auth/login (argon2id, 4 conns)",
+        "login",
+        bench
+            .drive(4, seconds.min(5.0), move |_| {
+                Some((
+                    String::new(),
+                    Call {
+                        route: "login",
+                        method: Method::POST,
+                        path: "/v1/auth/login".into(),
+                        token: String::new(),
+                        body: Some(login_body.clone()),
+                    },
+                ))
+            })
+            .await,
+    );
+
+    // 2. Admissions into one cluster.
+    let mut admissions = Vec::new();
+    for conns in [16usize, 64] {
+        {
+            let mut book = bench.book.lock().expect("book");
+            book.busy_seconds = 0.0;
+            book.timed = 0;
+        }
+        let cl = clusters.clone();
+        let (secs, stats) = bench
+            .drive(conns, seconds, move |b| {
+                Some((cl[0].id.clone(), b.submission(&cl[0])))
+            })
+            .await;
+        let book = bench.book.lock().expect("book");
+        let capacity = if book.busy_seconds > 0.0 {
+            book.timed as f64 / book.busy_seconds
+        } else {
+            f64::NAN
+        };
+        admissions.push((conns, capacity));
+        drop(book);
+        single(
+            &format!("POST deployments, one cluster, {conns} conns"),
+            if conns == 16 { "submit16" } else { "submit64" },
+            (secs, stats),
+        );
+    }
+
+    // 3. Mixed traffic over every cluster.
+    let cl = clusters.clone();
+    let (mixed_secs, mixed) = bench
+        .drive(connections, seconds * 2.0, move |b| {
+            let c = &cl[(b.random() % cl.len() as u64) as usize];
+            let token = c.deployers[0].clone();
+            let deployment_call =
+                |route: &'static str, id: String, verb: &str, body: Option<Value>| Call {
+                    route,
+                    method: Method::POST,
+                    path: format!("/v1/deployments/{id}/{verb}"),
+                    token: token.clone(),
+                    body,
+                };
+            let call = match b.random() % 100 {
+                0..=44 => b.submission(c),
+                45..=54 => deployment_call("POST stop", b.take(&c.id, true)?, "stop", None),
+                55..=64 => deployment_call(
+                    "POST finish",
+                    b.take(&c.id, true)?,
+                    "finish",
+                    Some(json!({"outcome": "succeeded"})),
+                ),
+                65..=69 => deployment_call("POST cancel", b.take(&c.id, false)?, "cancel", None),
+                70..=74 => {
+                    let id = b.take(&c.id, false)?;
+                    b.book
+                        .lock()
+                        .expect("book")
+                        .queued
+                        .entry(c.id.clone())
+                        .or_default()
+                        .push(id.clone());
+                    Call {
+                        route: "PATCH priority",
+                        method: Method::PATCH,
+                        path: format!("/v1/deployments/{id}"),
+                        token,
+                        body: Some(json!({"priority": b.random() % 1001})),
+                    }
+                }
+                75..=81 => Call {
+                    route: "GET cluster",
+                    method: Method::GET,
+                    path: format!("/v1/clusters/{}", c.id),
+                    token,
+                    body: None,
+                },
+                82..=87 => Call {
+                    route: "GET queue",
+                    method: Method::GET,
+                    path: format!("/v1/clusters/{}/queue", c.id),
+                    token,
+                    body: None,
+                },
+                88..=93 => Call {
+                    route: "GET running",
+                    method: Method::GET,
+                    path: format!("/v1/clusters/{}/deployments?status=running", c.id),
+                    token,
+                    body: None,
+                },
+                _ => {
+                    let id = b.take(&c.id, true)?;
+                    b.book
+                        .lock()
+                        .expect("book")
+                        .running
+                        .entry(c.id.clone())
+                        .or_default()
+                        .push(id.clone());
+                    Call {
+                        route: "GET deployment",
+                        method: Method::GET,
+                        path: format!("/v1/deployments/{id}"),
+                        token,
+                        body: None,
+                    }
+                }
+            };
+            Some((c.id.clone(), call))
+        })
+        .await;
+
+    // 4. Each read alone, on the busiest cluster.
+    let busy = clusters[0].id.clone();
+    let one = bench
+        .book
+        .lock()
+        .expect("book")
+        .acknowledged
+        .get(&busy)
+        .and_then(|s| s.iter().next().cloned())
+        .unwrap_or_default();
+    single(
+        "GET /v1/clusters/{id} (usage)",
+        "cluster",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get("c", format!("/v1/clusters/{busy}"), token.clone()),
+            )
+            .await,
+    );
+    single(
+        "GET …/queue (first 50)",
+        "queue",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get("q", format!("/v1/clusters/{busy}/queue"), token.clone()),
+            )
+            .await,
+    );
+    single(
+        "GET …/deployments?status=running",
+        "running",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get(
+                    "r",
+                    format!("/v1/clusters/{busy}/deployments?status=running"),
+                    token.clone(),
+                ),
+            )
+            .await,
+    );
+    single(
+        "GET /v1/deployments/{id} (with events)",
+        "deployment",
+        bench
+            .drive(
+                connections,
+                seconds,
+                get("d", format!("/v1/deployments/{one}"), token.clone()),
+            )
+            .await,
+    );
+
+    // The report.
+    let health = rows[0].rps();
+    println!(
+        "\n{:<44} {:>9} {:>8} {:>8} {:>7} {:>6} {:>8}",
+        "route", "req/s", "p50 ms", "p99 ms", "errors", "5xx", "vs base"
+    );
+    let mut results = String::new();
+    for row in rows.iter_mut() {
+        let rps = row.rps();
         println!(
-            "{:<40} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>7.0}%",
-            s.name,
-            s.rps(),
-            s.pct(0.50),
+            "{:<44} {:>9.1} {:>8.1} {:>8.1} {:>7} {:>6} {:>7.0}%",
+            row.name,
+            rps,
+            row.stats.pct(0.5),
+            row.stats.pct(0.99),
+            row.stats.failed,
+            row.stats.server_errors,
+            100.0 * rps / health
+        );
+        results.push_str(&format!("{} {rps:.1}\n", row.key));
+    }
+    println!("\nmixed traffic over {} clusters, {connections} connections, {mixed_secs:.0} s (409 = lost a race, expected):", clusters.len());
+    println!(
+        "{:<44} {:>9} {:>8} {:>8} {:>7} {:>6} {:>6}",
+        "route", "req/s", "p50 ms", "p99 ms", "errors", "5xx", "409"
+    );
+    let mut mixed_total = 0.0;
+    let mut server_errors: usize = rows.iter().map(|r| r.stats.server_errors).sum();
+    for (route, mut s) in mixed {
+        let rps = (s.ok + s.conflicts) as f64 / mixed_secs;
+        mixed_total += rps;
+        server_errors += s.server_errors;
+        println!(
+            "{:<44} {:>9.1} {:>8.1} {:>8.1} {:>7} {:>6} {:>6}",
+            route,
+            rps,
+            s.pct(0.5),
             s.pct(0.99),
             s.failed,
-            100.0 * s.rps() / health.rps()
+            s.server_errors,
+            s.conflicts
         );
     }
-
-    // Machine-readable figures for scripts/bench.sh (ratios against the pgbench ceilings).
+    println!("{:<44} {:>9.1}", "all routes", mixed_total);
+    results.push_str(&format!("mixed {mixed_total:.1}\n"));
+    println!();
+    for (conns, capacity) in &admissions {
+        println!("one cluster's object at {conns} connections: {capacity:.0} submissions/s while busy (Σ batch time ÷ batch size, from Server-Timing)");
+        results.push_str(&format!("object{conns} {capacity:.1}\n"));
+    }
     if let Ok(path) = std::env::var("BENCH_RESULTS") {
-        let lines: String = [
-            ("health", &health),
-            ("me", &me),
-            ("login", &login_run),
-            ("submit16", &submit16),
-            ("submit64", &submit64),
-        ]
-        .iter()
-        .map(|(k, s)| format!("{k} {:.1}\n", s.rps()))
-        .collect();
-        std::fs::write(path, lines).expect("write the results file");
+        std::fs::write(path, results).expect("write the results file");
     }
 
-    let detail: Value = client
-        .get(format!("{base}/v1/clusters/{cluster}"))
-        .bearer_auth(&token2)
-        .send()
-        .await
-        .expect("cluster")
-        .json()
-        .await
-        .expect("json");
-    let u = &detail["usage"];
-    let fits = ["cpu_millis", "memory_mib", "gpus"]
-        .iter()
-        .all(|k| u["allocated"][k].as_i64() <= u["capacity"][k].as_i64());
-    let stored = u["running"].as_i64().unwrap_or(0) + u["queued"].as_i64().unwrap_or(0);
-    println!("cluster after the run: {} running, {} queued, {} accepted; allocated within capacity: {fits}",
-        u["running"], u["queued"], submit16.ok + submit64.ok);
-    assert!(fits, "overcommitted: {u}");
-    assert_eq!(
-        stored as usize,
-        submit16.ok + submit64.ok,
-        "every 201 is stored"
+    // The invariants, through the API.
+    let book = bench.book.lock().expect("book");
+    let mut acknowledged = 0;
+    for c in clusters.iter() {
+        let detail = bench
+            .json(
+                Method::GET,
+                &format!("/v1/clusters/{}", c.id),
+                &c.deployers[0],
+                None,
+            )
+            .await;
+        let u = &detail["usage"];
+        let mut stored = HashSet::new();
+        let mut running_sum = [0i64; 3];
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(cur) => format!("/v1/clusters/{}/deployments?limit=200&cursor={cur}", c.id),
+                None => format!("/v1/clusters/{}/deployments?limit=200", c.id),
+            };
+            let page = bench.json(Method::GET, &path, &c.deployers[0], None).await;
+            for d in page["items"].as_array().into_iter().flatten() {
+                stored.insert(d["id"].as_str().unwrap_or_default().to_string());
+                if d["status"] == "running" {
+                    for (i, k) in ["cpu_millis", "memory_mib", "gpus"].iter().enumerate() {
+                        running_sum[i] += d["resources"][k].as_i64().unwrap_or(0);
+                    }
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        for (i, k) in ["cpu_millis", "memory_mib", "gpus"].iter().enumerate() {
+            let allocated = u["allocated"][k].as_i64().unwrap_or(-1);
+            assert!(
+                allocated <= u["capacity"][k].as_i64().unwrap_or(0),
+                "cluster {} overcommitted: {u}",
+                c.id
+            );
+            assert_eq!(
+                allocated, running_sum[i],
+                "cluster {}: allocated {k} ≠ sum over running: {u}",
+                c.id
+            );
+        }
+        let acked = book.acknowledged.get(&c.id).cloned().unwrap_or_default();
+        let missing = acked.difference(&stored).count();
+        assert_eq!(
+            missing, 0,
+            "cluster {}: {missing} acknowledged deployments are not stored",
+            c.id
+        );
+        acknowledged += acked.len();
+    }
+    println!(
+        "invariants hold on all {} clusters: allocated ≤ capacity, allocated = Σ running, all {acknowledged} acknowledged deployments stored; {server_errors} 5xx",
+        clusters.len()
     );
+    assert_eq!(server_errors, 0, "5xx answers during the run");
 }
