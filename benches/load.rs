@@ -701,7 +701,8 @@ async fn main() {
     }
 
     // The invariants, through the API.
-    let book = bench.book.lock().expect("book");
+    let acknowledged_by_cluster =
+        std::mem::take(&mut bench.book.lock().expect("book").acknowledged);
     let mut acknowledged = 0;
     for c in clusters.iter() {
         let detail = bench
@@ -748,7 +749,10 @@ async fn main() {
                 c.id
             );
         }
-        let acked = book.acknowledged.get(&c.id).cloned().unwrap_or_default();
+        let acked = acknowledged_by_cluster
+            .get(&c.id)
+            .cloned()
+            .unwrap_or_default();
         let missing = acked.difference(&stored).count();
         assert_eq!(
             missing, 0,
