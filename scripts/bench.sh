@@ -18,20 +18,41 @@ BERTH_URL="http://127.0.0.1:$PORT" BENCH_RESULTS="$dir/results.txt" cargo bench 
 log "ceilings: the same statements through the same pooler (pgbench, 16 clients, ${BENCH_SECONDS:-10} s)"
 export PGPASSWORD=berth
 q() { psql -qAt "$base/berth_bench" -c "$1"; }
-user_id=$(q "select id from users order by created_at desc limit 1")
-cluster_id=$(q "select id from clusters order by created_at desc limit 1")
+# The busiest cluster of the run and its owner, as the load program's reads used them.
+cluster_id=$(q "select cluster_id from deployments group by cluster_id order by count(*) desc limit 1")
 org_id=$(q "select org_id from clusters where id = '$cluster_id'")
+user_id=$(q "select user_id from memberships where org_id = '$org_id' and role = 'admin' limit 1")
+deployment_id=$(q "select id from deployments where cluster_id = '$cluster_id' order by id limit 1")
+cluster_cols="c.id, c.org_id, c.name, c.cpu_millis, c.memory_mib, c.gpus, c.queueing, c.preemption, c.created_at, c.updated_at"
+# Each endpoint's statements, as the Worker sends them (src/db): the caller's role is read
+# with the resource in one join.
+cluster_read="select $cluster_cols, m.role from clusters c left join memberships m on m.org_id = c.org_id and m.user_id = '$user_id' where c.id = '$cluster_id';"
 cat > "$dir/me.sql" <<SQL
 select id, email, name, password_hash, created_at from users where id = '$user_id';
 select o.id, o.name, m.role from memberships m join organizations o on o.id = m.org_id where m.user_id = '$user_id' order by m.joined_at, o.id;
 SQL
-# A submission unbatched: the Worker's authorization reads, then the write transaction the
-# cluster's object commits (the object batches many of these into one transaction).
+cat > "$dir/cluster.sql" <<SQL
+$cluster_read
+select sum(cpu_millis) filter (where status = 'running'), sum(memory_mib) filter (where status = 'running'), sum(gpus) filter (where status = 'running'), sum(cpu_millis) filter (where status = 'queued'), sum(memory_mib) filter (where status = 'queued'), sum(gpus) filter (where status = 'queued'), count(*) filter (where status = 'running'), count(*) filter (where status = 'queued') from deployments where cluster_id = '$cluster_id' and status in ('queued', 'running');
+SQL
+cat > "$dir/queue.sql" <<SQL
+$cluster_read
+select * from deployments where cluster_id = '$cluster_id' and status in ('queued', 'running');
+SQL
+cat > "$dir/running.sql" <<SQL
+$cluster_read
+select * from deployments where cluster_id = '$cluster_id' and status = 'running' order by id limit 51;
+SQL
+cat > "$dir/deployment.sql" <<SQL
+select d.*, m.role from (select * from deployments where id = '$deployment_id') d left join memberships m on m.org_id = d.org_id and m.user_id = '$user_id';
+select at, kind, reason, by_deployment from deployment_events where deployment_id = '$deployment_id' order by id;
+SQL
+# A submission unbatched: one locking write transaction per submission, with the role
+# lookup the cluster's object does inside it (the object batches many into one).
 cat > "$dir/submit.sql" <<SQL
-select id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at from clusters where id = '$cluster_id';
-select role from memberships where org_id = '$org_id' and user_id = '$user_id';
 begin;
 select 1 from clusters where id = '$cluster_id' for update;
+select user_id, role from memberships where org_id = '$org_id' and user_id = any(array['$user_id'::uuid]);
 insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, priority, status, enqueued_at)
   values (gen_random_uuid(), '$cluster_id', '$org_id', 'pgbench', 'nginx', 1, 1, 0, 0, 'cancelled', now()) returning id;
 insert into deployment_events (deployment_id, kind, at) select id, 'created', now() from deployments where cluster_id = '$cluster_id' limit 1;
@@ -41,13 +62,22 @@ pg() { # script, extra flags
   pgbench -n $2 -c 16 -j 2 -T "${BENCH_SECONDS:-10}" -f "$dir/$1.sql" \
     "postgres://postgres:berth@127.0.0.1:$BOUNCER_PORT/berth_bench" 2>/dev/null | awk '/^tps/ {printf "%d", $3}'
 }
-me_ceiling=$(pg me -C)
-submit_ceiling=$(pg submit -C)
 api() { awk -v k="$1" '$1 == k {print $2}' "$dir/results.txt"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
 echo
-printf '%-34s %10s %16s %8s\n' "endpoint" "API req/s" "ceiling (tx/s)" "ratio"
-printf '%-34s %10s %16s %8s\n' "GET /v1/me" "$(api me)" "$me_ceiling" "$(ratio "$(api me)" "$me_ceiling")"
-printf '%-34s %10s %16s %8s\n' "POST deployments (16 conns)" "$(api submit16)" "$submit_ceiling" "$(ratio "$(api submit16)" "$submit_ceiling")"
-printf '%-34s %10s %16s %8s\n' "POST deployments (64 conns)" "$(api submit64)" "$submit_ceiling" "$(ratio "$(api submit64)" "$submit_ceiling")"
-echo "(ceilings: pgbench -C, a new pooled connection per transaction, as a stateless Worker opens one per request)"
+printf '%-40s %10s %16s %8s\n' "endpoint" "API req/s" "ceiling (tx/s)" "ratio"
+show() { # label, results key, ceiling
+  printf '%-40s %10s %16s %8s\n' "$1" "$(api "$2")" "$3" "$(ratio "$(api "$2")" "$3")"
+}
+row() { show "$1" "$2" "$(pg "$3" "$4")"; } # label, results key, pgbench script, flags
+row "GET /v1/me" me me -C
+row "GET /v1/clusters/{id}" cluster cluster -C
+row "GET …/queue" queue queue -C
+row "GET …/deployments?status=running" running running -C
+row "GET /v1/deployments/{id}" deployment deployment -C
+submit_ceiling=$(pg submit "")
+show "POST deployments (16 conns)" submit16 "$submit_ceiling"
+show "POST deployments (64 conns)" submit64 "$submit_ceiling"
+show "object's own rate (64 conns)" object64 "$submit_ceiling"
+echo "(reads: pgbench -C, a new pooled connection per transaction, as a stateless Worker opens one per request;"
+echo " submissions: the object keeps its connection, so its ceiling is the unbatched write transaction on a kept one)"
