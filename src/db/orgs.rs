@@ -5,7 +5,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 use super::{DbError, DbResult, Page};
-use crate::domain::ids::{OrgId, UserId};
+use crate::domain::ids::{ClusterId, OrgId, UserId};
 use crate::domain::policy::Role;
 
 /// An organization as stored.
@@ -105,17 +105,20 @@ pub async fn role(db: &impl GenericClient, org: OrgId, user: UserId) -> DbResult
     row.as_ref().map(|r| role_of(r, "role")).transpose()
 }
 
-/// The roles of several users in `org` at once (non-members are absent).
-pub async fn roles_of(
+/// The roles of several users in the organization owning `cluster`, in one statement that
+/// needs nothing read before it (non-members are absent).
+pub async fn roles_in_cluster(
     db: &impl GenericClient,
-    org: OrgId,
+    cluster: ClusterId,
     users: &[UserId],
 ) -> DbResult<Vec<(UserId, Role)>> {
     let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.0).collect();
     let rows = db
         .query_typed(
-            "select user_id, role from memberships where org_id = $1 and user_id = any($2)",
-            &[(&org.0, Type::UUID), (&ids, Type::UUID_ARRAY)],
+            "select m.user_id, m.role from clusters c \
+             join memberships m on m.org_id = c.org_id \
+             where c.id = $1 and m.user_id = any($2)",
+            &[(&cluster.0, Type::UUID), (&ids, Type::UUID_ARRAY)],
         )
         .await?;
     rows.iter()

@@ -5,20 +5,19 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 
 use super::{Command, EngineError};
 use crate::auth::Caller;
 use crate::db::{api_keys, orgs};
-use crate::domain::ids::OrgId;
+use crate::domain::ids::{ClusterId, OrgId, UserId};
 use crate::domain::policy::{check, Action, Refusal, Role};
 
 /// The standing of every caller of one batch in the cluster's organization.
 pub struct Callers {
-    users: HashMap<crate::domain::ids::UserId, Role>,
+    users: HashMap<UserId, Role>,
     /// Live keys: the organization they belong to and their role.
     keys: HashMap<Vec<u8>, (OrgId, Role)>,
-    org: OrgId,
 }
 
 /// The action a command performs when the engine authorizes it; `None` when the Worker
@@ -46,10 +45,12 @@ pub fn keys_presented(cmds: &[Command]) -> Vec<Vec<u8>> {
 }
 
 impl Callers {
-    /// Looks up everyone in `cmds` who still needs authorizing in `org`.
+    /// Looks up everyone in `cmds` who still needs authorizing on `cluster`. Both lookups
+    /// need nothing read before them, so they go out pipelined with the batch's first
+    /// statements.
     pub async fn resolve(
-        tx: &Transaction<'_>,
-        org: OrgId,
+        db: &Client,
+        cluster: ClusterId,
         cmds: &[Command],
     ) -> Result<Self, EngineError> {
         let mut users = Vec::new();
@@ -60,27 +61,34 @@ impl Callers {
                 }
             }
         }
-        let users = if users.is_empty() {
-            HashMap::new()
-        } else {
-            orgs::roles_of(tx, org, &users).await?.into_iter().collect()
-        };
         let presented = keys_presented(cmds);
-        let keys = if presented.is_empty() {
-            HashMap::new()
-        } else {
-            api_keys::live_by_hash(tx, &presented)
-                .await?
+        let users_of = async {
+            if users.is_empty() {
+                Ok(Vec::new())
+            } else {
+                orgs::roles_in_cluster(db, cluster, &users).await
+            }
+        };
+        let keys_of = async {
+            if presented.is_empty() {
+                Ok(Vec::new())
+            } else {
+                api_keys::live_by_hash(db, &presented).await
+            }
+        };
+        let (users, keys) = tokio::try_join!(users_of, keys_of)?;
+        Ok(Self {
+            users: users.into_iter().collect(),
+            keys: keys
                 .into_iter()
                 .map(|(hash, key_org, role)| (hash, (key_org, role)))
-                .collect()
-        };
-        Ok(Self { users, keys, org })
+                .collect(),
+        })
     }
 
     /// Whether `cmd` may run, by the policy table; refusals answer as the Worker's guard
     /// does (not a member → not found, revoked key → unauthorized, low role → forbidden).
-    pub fn permit(&self, cmd: &Command) -> Result<(), EngineError> {
+    pub fn permit(&self, org: OrgId, cmd: &Command) -> Result<(), EngineError> {
         let Some((by, action)) = needs_check(cmd) else {
             return Ok(());
         };
@@ -90,7 +98,7 @@ impl Callers {
                 let (key_org, role) = self.keys.get(hash).copied().ok_or_else(|| {
                     EngineError::Unauthorized("invalid or revoked API key".into())
                 })?;
-                (key_org == self.org).then_some(role)
+                (key_org == org).then_some(role)
             }
         };
         match check(role, matches!(by, Caller::ApiKey(_)), action) {

@@ -121,9 +121,7 @@ impl State {
                 .as_mut()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
             let keys = keys_presented(&cmds);
-            let tx = client.transaction().await?;
-            let results = execute_batch(&tx, cluster, &mut cache, cmds, now).await?;
-            tx.commit().await?;
+            let results = execute_batch(client, cluster, &mut cache, cmds, now).await?;
             if !keys.is_empty() {
                 // Outside the batch's transaction: keys' rows are shared by every cluster.
                 api_keys::touch(client, &keys, now).await?;
