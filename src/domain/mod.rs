@@ -6,4 +6,5 @@ pub mod policy;
 pub mod resources;
 pub mod scheduler;
 pub mod throttle;
+pub mod treap;
 pub mod validation;
