@@ -1601,48 +1601,46 @@ mod tests {
 
     #[test]
     fn a_preempted_and_readmitted_deployment_keeps_its_admission_time() {
-        // Pass 1: 1 (priority 50) evicts 9 (priority 5), whose room is then too small for 2.
-        // Pass 2: victim 9 is queued again and fits the room 1 left, ahead of 2 (aged less).
-        let e = |n: u128, p: i32, cpu: i64, at: i64, admitted: Option<i64>| BookEntry {
+        // Pass 1: 3 (base 1, aged to 101) is admitted first; 1 (base 50) then evicts 9 (base
+        // 5), the only running one of lower base priority. Pass 2: 9, queued again, evicts 3
+        // (admitted in pass 1, so a victim only now) and runs again.
+        let e = |n: u128, p: i32, enqueued: i64, admitted: Option<i64>| BookEntry {
             id: Uuid::from_u128(n),
             priority: p,
-            resources: Resources::new(cpu, 0, 0),
-            enqueued_at: t(at),
+            resources: Resources::new(50, 0, 0),
+            enqueued_at: t(enqueued),
             admitted_at: admitted.map(t),
         };
         let entries = [
-            e(9, 5, 60, 0, Some(10)),
-            e(1, 50, 70, 1_000, None),
-            e(2, 1, 30, 1_000, None),
+            e(9, 5, 0, Some(10)),
+            e(3, 1, 0, None),
+            e(1, 50, 10_000, None),
         ];
-        let mut book = Book::new(
-            Resources::new(100, 0, 0),
-            policy(false, true),
-            entries,
-            t(1_000),
+        let capacity = Resources::new(100, 0, 0);
+        let mut book = Book::new(capacity, policy(false, true), entries, t(10_000));
+        let mut model = Model::new(book.state(), &entries);
+        let decisions = book.schedule(t(10_000));
+        let id = Uuid::from_u128;
+        assert_eq!(
+            decisions,
+            vec![
+                Decision::Admit { id: id(3) },
+                Decision::Preempt {
+                    victim: id(9),
+                    by: id(1)
+                },
+                Decision::Admit { id: id(1) },
+                Decision::Preempt {
+                    victim: id(3),
+                    by: id(9)
+                },
+                Decision::Admit { id: id(9) },
+            ]
         );
-        let decisions = book.schedule(t(1_000));
-        let mut model = Model::new(
-            ClusterState {
-                capacity: Resources::new(100, 0, 0),
-                policy: policy(false, true),
-                running: vec![],
-                queued: vec![],
-            },
-            &entries,
-        );
-        model.state = Book::new(
-            Resources::new(100, 0, 0),
-            policy(false, true),
-            entries,
-            t(1_000),
-        )
-        .state();
-        assert_eq!(decisions, model.settle(t(1_000)));
+        assert_eq!(decisions, model.settle(t(10_000)));
         same(&book, &model);
-        assert!(decisions.contains(&Decision::Preempt {
-            victim: Uuid::from_u128(9),
-            by: Uuid::from_u128(1)
-        }));
+        // 9 was never really out; 3 is queued as it was.
+        assert_eq!(book.get(&id(9)).and_then(|e| e.admitted_at), Some(t(10)));
+        assert_eq!(book.get(&id(3)), Some(entries[1]));
     }
 }
