@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::resources::Resources;
 
+pub use super::book::{Book, BookEntry, Totals};
+
 /// Identifier of a deployment.
 pub type DeploymentId = uuid::Uuid;
 
@@ -24,6 +26,12 @@ pub const AGING_STEP_SECONDS: i64 = 60;
 /// The cap keeps aging a tie-breaker between nearby priorities: a deployment that is more than
 /// 100 priority points above another is always ordered first, however long the other waited.
 pub const AGING_MAX_BOOST: i32 = 100;
+
+/// Passes of [`schedule`] that settle a cluster: a pass may preempt, and victims requeued by
+/// one pass are considered by the next; preemption chains strictly lower the priority, so a
+/// few passes always settle. [`Book::schedule`] runs up to this many passes, stopping at the
+/// first that decides nothing.
+pub const MAX_PASSES: usize = 8;
 
 /// How the queue behaves when the entry at its head does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -136,14 +144,15 @@ pub struct QueueEntry {
 /// Aging only orders the queue. Preemption compares base priorities, so waiting long never
 /// entitles a deployment to evict anything.
 pub fn effective_priority(q: &Queued, now: DateTime<Utc>) -> i32 {
+    q.priority.saturating_add(aging_boost(q.enqueued_at, now))
+}
+
+/// The aging boost (`0..=AGING_MAX_BOOST`) of an entry enqueued at `enqueued_at`, at `now`.
+pub(super) fn aging_boost(enqueued_at: DateTime<Utc>, now: DateTime<Utc>) -> i32 {
     // A clock that went backwards (enqueued_at in the future) simply means no boost yet.
-    let waited = now
-        .signed_duration_since(q.enqueued_at)
-        .num_seconds()
-        .max(0);
+    let waited = now.signed_duration_since(enqueued_at).num_seconds().max(0);
     let steps = (waited / AGING_STEP_SECONDS).min(i64::from(AGING_MAX_BOOST));
-    let boost = i32::try_from(steps).unwrap_or(AGING_MAX_BOOST);
-    q.priority.saturating_add(boost)
+    i32::try_from(steps).unwrap_or(AGING_MAX_BOOST)
 }
 
 /// The queue in scheduling order: effective priority descending, then `enqueued_at` ascending
@@ -268,23 +277,23 @@ fn ordered(queued: &[Queued], now: DateTime<Utc>) -> Vec<(i32, &Queued)> {
 }
 
 /// Resources widened to i128 per dimension: sums of any number of i64 values fit.
-type Wide = [i128; 3];
+pub(super) type Wide = [i128; 3];
 
-const ZERO_WIDE: Wide = [0; 3];
+pub(super) const ZERO_WIDE: Wide = [0; 3];
 
-fn wide(r: &Resources) -> Wide {
+pub(super) fn wide(r: &Resources) -> Wide {
     r.dims().map(i128::from)
 }
 
-fn add(a: Wide, b: Wide) -> Wide {
+pub(super) fn add(a: Wide, b: Wide) -> Wide {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 
-fn sub(a: Wide, b: Wide) -> Wide {
+pub(super) fn sub(a: Wide, b: Wide) -> Wide {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
-fn fits(need: Wide, room: Wide) -> bool {
+pub(super) fn fits(need: Wide, room: Wide) -> bool {
     need.iter().zip(room.iter()).all(|(n, r)| n <= r)
 }
 

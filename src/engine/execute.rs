@@ -1,6 +1,6 @@
 //! A batch of commands, one transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::Client;
@@ -13,13 +13,8 @@ use crate::db::deployments::{self, DeploymentRow, Event, NewDeployment};
 use crate::domain::deployment::Status;
 use crate::domain::ids::ClusterId;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{self, ClusterState, Decision};
+use crate::domain::scheduler::{self, Book, BookEntry, Decision, QueueEntry};
 use crate::domain::validation::FieldError;
-
-/// Scheduling passes per batch at most: a pass may preempt, and victims requeued by one
-/// pass are considered by the next; preemption chains strictly lower the priority, so a few
-/// passes always settle.
-const MAX_PASSES: usize = 8;
 
 /// What one command of a batch is about, once applied.
 enum Subject {
@@ -72,7 +67,7 @@ async fn in_transaction(
     )?;
     let mut c = locked.ok_or_else(|| EngineError::NotFound("cluster".into()))?;
     if cache.is_none() || cmds.iter().any(|c| matches!(c, Command::Tick)) {
-        *cache = Some(Live::new(deployments::live(tx, cluster).await?));
+        *cache = Some(Live::new(deployments::live(tx, cluster).await?, &c, now));
     }
     let Some(live) = cache.as_mut() else {
         return Err(EngineError::Internal("cache missing".into()));
@@ -133,14 +128,14 @@ async fn in_transaction(
 
     for row in deployments::insert_many(tx, cluster, c.org_id, &batch.inserts, now).await? {
         batch.events.push(event(row.id, "created", None, None));
-        live.rows.insert(row.id, row);
+        live.insert(row);
     }
     let expired = live.expire(tx, now, &mut batch.events).await?;
     let (admitted, preempted) = live.schedule(tx, &c, now, &mut batch.events).await?;
     deployments::record(tx, &batch.events, now).await?;
 
     let next_deadline = live.next_deadline();
-    let positions = live.positions(&c, now, &subjects);
+    let positions = live.positions(&subjects);
     let mut out = Vec::with_capacity(subjects.len());
     for subject in subjects {
         let outcome = match subject {
@@ -235,6 +230,7 @@ async fn apply(
             c.policy.queueing = queueing.unwrap_or(c.policy.queueing);
             c.policy.preemption = preemption.unwrap_or(c.policy.preemption);
             *c = clusters::update(tx, c, now).await?;
+            live.follow(c);
             Subject::Cluster
         }
         Command::Submit {
@@ -343,7 +339,7 @@ async fn apply(
             }
         }
         Command::SetPriority { id, priority } => {
-            let Some(row) = live.rows.get_mut(&id) else {
+            let Some(old) = live.rows.get(&id).map(|r| r.priority) else {
                 let refusal = match live
                     .expect(tx, c.id, id, Status::Queued, "change the priority of")
                     .await?
@@ -356,12 +352,11 @@ async fn apply(
                 return Ok(Err(refusal));
             };
             deployments::set_priority(tx, id, priority, now).await?;
-            let change = format!("{} → {priority}", row.priority);
+            let change = format!("{old} → {priority}");
             batch
                 .events
                 .push(event(id, "priority_changed", Some(&change), None));
-            row.priority = priority;
-            row.updated_at = now;
+            live.set_priority(id, priority, now);
             Subject::Deployment {
                 id,
                 replayed: false,
@@ -381,36 +376,111 @@ fn event(id: Uuid, kind: &str, reason: Option<&str>, by: Option<Uuid>) -> Event 
 
 /// A cluster's queued and running deployments, kept current by the engine between
 /// commits, plus the ones a batch has just finished (for its answers).
-#[derive(Debug, Default)]
+///
+/// Beside the rows it keeps the scheduler's [`Book`] of the same deployments (so scheduling,
+/// usage and queue positions never walk them all) and the running deployments' deadlines in
+/// order. Every change to `rows` goes through a method that changes the other two alike.
+#[derive(Debug)]
 pub struct Live {
     rows: HashMap<Uuid, DeploymentRow>,
     done: HashMap<Uuid, DeploymentRow>,
+    book: Book,
+    /// (deadline, id) of every running deployment that has one.
+    deadlines: BTreeSet<(DateTime<Utc>, Uuid)>,
+}
+
+/// One page of a cluster's queue, in scheduling order, for a read command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePage {
+    /// Queued deployments in all.
+    pub total: usize,
+    /// Position, effective priority and reason of each, with its row.
+    pub entries: Vec<(QueueEntry, DeploymentRow)>,
+}
+
+/// What the book keeps of a live row (`None` for rows in a final state).
+fn book_entry(r: &DeploymentRow) -> Option<BookEntry> {
+    let admitted_at = match r.status {
+        // As `cluster_state` has it: a running row without an admission time (never written
+        // by the engine) counts as admitted when it was enqueued.
+        Status::Running => Some(r.admitted_at.unwrap_or(r.enqueued_at)),
+        Status::Queued => None,
+        _ => return None,
+    };
+    Some(BookEntry {
+        id: r.id,
+        priority: r.priority,
+        resources: r.resources,
+        enqueued_at: r.enqueued_at,
+        admitted_at,
+    })
+}
+
+fn deadline(r: &DeploymentRow) -> Option<(DateTime<Utc>, Uuid)> {
+    (r.status == Status::Running)
+        .then_some(r.deadline_at)
+        .flatten()
+        .map(|d| (d, r.id))
 }
 
 impl Live {
-    fn new(rows: Vec<DeploymentRow>) -> Self {
+    fn new(rows: Vec<DeploymentRow>, c: &ClusterRow, now: DateTime<Utc>) -> Self {
+        let book = Book::new(
+            c.capacity,
+            c.policy,
+            rows.iter().filter_map(book_entry),
+            now,
+        );
+        let deadlines = rows.iter().filter_map(deadline).collect();
         Self {
             rows: rows.into_iter().map(|r| (r.id, r)).collect(),
             done: HashMap::new(),
+            book,
+            deadlines,
+        }
+    }
+
+    /// Adds a row just written (a new submission).
+    fn insert(&mut self, row: DeploymentRow) {
+        if let Some(old) = self.rows.get(&row.id).and_then(deadline) {
+            self.deadlines.remove(&old);
+        }
+        match book_entry(&row) {
+            Some(entry) => self.book.insert(entry),
+            None => {
+                self.book.remove(&row.id);
+            }
+        }
+        self.deadlines.extend(deadline(&row));
+        self.rows.insert(row.id, row);
+    }
+
+    /// Takes the cluster's capacity and policy (after an update).
+    fn follow(&mut self, c: &ClusterRow) {
+        self.book.set_capacity(c.capacity);
+        self.book.set_policy(c.policy);
+    }
+
+    /// A new base priority for a live deployment (already written to Postgres).
+    fn set_priority(&mut self, id: Uuid, priority: i32, now: DateTime<Utc>) {
+        if let Some(row) = self.rows.get_mut(&id) {
+            row.priority = priority;
+            row.updated_at = now;
+            self.book.set_priority(&id, priority);
         }
     }
 
     fn allocated(&self) -> Resources {
-        Resources::sum(
-            self.rows
-                .values()
-                .filter(|r| r.status == Status::Running)
-                .map(|r| &r.resources),
-        )
+        self.book.totals().allocated
     }
 
     fn usage(&self) -> clusters::Usage {
-        let of = |s: Status| self.rows.values().filter(move |r| r.status == s);
+        let t = self.book.totals();
         clusters::Usage {
-            allocated: Resources::sum(of(Status::Running).map(|r| &r.resources)),
-            queued_demand: Resources::sum(of(Status::Queued).map(|r| &r.resources)),
-            running: of(Status::Running).count() as i64,
-            queued: of(Status::Queued).count() as i64,
+            allocated: t.allocated,
+            queued_demand: t.queued_demand,
+            running: i64::try_from(t.running).unwrap_or(i64::MAX),
+            queued: i64::try_from(t.queued).unwrap_or(i64::MAX),
         }
     }
 
@@ -445,6 +515,10 @@ impl Live {
     /// Moves a live deployment to a final status in memory (already written to Postgres).
     fn finish(&mut self, id: Uuid, to: Status, message: Option<String>, now: DateTime<Utc>) {
         if let Some(mut row) = self.rows.remove(&id) {
+            if let Some(d) = deadline(&row) {
+                self.deadlines.remove(&d);
+            }
+            self.book.remove(&id);
             row.status = to;
             row.finished_at = Some(now);
             row.updated_at = now;
@@ -463,11 +537,12 @@ impl Live {
         now: DateTime<Utc>,
         events: &mut Vec<Event>,
     ) -> Result<usize, EngineError> {
+        // Deadlines are in order: the overdue ones are a prefix.
         let overdue: Vec<Uuid> = self
-            .rows
-            .values()
-            .filter(|r| r.status == Status::Running && r.deadline_at.is_some_and(|d| d <= now))
-            .map(|r| r.id)
+            .deadlines
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
             .collect();
         if overdue.is_empty() {
             return Ok(0);
@@ -489,11 +564,13 @@ impl Live {
         Ok(overdue.len())
     }
 
-    fn state(&self, c: &ClusterRow) -> ClusterState {
-        super::cluster_state(c, self.rows.values())
-    }
-
-    /// Runs the pure scheduler until it settles and writes its decisions in bulk.
+    /// Lets the book schedule (it settles in one call and applies its own decisions), then
+    /// brings the rows level with it and writes the net changes in bulk.
+    ///
+    /// Within one call a deployment may be admitted and later preempted, or preempted and
+    /// later admitted again: only its state before and after counts. One that ends where it
+    /// began is left exactly as stored (the book keeps its original admission time too); a
+    /// victim's preemptor is the last one that evicted it.
     async fn schedule(
         &mut self,
         tx: &Client,
@@ -501,58 +578,51 @@ impl Live {
         now: DateTime<Utc>,
         events: &mut Vec<Event>,
     ) -> Result<(usize, usize), EngineError> {
-        let (mut admitted, mut victims, mut preemptors) = (Vec::new(), Vec::new(), Vec::new());
-        // Rows as they were before this batch touched them: a preemption and an admission
-        // of the same deployment that cancel out must leave it exactly as stored.
-        let mut originals: HashMap<Uuid, DeploymentRow> = HashMap::new();
-        for _ in 0..MAX_PASSES {
-            let decisions = scheduler::schedule(&self.state(c), now);
-            if decisions.is_empty() {
-                break;
-            }
-            for d in decisions {
-                match d {
-                    Decision::Admit { id } => {
-                        if let Some(r) = self.rows.get_mut(&id) {
-                            originals.entry(id).or_insert_with(|| r.clone());
-                            r.status = Status::Running;
-                            r.admitted_at = Some(now);
-                            r.updated_at = now;
-                            r.deadline_at = r
-                                .max_runtime_seconds
-                                .map(|s| now + Duration::seconds(i64::from(s)));
-                        }
-                        // A victim re-admitted within the same batch was never really out.
-                        if let Some(i) = victims.iter().position(|v| *v == id) {
-                            victims.remove(i);
-                            preemptors.remove(i);
-                        } else {
-                            admitted.push(id);
-                        }
-                    }
-                    Decision::Preempt { victim, by } => {
-                        if let Some(r) = self.rows.get_mut(&victim) {
-                            originals.entry(victim).or_insert_with(|| r.clone());
-                            r.status = Status::Queued;
-                            r.admitted_at = None;
-                            r.deadline_at = None;
-                            r.updated_at = now;
-                            r.preemptions += 1;
-                            r.preempted_by = Some(by);
-                        }
-                        if let Some(i) = admitted.iter().position(|a| *a == victim) {
-                            admitted.remove(i);
-                        } else {
-                            victims.push(victim);
-                            preemptors.push(by);
-                        }
-                    }
-                }
-            }
+        self.follow(c);
+        let decisions = self.book.schedule(now);
+        // Each deployment's last decision, in the order of those last decisions: an `Admit`
+        // leaves it running, a `Preempt` (with its preemptor) queued.
+        let mut last: HashMap<Uuid, (usize, Option<Uuid>)> = HashMap::new();
+        for (i, d) in decisions.iter().enumerate() {
+            match *d {
+                Decision::Admit { id } => last.insert(id, (i, None)),
+                Decision::Preempt { victim, by } => last.insert(victim, (i, Some(by))),
+            };
         }
-        for (id, original) in originals {
-            if !admitted.contains(&id) && !victims.contains(&id) {
-                self.rows.insert(id, original);
+        let mut last: Vec<(usize, Uuid, Option<Uuid>)> =
+            last.into_iter().map(|(id, (i, by))| (i, id, by)).collect();
+        last.sort_unstable_by_key(|(i, _, _)| *i);
+        let (mut admitted, mut victims, mut preemptors) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, id, by) in last {
+            let Some(r) = self.rows.get_mut(&id) else {
+                continue;
+            };
+            match (r.status, by) {
+                (Status::Queued, None) => {
+                    r.status = Status::Running;
+                    r.admitted_at = Some(now);
+                    r.updated_at = now;
+                    r.deadline_at = r
+                        .max_runtime_seconds
+                        .map(|s| now + Duration::seconds(i64::from(s)));
+                    self.deadlines.extend(deadline(r));
+                    admitted.push(id);
+                }
+                (Status::Running, Some(by)) => {
+                    if let Some(d) = deadline(r) {
+                        self.deadlines.remove(&d);
+                    }
+                    r.status = Status::Queued;
+                    r.admitted_at = None;
+                    r.deadline_at = None;
+                    r.updated_at = now;
+                    r.preemptions += 1;
+                    r.preempted_by = Some(by);
+                    victims.push(id);
+                    preemptors.push(by);
+                }
+                // Back where it began.
+                _ => {}
             }
         }
         deployments::requeue_preempted(tx, &victims, &preemptors, now).await?;
@@ -577,31 +647,183 @@ impl Live {
         Ok((admitted.len(), victims.len()))
     }
 
+    /// The earliest deadline among running deployments.
     fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.rows
-            .values()
-            .filter(|r| r.status == Status::Running)
-            .filter_map(|r| r.deadline_at)
-            .min()
+        self.deadlines.first().map(|(d, _)| *d)
     }
 
-    /// Queue positions of the batch's queued subjects (one queue view for the whole batch).
-    fn positions(
-        &self,
+    /// Queue positions of the batch's queued subjects, as of the last schedule.
+    fn positions(&self, subjects: &[Result<Subject, EngineError>]) -> HashMap<Uuid, u32> {
+        subjects
+            .iter()
+            .filter_map(|s| match s {
+                Ok(Subject::Deployment { id, .. }) => self.book.position(id).map(|p| (*id, p)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Entries `offset..offset + limit` of the cluster's queue as of `now`, each with the
+    /// position, effective priority and reason [`scheduler::queue_view`] would give it.
+    /// O(log n + limit).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by GET /v1/clusters/{id}/queue, wired next")
+    )]
+    pub fn queue_page(
+        &mut self,
         c: &ClusterRow,
         now: DateTime<Utc>,
-        subjects: &[Result<Subject, EngineError>],
-    ) -> HashMap<Uuid, u32> {
-        let queued_subject = subjects.iter().any(|s| {
-            matches!(s, Ok(Subject::Deployment { id, .. })
-                if self.rows.get(id).is_some_and(|r| r.status == Status::Queued))
-        });
-        if !queued_subject {
-            return HashMap::new();
-        }
-        scheduler::queue_view(&self.state(c), now)
+        offset: usize,
+        limit: usize,
+    ) -> QueuePage {
+        self.follow(c);
+        self.book.advance(now);
+        let entries = self
+            .book
+            .queue_page(offset, limit)
             .into_iter()
-            .map(|e| (e.id, e.position))
-            .collect()
+            .filter_map(|e| self.rows.get(&e.id).map(|r| (e, r.clone())))
+            .collect();
+        QueuePage {
+            total: self.book.totals().queued,
+            entries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::OrgId;
+    use crate::domain::scheduler::{Policy, Queueing};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid timestamp")
+    }
+
+    fn cluster(cpu: i64, queueing: Queueing) -> ClusterRow {
+        ClusterRow {
+            id: ClusterId(Uuid::from_u128(1)),
+            org_id: OrgId(Uuid::from_u128(2)),
+            name: "c".into(),
+            capacity: Resources::new(cpu, 1 << 20, 0),
+            policy: Policy {
+                queueing,
+                preemption: false,
+            },
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    }
+
+    fn row(n: u128, status: Status, priority: i32, cpu: i64, enqueued: i64) -> DeploymentRow {
+        let running = status == Status::Running;
+        DeploymentRow {
+            id: Uuid::from_u128(n),
+            cluster_id: ClusterId(Uuid::from_u128(1)),
+            org_id: OrgId(Uuid::from_u128(2)),
+            name: format!("d{n}"),
+            image: "img".into(),
+            resources: Resources::new(cpu, 0, 0),
+            priority,
+            max_runtime_seconds: running.then_some(100),
+            status,
+            enqueued_at: t(enqueued),
+            admitted_at: running.then(|| t(enqueued + 1)),
+            deadline_at: running.then(|| t(enqueued + 101)),
+            finished_at: None,
+            preemptions: 0,
+            preempted_by: None,
+            message: None,
+            idempotency_key: None,
+            created_at: t(enqueued),
+            updated_at: t(enqueued),
+        }
+    }
+
+    /// The book's answers against the reference `queue_view` over the same rows.
+    fn same_as_reference(live: &mut Live, c: &ClusterRow, now: DateTime<Utc>) {
+        let state = super::super::cluster_state(c, live.rows.values());
+        let view = scheduler::queue_view(&state, now);
+        let page = live.queue_page(c, now, 0, usize::MAX);
+        assert_eq!(page.total, view.len());
+        let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
+        assert_eq!(entries, view);
+        for (e, r) in &page.entries {
+            assert_eq!(r.id, e.id);
+        }
+        for offset in 0..view.len() {
+            let page = live.queue_page(c, now, offset, 2);
+            let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
+            assert_eq!(
+                entries,
+                view.iter()
+                    .skip(offset)
+                    .take(2)
+                    .copied()
+                    .collect::<Vec<_>>()
+            );
+        }
+        let subjects: Vec<Result<Subject, EngineError>> = live
+            .rows
+            .keys()
+            .map(|&id| {
+                Ok(Subject::Deployment {
+                    id,
+                    replayed: false,
+                })
+            })
+            .collect();
+        let positions = live.positions(&subjects);
+        let expected: HashMap<Uuid, u32> = view.iter().map(|e| (e.id, e.position)).collect();
+        assert_eq!(positions, expected);
+        let of = |s: Status| live.rows.values().filter(move |r| r.status == s);
+        let usage = live.usage();
+        assert_eq!(
+            usage.allocated,
+            Resources::sum(of(Status::Running).map(|r| &r.resources))
+        );
+        assert_eq!(
+            usage.queued_demand,
+            Resources::sum(of(Status::Queued).map(|r| &r.resources))
+        );
+        assert_eq!(usage.running, of(Status::Running).count() as i64);
+        assert_eq!(usage.queued, of(Status::Queued).count() as i64);
+        assert_eq!(live.allocated(), usage.allocated);
+        assert_eq!(
+            live.next_deadline(),
+            of(Status::Running).filter_map(|r| r.deadline_at).min()
+        );
+    }
+
+    #[test]
+    fn book_follows_the_rows() {
+        let mut c = cluster(1000, Queueing::Strict);
+        let rows = vec![
+            row(1, Status::Running, 5, 600, 0),
+            row(2, Status::Running, 1, 300, 10),
+            row(3, Status::Queued, 10, 500, 20),
+            row(4, Status::Queued, 2, 50, 30),
+            row(5, Status::Queued, 7, 5000, 40),
+            row(6, Status::Succeeded, 7, 50, 40),
+        ];
+        let mut live = Live::new(rows, &c, t(100));
+        same_as_reference(&mut live, &c, t(100));
+
+        live.insert(row(7, Status::Queued, 3, 20, 100));
+        live.set_priority(Uuid::from_u128(4), 9, t(100));
+        same_as_reference(&mut live, &c, t(130));
+
+        live.finish(Uuid::from_u128(1), Status::Stopped, None, t(130));
+        live.finish(Uuid::from_u128(3), Status::Cancelled, None, t(130));
+        assert!(live.done.contains_key(&Uuid::from_u128(1)));
+        same_as_reference(&mut live, &c, t(200));
+
+        c.capacity = Resources::new(400, 1 << 20, 0);
+        c.policy.queueing = Queueing::BestEffort;
+        live.follow(&c);
+        // Aging past several steps reorders the queue.
+        same_as_reference(&mut live, &c, t(1000));
     }
 }
