@@ -22,6 +22,15 @@ pub struct ClusterCall {
     pub command: Command,
 }
 
+/// A read of the cluster's queue, answered from the writer's view.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueueCall {
+    pub cluster: ClusterId,
+    /// The last entry of the previous page.
+    pub after: Option<uuid::Uuid>,
+    pub limit: usize,
+}
+
 #[durable_object]
 pub struct ClusterObject {
     state: State,
@@ -67,6 +76,20 @@ impl DurableObject for ClusterObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == "/queue" {
+            let call: QueueCall = req.json().await?;
+            let page = self
+                .writer
+                .queue_page(
+                    call.cluster,
+                    call.after,
+                    call.limit,
+                    || connect_db(&self.env),
+                    Utc::now(),
+                )
+                .await;
+            return Response::from_json(&page);
+        }
         let call: ClusterCall = req.json().await?;
         let result = self.run(call.cluster, call.command).await;
         if result.is_ok() && !self.remembered.get() {

@@ -7,13 +7,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Env, Method, Request, RequestInit};
 
-use super::cluster::ClusterCall;
+use super::cluster::{ClusterCall, QueueCall};
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
 use crate::domain::throttle::shard_of;
-use crate::engine::{Command, EngineError, Executed};
+use crate::engine::{Command, EngineError, Executed, QueuePage};
 use crate::http::{ApiError, Platform};
 
 /// Opens a Postgres connection through the Hyperdrive binding.
@@ -145,6 +145,23 @@ impl Platform for EdgePlatform {
         let call = ClusterCall { cluster, command };
         let result: Result<Executed, EngineError> = self
             .call_object("CLUSTER", &cluster.to_string(), "/command", &call)
+            .await?;
+        Ok(result?)
+    }
+
+    async fn cluster_queue(
+        &self,
+        cluster: ClusterId,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<QueuePage, ApiError> {
+        let call = QueueCall {
+            cluster,
+            after,
+            limit,
+        };
+        let result: Result<QueuePage, EngineError> = self
+            .call_object("CLUSTER", &cluster.to_string(), "/queue", &call)
             .await?;
         Ok(result?)
     }

@@ -389,8 +389,8 @@ pub struct Live {
     deadlines: BTreeSet<(DateTime<Utc>, Uuid)>,
 }
 
-/// One page of a cluster's queue, in scheduling order, for a read command.
-#[derive(Debug, Clone, PartialEq)]
+/// One page of a cluster's queue, in scheduling order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueuePage {
     /// Queued deployments in all.
     pub total: usize,
@@ -663,22 +663,43 @@ impl Live {
             .collect()
     }
 
-    /// Entries `offset..offset + limit` of the cluster's queue as of `now`, each with the
-    /// position, effective priority and reason [`scheduler::queue_view`] would give it.
-    /// O(log n + limit).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by GET /v1/clusters/{id}/queue, wired next")
-    )]
+    /// Builds the view of `cluster` from Postgres outside any batch (for a read arriving
+    /// at a writer that has none yet); `None` when the cluster does not exist.
+    pub async fn load(
+        db: &Client,
+        cluster: ClusterId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Self>, EngineError> {
+        let (c, rows) = tokio::try_join!(
+            async {
+                clusters::get_with_role(db, cluster, None)
+                    .await
+                    .map_err(EngineError::from)
+            },
+            async {
+                deployments::live(db, cluster)
+                    .await
+                    .map_err(EngineError::from)
+            },
+        )?;
+        Ok(c.map(|(c, _)| Self::new(rows, &c, now)))
+    }
+
+    /// Entries after the deployment `after` (from the head when `None`), at most `limit`,
+    /// of the cluster's queue as of `now`, each with the position, effective priority and
+    /// reason [`scheduler::queue_view`] would give it. O(log n + limit). A cursor that is no
+    /// longer queued ends the listing.
     pub fn queue_page(
         &mut self,
-        c: &ClusterRow,
         now: DateTime<Utc>,
-        offset: usize,
+        after: Option<Uuid>,
         limit: usize,
     ) -> QueuePage {
-        self.follow(c);
         self.book.advance(now);
+        let offset = match after {
+            None => 0,
+            Some(id) => self.book.position(&id).map_or(usize::MAX, |p| p as usize),
+        };
         let entries = self
             .book
             .queue_page(offset, limit)
@@ -695,6 +716,40 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::scheduler::{ClusterState, Queued, Running};
+
+    /// The pure scheduler's view of a cluster and its live deployments (the reference the
+    /// engine's book is checked against).
+    fn cluster_state<'a>(
+        c: &ClusterRow,
+        live: impl Iterator<Item = &'a DeploymentRow>,
+    ) -> ClusterState {
+        let mut state = ClusterState {
+            capacity: c.capacity,
+            policy: c.policy,
+            running: vec![],
+            queued: vec![],
+        };
+        for r in live {
+            match r.status {
+                Status::Running => state.running.push(Running {
+                    id: r.id,
+                    priority: r.priority,
+                    resources: r.resources,
+                    admitted_at: r.admitted_at.unwrap_or(r.enqueued_at),
+                }),
+                Status::Queued => state.queued.push(Queued {
+                    id: r.id,
+                    priority: r.priority,
+                    resources: r.resources,
+                    enqueued_at: r.enqueued_at,
+                }),
+                _ => {}
+            }
+        }
+        state
+    }
+
     use crate::domain::ids::OrgId;
     use crate::domain::scheduler::{Policy, Queueing};
 
@@ -744,27 +799,29 @@ mod tests {
 
     /// The book's answers against the reference `queue_view` over the same rows.
     fn same_as_reference(live: &mut Live, c: &ClusterRow, now: DateTime<Utc>) {
-        let state = super::super::cluster_state(c, live.rows.values());
+        let state = cluster_state(c, live.rows.values());
         let view = scheduler::queue_view(&state, now);
-        let page = live.queue_page(c, now, 0, usize::MAX);
+        live.follow(c);
+        let page = live.queue_page(now, None, usize::MAX);
         assert_eq!(page.total, view.len());
         let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
         assert_eq!(entries, view);
         for (e, r) in &page.entries {
             assert_eq!(r.id, e.id);
         }
-        for offset in 0..view.len() {
-            let page = live.queue_page(c, now, offset, 2);
+        for (i, after) in view.iter().enumerate() {
+            let page = live.queue_page(now, Some(after.id), 2);
             let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
             assert_eq!(
                 entries,
-                view.iter()
-                    .skip(offset)
-                    .take(2)
-                    .copied()
-                    .collect::<Vec<_>>()
+                view.iter().skip(i + 1).take(2).copied().collect::<Vec<_>>()
             );
         }
+        let gone = live.queue_page(now, Some(Uuid::from_u128(u128::MAX)), 2);
+        assert!(
+            gone.entries.is_empty(),
+            "a cursor no longer queued ends the listing"
+        );
         let subjects: Vec<Result<Subject, EngineError>> = live
             .rows
             .keys()

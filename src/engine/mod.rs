@@ -16,43 +16,12 @@ use crate::auth::Caller;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
-use crate::domain::deployment::Status;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{ClusterState, Queued, Queueing, Running};
+use crate::domain::scheduler::Queueing;
 use crate::domain::validation::FieldError;
 
+pub use execute::QueuePage;
 pub use writer::ClusterWriter;
-
-/// The pure scheduler's view of a cluster and its live deployments.
-pub fn cluster_state<'a>(
-    c: &ClusterRow,
-    live: impl Iterator<Item = &'a DeploymentRow>,
-) -> ClusterState {
-    let mut state = ClusterState {
-        capacity: c.capacity,
-        policy: c.policy,
-        running: vec![],
-        queued: vec![],
-    };
-    for r in live {
-        match r.status {
-            Status::Running => state.running.push(Running {
-                id: r.id,
-                priority: r.priority,
-                resources: r.resources,
-                admitted_at: r.admitted_at.unwrap_or(r.enqueued_at),
-            }),
-            Status::Queued => state.queued.push(Queued {
-                id: r.id,
-                priority: r.priority,
-                resources: r.resources,
-                enqueued_at: r.enqueued_at,
-            }),
-            _ => {}
-        }
-    }
-    state
-}
 
 /// A change to one cluster's queue or allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::authorize::keys_presented;
-use super::execute::{execute_batch, Live};
+use super::execute::{execute_batch, Live, QueuePage};
 use super::{BatchStats, Command, EngineError, Executed};
 use crate::db::api_keys;
 use crate::db::DbError;
@@ -86,6 +86,43 @@ impl ClusterWriter {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// A page of the cluster's queue from the writer's own view, after the batch in
+    /// progress (if any) has committed: no transaction, and no database round trip at all
+    /// once the view is built.
+    pub async fn queue_page<C, F>(
+        &self,
+        cluster: ClusterId,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+        connect: C,
+        now: DateTime<Utc>,
+    ) -> Result<QueuePage, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let mut state = self.state.lock().await;
+        if state.cache.is_none() {
+            if state.db.as_ref().is_none_or(|c| c.is_closed()) {
+                state.db = Some(connect().await?);
+            }
+            let client = state
+                .db
+                .as_ref()
+                .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
+            let loaded = Live::load(client, cluster, now).await;
+            if matches!(loaded, Err(EngineError::Unavailable(_)) | Ok(None)) {
+                state.db = None;
+            }
+            state.cache = Some(loaded?.ok_or_else(|| EngineError::NotFound("cluster".into()))?);
+        }
+        let live = state
+            .cache
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+        Ok(live.queue_page(now, after, limit))
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {

@@ -16,14 +16,13 @@ use super::orgs::org_id;
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::clusters::{self, ClusterRow, Usage};
-use crate::db::deployments;
 use crate::domain::deployment::resources_field;
 use crate::domain::ids::ClusterId;
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{self, Policy, Queueing, WaitReason};
+use crate::domain::scheduler::{Policy, Queueing, WaitReason};
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Invalid};
-use crate::engine::{cluster_state, Command, Outcome};
+use crate::engine::{Command, Outcome};
 
 /// Capacity and what is done with it, all derived from the deployments' records.
 #[derive(Debug, Serialize, ToSchema)]
@@ -370,42 +369,28 @@ pub async fn get_queue(
     Ids(id): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<QueueEntry>>, ApiError> {
-    let db = st.db().await?;
-    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?;
-    let live = deployments::live(&db, c.id).await?;
-    let state = cluster_state(&c, live.iter());
-    let by_id: std::collections::HashMap<Uuid, &deployments::DeploymentRow> =
-        live.iter().map(|r| (r.id, r)).collect();
-    let view = scheduler::queue_view(&state, st.now());
-    // The cursor is the id of the last entry seen; the page continues after it.
-    let start = match list.page.after {
-        None => 0,
-        Some(after) => view
-            .iter()
-            .position(|e| e.id == after)
-            .map_or(view.len(), |i| i + 1),
+    let (c, _) = {
+        let db = st.db().await?;
+        cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?
     };
-    let rows: Vec<_> = view
-        .into_iter()
-        .skip(start)
-        .take(list.page.fetch() as usize)
-        .collect();
+    // The cluster's object keeps the queue in order: a page costs O(log n + page).
+    let page = st
+        .platform
+        .cluster_queue(c.id, list.page.after, list.page.fetch() as usize)
+        .await?;
     Ok(Json(Paged::new(
-        rows,
+        page.entries,
         &list.page,
-        |e| e.id,
-        |e| {
-            let r = by_id.get(&e.id);
-            QueueEntry {
-                position: e.position,
-                deployment_id: e.id,
-                name: r.map(|r| r.name.clone()).unwrap_or_default(),
-                priority: r.map_or(0, |r| r.priority),
-                effective_priority: e.effective_priority,
-                resources: r.map(|r| r.resources).unwrap_or_default(),
-                enqueued_at: r.map_or(DateTime::<Utc>::MIN_UTC, |r| r.enqueued_at),
-                reason: e.reason,
-            }
+        |(e, _)| e.id,
+        |(e, r)| QueueEntry {
+            position: e.position,
+            deployment_id: e.id,
+            name: r.name,
+            priority: r.priority,
+            effective_priority: e.effective_priority,
+            resources: r.resources,
+            enqueued_at: r.enqueued_at,
+            reason: e.reason,
         },
     )))
 }

@@ -11,7 +11,7 @@ use super::ApiError;
 use crate::auth::access::TokenKeys;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
-use crate::engine::{Command, Executed};
+use crate::engine::{Command, Executed, QueuePage};
 
 /// The platform port.
 #[async_trait]
@@ -27,6 +27,13 @@ pub trait Platform: Send + Sync {
     /// Runs a command through the cluster's single writer (its Durable Object on Workers).
     async fn cluster_command(&self, cluster: ClusterId, cmd: Command)
         -> Result<Executed, ApiError>;
+    /// A page of a cluster's queue from its writer's view (after the deployment `after`).
+    async fn cluster_queue(
+        &self,
+        cluster: ClusterId,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<QueuePage, ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

@@ -381,6 +381,21 @@ async fn the_queue_view_under_strict_shows_the_head_and_who_is_blocked() {
         (items[0]["position"].as_u64(), items[1]["position"].as_u64()),
         (Some(1), Some(2))
     );
+    // Page by page, from the cluster object's ordered view.
+    let first = f.get(&format!("/v1/clusters/{c}/queue?limit=1")).await;
+    assert_eq!(first["items"][0]["deployment_id"], head["id"]);
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = f
+        .get(&format!("/v1/clusters/{c}/queue?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(second["items"][0]["deployment_id"], small["id"]);
+    assert_eq!(second["items"][0]["position"], 2);
+    assert_eq!(second["items"][0]["name"], "small");
+    assert!(second["next_cursor"].is_null(), "{second}");
+    // A cluster whose object has not run anything yet builds its view from Postgres.
+    let idle = f.cluster(cpu_cluster(1000, "strict", false)).await;
+    let empty = f.get(&format!("/v1/clusters/{idle}/queue")).await;
+    assert_eq!(empty["items"], json!([]));
     // Switching to best_effort lets the small one through.
     let r = f
         .app

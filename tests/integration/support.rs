@@ -12,7 +12,7 @@ use berth::auth::access::TokenKeys;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
 use berth::domain::throttle::ThrottleBook;
-use berth::engine::{ClusterWriter, Command, Executed};
+use berth::engine::{ClusterWriter, Command, Executed, QueuePage};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -62,20 +62,36 @@ impl Platform for NativePlatform {
         cluster: ClusterId,
         cmd: Command,
     ) -> Result<Executed, ApiError> {
-        // In-process stand-in for the cluster's Durable Object: the same writer.
-        let writer = self
-            .writers
-            .lock()
-            .expect("lock")
-            .entry(cluster)
-            .or_default()
-            .clone();
-        Ok(writer
+        Ok(self
+            .writer(cluster)
             .run(cluster, cmd, || self.connect(), || self.now())
+            .await?)
+    }
+    async fn cluster_queue(
+        &self,
+        cluster: ClusterId,
+        after: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<QueuePage, ApiError> {
+        Ok(self
+            .writer(cluster)
+            .queue_page(cluster, after, limit, || self.connect(), self.now())
             .await?)
     }
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + *self.skew.lock().expect("lock")
+    }
+}
+
+impl NativePlatform {
+    /// The in-process stand-in for the cluster's Durable Object: one writer per cluster.
+    fn writer(&self, cluster: ClusterId) -> Arc<ClusterWriter> {
+        self.writers
+            .lock()
+            .expect("lock")
+            .entry(cluster)
+            .or_default()
+            .clone()
     }
 }
 
