@@ -86,16 +86,51 @@ pub struct NewDeployment {
     pub created_by: Option<UserId>,
 }
 
-/// Stores new queued deployments of one cluster in one statement, in order.
+impl DeploymentRow {
+    /// The row [`insert_many`] stores for a new submission at `now` (microseconds, as
+    /// Postgres keeps them), so a writer can know it without reading it back.
+    pub fn queued(
+        id: Uuid,
+        cluster: ClusterId,
+        org: OrgId,
+        new: &NewDeployment,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            cluster_id: cluster,
+            org_id: org,
+            name: new.name.clone(),
+            image: new.image.clone(),
+            resources: new.resources,
+            priority: new.priority,
+            max_runtime_seconds: new.max_runtime_seconds,
+            status: Status::Queued,
+            enqueued_at: now,
+            admitted_at: None,
+            deadline_at: None,
+            finished_at: None,
+            preemptions: 0,
+            preempted_by: None,
+            message: None,
+            idempotency_key: new.idempotency_key.clone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// Stores new queued deployments of one cluster in one statement, in order; each row is
+/// [`DeploymentRow::queued`].
 pub async fn insert_many(
     db: &impl GenericClient,
     cluster: ClusterId,
     org: OrgId,
     new: &[(Uuid, NewDeployment)],
     now: DateTime<Utc>,
-) -> DbResult<Vec<DeploymentRow>> {
+) -> DbResult<()> {
     if new.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let col = |f: fn(&NewDeployment) -> i64| new.iter().map(|(_, d)| f(d)).collect::<Vec<i64>>();
     let ids: Vec<Uuid> = new.iter().map(|(id, _)| *id).collect();
@@ -113,37 +148,33 @@ pub async fn insert_many(
         .map(|(_, d)| d.idempotency_key.as_deref())
         .collect();
     let creators: Vec<Option<Uuid>> = new.iter().map(|(_, d)| d.created_by.map(|u| u.0)).collect();
-    let sql = format!(
-        "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
+    let sql = "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
            priority, max_runtime_seconds, status, enqueued_at, idempotency_key, created_by, \
            created_at, updated_at) \
          select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3 \
          from unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[], \
                      $10::int4[], $11::int4[], $12::text[], $13::uuid[]) \
-              as x(i, n, im, c, m, g, p, rt, k, cb) \
-         returning {COLUMNS}"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&cluster.0, Type::UUID),
-                (&org.0, Type::UUID),
-                (&now, Type::TIMESTAMPTZ),
-                (&ids, Type::UUID_ARRAY),
-                (&names, Type::TEXT_ARRAY),
-                (&images, Type::TEXT_ARRAY),
-                (&cpu, Type::INT8_ARRAY),
-                (&mem, Type::INT8_ARRAY),
-                (&gpus, Type::INT8_ARRAY),
-                (&priorities, Type::INT4_ARRAY),
-                (&runtimes, Type::INT4_ARRAY),
-                (&keys, Type::TEXT_ARRAY),
-                (&creators, Type::UUID_ARRAY),
-            ],
-        )
-        .await?;
-    self::rows(rows)
+              as x(i, n, im, c, m, g, p, rt, k, cb)";
+    db.execute_typed(
+        sql,
+        &[
+            (&cluster.0, Type::UUID),
+            (&org.0, Type::UUID),
+            (&now, Type::TIMESTAMPTZ),
+            (&ids, Type::UUID_ARRAY),
+            (&names, Type::TEXT_ARRAY),
+            (&images, Type::TEXT_ARRAY),
+            (&cpu, Type::INT8_ARRAY),
+            (&mem, Type::INT8_ARRAY),
+            (&gpus, Type::INT8_ARRAY),
+            (&priorities, Type::INT4_ARRAY),
+            (&runtimes, Type::INT4_ARRAY),
+            (&keys, Type::TEXT_ARRAY),
+            (&creators, Type::UUID_ARRAY),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// One deployment.
@@ -265,46 +296,63 @@ pub async fn requeue_preempted(
     Ok(())
 }
 
-/// Moves deployments out of `from` into a final `to` status.
+/// A move of one live deployment out of `from` into a final `to` status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finishing {
+    pub id: Uuid,
+    pub from: Status,
+    pub to: Status,
+    /// Replaces the stored message when given.
+    pub message: Option<String>,
+}
+
+/// Applies every move in one statement (each only if the row is still in its `from`).
 pub async fn finish(
     db: &impl GenericClient,
-    ids: &[Uuid],
-    from: Status,
-    to: Status,
-    message: Option<&str>,
+    moves: &[Finishing],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    if ids.is_empty() {
+    if moves.is_empty() {
         return Ok(());
     }
-    db.query_typed(
-        "update deployments set status = $3, finished_at = $4, updated_at = $4, deadline_at = null, \
-           message = coalesce($5, message) \
-         where id = any($1) and status = $2",
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
+    let from: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
+    let to: Vec<&str> = moves.iter().map(|m| m.to.as_str()).collect();
+    let messages: Vec<Option<&str>> = moves.iter().map(|m| m.message.as_deref()).collect();
+    db.execute_typed(
+        "update deployments d set status = x.t, finished_at = $5, updated_at = $5, \
+           deadline_at = null, message = coalesce(x.m, d.message) \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) as x(i, f, t, m) \
+         where d.id = x.i and d.status = x.f",
         &[
             (&ids, Type::UUID_ARRAY),
-            (&from.as_str(), Type::TEXT),
-            (&to.as_str(), Type::TEXT),
+            (&from, Type::TEXT_ARRAY),
+            (&to, Type::TEXT_ARRAY),
+            (&messages, Type::TEXT_ARRAY),
             (&now, Type::TIMESTAMPTZ),
-            (&message, Type::TEXT),
         ],
     )
     .await?;
     Ok(())
 }
 
-/// Changes a live deployment's priority.
-pub async fn set_priority(
+/// Changes live deployments' priorities, in one statement.
+pub async fn set_priorities(
     db: &impl GenericClient,
-    id: Uuid,
-    priority: i32,
+    changes: &[(Uuid, i32)],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    db.query_typed(
-        "update deployments set priority = $2, updated_at = $3 where id = $1",
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id).collect();
+    let priorities: Vec<i32> = changes.iter().map(|(_, p)| *p).collect();
+    db.execute_typed(
+        "update deployments d set priority = x.p, updated_at = $3 \
+         from unnest($1::uuid[], $2::int4[]) as x(i, p) where d.id = x.i",
         &[
-            (&id, Type::UUID),
-            (&priority, Type::INT4),
+            (&ids, Type::UUID_ARRAY),
+            (&priorities, Type::INT4_ARRAY),
             (&now, Type::TIMESTAMPTZ),
         ],
     )

@@ -2,16 +2,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::authorize::Callers;
 use super::{Command, EngineError, Executed, Outcome};
 use crate::db::clusters::{self, ClusterRow};
-use crate::db::deployments::{self, DeploymentRow, Event, NewDeployment};
+use crate::db::deployments::{self, DeploymentRow, Event, Finishing, NewDeployment};
 use crate::domain::deployment::Status;
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{ClusterId, OrgId};
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{self, Book, BookEntry, Decision, QueueEntry};
 use crate::domain::validation::FieldError;
@@ -60,6 +60,8 @@ async fn in_transaction(
     cmds: Vec<Command>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Executed, EngineError>>, EngineError> {
+    // Postgres keeps microseconds: rows built here must equal the rows read back.
+    let now = now.trunc_subsecs(6);
     let (_, locked, callers) = tokio::try_join!(
         async { tx.batch_execute("begin").await.map_err(EngineError::from) },
         async { clusters::lock(tx, cluster).await.map_err(EngineError::from) },
@@ -75,6 +77,8 @@ async fn in_transaction(
     let mut batch = Batch {
         events: Vec::new(),
         inserts: Vec::new(),
+        finishes: Vec::new(),
+        priorities: Vec::new(),
         deleted: false,
     };
     let mut subjects = Vec::with_capacity(cmds.len());
@@ -91,6 +95,9 @@ async fn in_transaction(
     if batch.deleted {
         // Only an empty cluster is deleted: whatever else this batch did before the delete
         // finished deployments (answered from `done`) or was refused.
+        batch
+            .write(tx, cluster, c.org_id, &Decided::default(), now)
+            .await?;
         clusters::delete(tx, cluster).await?;
         let outcomes = subjects
             .into_iter()
@@ -126,13 +133,16 @@ async fn in_transaction(
         return Ok(outcomes);
     }
 
-    for row in deployments::insert_many(tx, cluster, c.org_id, &batch.inserts, now).await? {
-        batch.events.push(event(row.id, "created", None, None));
-        live.insert(row);
+    for (id, new) in &batch.inserts {
+        batch.events.push(event(*id, "created", None, None));
+        live.insert(DeploymentRow::queued(*id, cluster, c.org_id, new, now));
     }
-    let expired = live.expire(tx, now, &mut batch.events).await?;
-    let (admitted, preempted) = live.schedule(tx, &c, now, &mut batch.events).await?;
-    deployments::record(tx, &batch.events, now).await?;
+    let overdue = live.expire(now, &mut batch.events);
+    let expired = overdue.len();
+    batch.finishes.extend(overdue);
+    let decided = live.schedule(&c, now, &mut batch.events);
+    batch.write(tx, cluster, c.org_id, &decided, now).await?;
+    let (admitted, preempted) = (decided.admitted.len(), decided.victims.len());
 
     let next_deadline = live.next_deadline();
     let positions = live.positions(&subjects);
@@ -175,11 +185,44 @@ async fn in_transaction(
     Ok(out)
 }
 
-/// Writes collected while a batch is applied.
+/// Writes collected while a batch is applied; they go out together before the commit.
 struct Batch {
     events: Vec<Event>,
     inserts: Vec<(Uuid, NewDeployment)>,
+    finishes: Vec<Finishing>,
+    priorities: Vec<(Uuid, i32)>,
     deleted: bool,
+}
+
+impl Batch {
+    /// Every write of the batch in one round trip (pipelined), in this order: events last,
+    /// as they refer to rows inserted first.
+    async fn write(
+        &self,
+        tx: &Client,
+        cluster: ClusterId,
+        org: OrgId,
+        decided: &Decided,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        tokio::try_join!(
+            deployments::insert_many(tx, cluster, org, &self.inserts, now),
+            deployments::finish(tx, &self.finishes, now),
+            deployments::set_priorities(tx, &self.priorities, now),
+            deployments::requeue_preempted(tx, &decided.victims, &decided.preemptors, now),
+            deployments::admit(tx, &decided.admitted, now),
+            deployments::record(tx, &self.events, now),
+        )?;
+        Ok(())
+    }
+}
+
+/// What one scheduling call changed, net.
+#[derive(Default)]
+struct Decided {
+    admitted: Vec<Uuid>,
+    victims: Vec<Uuid>,
+    preemptors: Vec<Uuid>,
 }
 
 /// Applies one command. `Ok(Err(_))` refuses this command alone (nothing was written for
@@ -291,11 +334,12 @@ async fn apply(
             if let Err(e) = live.expect(tx, c.id, id, Status::Queued, "cancel").await? {
                 return Ok(Err(e));
             }
-            deployments::finish(tx, &[id], Status::Queued, Status::Cancelled, None, now).await?;
             batch
                 .events
                 .push(event(id, "cancelled", Some("cancelled by a user"), None));
-            live.finish(id, Status::Cancelled, None, now);
+            batch
+                .finishes
+                .extend(live.finish(id, Status::Cancelled, None, now));
             Subject::Deployment {
                 id,
                 replayed: false,
@@ -305,11 +349,12 @@ async fn apply(
             if let Err(e) = live.expect(tx, c.id, id, Status::Running, "stop").await? {
                 return Ok(Err(e));
             }
-            deployments::finish(tx, &[id], Status::Running, Status::Stopped, None, now).await?;
             batch
                 .events
                 .push(event(id, "stopped", Some("stopped by a user"), None));
-            live.finish(id, Status::Stopped, None, now);
+            batch
+                .finishes
+                .extend(live.finish(id, Status::Stopped, None, now));
             Subject::Deployment {
                 id,
                 replayed: false,
@@ -328,11 +373,10 @@ async fn apply(
             } else {
                 Status::Failed
             };
-            deployments::finish(tx, &[id], Status::Running, to, message.as_deref(), now).await?;
             batch
                 .events
                 .push(event(id, to.as_str(), message.as_deref(), None));
-            live.finish(id, to, message, now);
+            batch.finishes.extend(live.finish(id, to, message, now));
             Subject::Deployment {
                 id,
                 replayed: false,
@@ -351,7 +395,7 @@ async fn apply(
                 };
                 return Ok(Err(refusal));
             };
-            deployments::set_priority(tx, id, priority, now).await?;
+            batch.priorities.push((id, priority));
             let change = format!("{old} → {priority}");
             batch
                 .events
@@ -494,7 +538,8 @@ impl Live {
         status: Status,
         verb: &str,
     ) -> Result<Result<(), EngineError>, EngineError> {
-        let current = match self.rows.get(&id) {
+        // A deployment finished earlier in this batch is in `done` (its write still pending).
+        let current = match self.rows.get(&id).or_else(|| self.done.get(&id)) {
             Some(r) => r.status,
             None => match deployments::get(tx, id).await? {
                 Some(r) if r.cluster_id == cluster => r.status,
@@ -512,31 +557,39 @@ impl Live {
         })
     }
 
-    /// Moves a live deployment to a final status in memory (already written to Postgres).
-    fn finish(&mut self, id: Uuid, to: Status, message: Option<String>, now: DateTime<Utc>) {
-        if let Some(mut row) = self.rows.remove(&id) {
-            if let Some(d) = deadline(&row) {
-                self.deadlines.remove(&d);
-            }
-            self.book.remove(&id);
-            row.status = to;
-            row.finished_at = Some(now);
-            row.updated_at = now;
-            row.deadline_at = None;
-            if message.is_some() {
-                row.message = message;
-            }
-            self.done.insert(id, row);
+    /// Moves a live deployment to a final status in memory; returns the write to make.
+    fn finish(
+        &mut self,
+        id: Uuid,
+        to: Status,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Option<Finishing> {
+        let mut row = self.rows.remove(&id)?;
+        let write = Finishing {
+            id,
+            from: row.status,
+            to,
+            message: message.clone(),
+        };
+        if let Some(d) = deadline(&row) {
+            self.deadlines.remove(&d);
         }
+        self.book.remove(&id);
+        row.status = to;
+        row.finished_at = Some(now);
+        row.updated_at = now;
+        row.deadline_at = None;
+        if message.is_some() {
+            row.message = message;
+        }
+        self.done.insert(id, row);
+        Some(write)
     }
 
-    /// Fails running deployments past their `max_runtime_seconds`.
-    async fn expire(
-        &mut self,
-        tx: &Client,
-        now: DateTime<Utc>,
-        events: &mut Vec<Event>,
-    ) -> Result<usize, EngineError> {
+    /// Fails running deployments past their `max_runtime_seconds` (in memory); returns the
+    /// writes to make.
+    fn expire(&mut self, now: DateTime<Utc>, events: &mut Vec<Event>) -> Vec<Finishing> {
         // Deadlines are in order: the overdue ones are a prefix.
         let overdue: Vec<Uuid> = self
             .deadlines
@@ -544,40 +597,24 @@ impl Live {
             .take_while(|(d, _)| *d <= now)
             .map(|(_, id)| *id)
             .collect();
-        if overdue.is_empty() {
-            return Ok(0);
-        }
         let reason = "ran longer than max_runtime_seconds";
-        deployments::finish(
-            tx,
-            &overdue,
-            Status::Running,
-            Status::Failed,
-            Some(reason),
-            now,
-        )
-        .await?;
-        for id in &overdue {
-            events.push(event(*id, "expired", Some(reason), None));
-            self.finish(*id, Status::Failed, Some(reason.into()), now);
-        }
-        Ok(overdue.len())
+        overdue
+            .into_iter()
+            .filter_map(|id| {
+                events.push(event(id, "expired", Some(reason), None));
+                self.finish(id, Status::Failed, Some(reason.into()), now)
+            })
+            .collect()
     }
 
     /// Lets the book schedule (it settles in one call and applies its own decisions), then
-    /// brings the rows level with it and writes the net changes in bulk.
+    /// brings the rows level with it; returns the net changes for the batch to write.
     ///
     /// Within one call a deployment may be admitted and later preempted, or preempted and
     /// later admitted again: only its state before and after counts. One that ends where it
     /// began is left exactly as stored (the book keeps its original admission time too); a
     /// victim's preemptor is the last one that evicted it.
-    async fn schedule(
-        &mut self,
-        tx: &Client,
-        c: &ClusterRow,
-        now: DateTime<Utc>,
-        events: &mut Vec<Event>,
-    ) -> Result<(usize, usize), EngineError> {
+    fn schedule(&mut self, c: &ClusterRow, now: DateTime<Utc>, events: &mut Vec<Event>) -> Decided {
         self.follow(c);
         let decisions = self.book.schedule(now);
         // Each deployment's last decision, in the order of those last decisions: an `Admit`
@@ -625,8 +662,6 @@ impl Live {
                 _ => {}
             }
         }
-        deployments::requeue_preempted(tx, &victims, &preemptors, now).await?;
-        deployments::admit(tx, &admitted, now).await?;
         for (v, by) in victims.iter().zip(&preemptors) {
             events.push(event(
                 *v,
@@ -644,7 +679,11 @@ impl Live {
         for id in &admitted {
             events.push(event(*id, "admitted", None, None));
         }
-        Ok((admitted.len(), victims.len()))
+        Decided {
+            admitted,
+            victims,
+            preemptors,
+        }
     }
 
     /// The earliest deadline among running deployments.

@@ -804,3 +804,37 @@ async fn submissions_are_authorized_inside_the_batch_for_every_kind_of_caller() 
         .all(|k| k["last_used_at"].is_string());
     assert!(used, "{keys}");
 }
+
+/// The writer answers from rows it builds itself (its writes go out pipelined, unread): what
+/// a submission answers must be exactly what is stored, to the microsecond; and commands of
+/// one batch see each other's pending writes.
+#[tokio::test]
+async fn answers_are_what_is_stored_and_a_batch_sees_its_own_pending_writes() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let running = f.submit(&c, "runs", 600, 500).await;
+    let queued = f.submit(&c, "waits", 600, 400).await;
+    for d in [&running, &queued] {
+        let mut stored = f.get(&format!("/v1/deployments/{}", id(d))).await;
+        stored.as_object_mut().expect("object").remove("events");
+        let mut answered = d.clone();
+        answered.as_object_mut().expect("object").remove("position");
+        stored.as_object_mut().expect("object").remove("position");
+        assert_eq!(answered, stored);
+    }
+    // Two stops of the same deployment in one batch: the second sees the first.
+    let stop = format!("/v1/deployments/{}/stop", id(&running));
+    let (a, b) = tokio::join!(f.post(&stop, None), f.post(&stop, None));
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.body, b.body);
+    // The stop admitted the waiting one, and both writes are stored.
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&queued))).await["status"],
+        "running"
+    );
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&running))).await["status"],
+        "stopped"
+    );
+}
