@@ -39,10 +39,7 @@ pub async fn execute_batch(
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<Executed, EngineError>>, EngineError> {
     match in_transaction(db, cluster, cache, cmds, now).await {
-        Ok(results) => {
-            db.batch_execute("commit").await?;
-            Ok(results)
-        }
+        Ok(results) => Ok(results),
         Err(e) => {
             // A failed rollback means a lost connection, which the caller replaces anyway.
             let _ = db.batch_execute("rollback").await;
@@ -51,8 +48,11 @@ pub async fn execute_batch(
     }
 }
 
-/// The batch between BEGIN and COMMIT. BEGIN, the cluster's lock and the callers' roles go
-/// out together (pipelined): one round trip where there were three.
+/// The batch from BEGIN to COMMIT, in three round trips however many commands it holds:
+/// BEGIN, the cluster's lock and the callers' roles go out together (pipelined); the commands
+/// are applied and scheduled in memory; then every write and the COMMIT go out together.
+/// (Commands that must read something, such as an Idempotency-Key or a deployment that is
+/// not live, add a round trip each.)
 async fn in_transaction(
     tx: &Client,
     cluster: ClusterId,
@@ -96,9 +96,10 @@ async fn in_transaction(
         // Only an empty cluster is deleted: whatever else this batch did before the delete
         // finished deployments (answered from `done`) or was refused.
         batch
-            .write(tx, cluster, c.org_id, &Decided::default(), now)
+            .write(tx, cluster, c.org_id, &Decided::default(), now, false)
             .await?;
         clusters::delete(tx, cluster).await?;
+        tx.batch_execute("commit").await?;
         let outcomes = subjects
             .into_iter()
             .map(|s| {
@@ -141,7 +142,9 @@ async fn in_transaction(
     let expired = overdue.len();
     batch.finishes.extend(overdue);
     let decided = live.schedule(&c, now, &mut batch.events);
-    batch.write(tx, cluster, c.org_id, &decided, now).await?;
+    batch
+        .write(tx, cluster, c.org_id, &decided, now, true)
+        .await?;
     let (admitted, preempted) = (decided.admitted.len(), decided.victims.len());
 
     let next_deadline = live.next_deadline();
@@ -151,16 +154,18 @@ async fn in_transaction(
         let outcome = match subject {
             Err(e) => Err(e),
             Ok(Subject::Deployment { id, replayed }) => {
+                // Committed by now: a failed read here fails this answer, not the batch.
                 let deployment = match live.rows.get(&id).or_else(|| live.done.get(&id)) {
-                    Some(row) => row.clone(),
-                    None => deployments::get(tx, id)
-                        .await?
-                        .ok_or_else(|| EngineError::NotFound("deployment".into()))?,
+                    Some(row) => Ok(row.clone()),
+                    None => match deployments::get(tx, id).await {
+                        Ok(Some(row)) => Ok(row),
+                        Ok(None) => Err(EngineError::NotFound("deployment".into())),
+                        Err(e) => Err(e.into()),
+                    },
                 };
-                let position = positions.get(&id).copied();
-                Ok(Outcome::Deployment {
-                    deployment: Box::new(deployment),
-                    position,
+                deployment.map(|d| Outcome::Deployment {
+                    deployment: Box::new(d),
+                    position: positions.get(&id).copied(),
                     replayed,
                 })
             }
@@ -195,8 +200,9 @@ struct Batch {
 }
 
 impl Batch {
-    /// Every write of the batch in one round trip (pipelined), in this order: events last,
-    /// as they refer to rows inserted first.
+    /// Every write of the batch in one round trip (pipelined), in this order: events after
+    /// the rows they refer to, and the COMMIT last when `commit` (Postgres answers a COMMIT
+    /// after a failed statement with a rollback, and the failure is returned here).
     async fn write(
         &self,
         tx: &Client,
@@ -204,7 +210,14 @@ impl Batch {
         org: OrgId,
         decided: &Decided,
         now: DateTime<Utc>,
+        commit: bool,
     ) -> Result<(), EngineError> {
+        let end = async {
+            if commit {
+                tx.batch_execute("commit").await?;
+            }
+            Ok::<(), crate::db::DbError>(())
+        };
         tokio::try_join!(
             deployments::insert_many(tx, cluster, org, &self.inserts, now),
             deployments::finish(tx, &self.finishes, now),
@@ -212,6 +225,7 @@ impl Batch {
             deployments::requeue_preempted(tx, &decided.victims, &decided.preemptors, now),
             deployments::admit(tx, &decided.admitted, now),
             deployments::record(tx, &self.events, now),
+            end,
         )?;
         Ok(())
     }
