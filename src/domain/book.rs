@@ -912,7 +912,7 @@ impl Book {
     /// next that fits `free`, or could with preemption.
     fn next_candidate(
         &self,
-        walk: &mut Walk,
+        walk: &mut Walk<Smallest>,
         free: Wide,
         strict: bool,
     ) -> Option<(QueueKey, Waiting)> {

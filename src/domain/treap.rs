@@ -1,17 +1,19 @@
 //! An ordered map with order statistics and a caller-defined subtree summary: a treap kept in
 //! one `Vec` (indices, not pointers), so that it clones with one copy and stays compact.
 //!
-//! Every node caches the size of its subtree and a [`Summary`] of its values (a monoid: for
-//! example the sum of their resources, or their component-wise minimum). That gives, in time
+//! Every node caches the size and a [`Summary`] of each of its two subtrees (a monoid: for
+//! example the sum of their resources, or their component-wise minimum). Keeping them per
+//! side, in the parent, means an update rewrites only the nodes on its path (never reading a
+//! sibling) and a search can rule a subtree out without touching it. That gives, in time
 //! proportional to the depth of the tree:
 //!
 //! * insert, remove and look up by key;
 //! * the rank of a key and the entry of a given rank, and in-order iteration from a rank;
 //! * the summary of the first `n` entries, or of the longest prefix whose keys satisfy a
 //!   predicate, and the shortest prefix whose summary satisfies a monotone predicate;
-//! * a pruned search for the first entry after a key that satisfies a predicate, skipping
-//!   every subtree whose summary says it cannot hold one (how much that prunes depends on the
-//!   predicate: see [`Treap::first_after`]).
+//! * a pruned search for the first entry after a key that satisfies a predicate, and a
+//!   resumable pruned in-order walk, skipping every subtree whose summary says it cannot hold
+//!   one (how much that prunes depends on the predicate: see [`Treap::first_after`]).
 //!
 //! Balance: each node carries a heap weight that the caller derives from the entry (the
 //! scheduler hashes the deployment id). Nothing here draws random numbers, so the shape is a
@@ -19,6 +21,10 @@
 //! weights independent of key order the expected depth is O(log n) (about 2 ln n + O(1));
 //! weights correlated with the key order would degrade it, down to a list for weights sorted
 //! like the keys. Recursion follows the depth.
+//!
+//! Layout: [`Treap::from_sorted`] numbers the nodes in pre-order, so every subtree is one
+//! contiguous range of the arena (the path to the first entry is consecutive in memory, and
+//! in-order walks mostly move forward); later changes reuse freed slots wherever they are.
 
 /// Index of "no node".
 const NIL: u32 = u32::MAX;
@@ -47,8 +53,10 @@ struct Node<K, V: Measured> {
     weight: u64,
     left: u32,
     right: u32,
-    size: u32,
-    summary: V::Summary,
+    left_size: u32,
+    right_size: u32,
+    left_sum: V::Summary,
+    right_sum: V::Summary,
 }
 
 /// The map; see the module documentation.
@@ -64,11 +72,17 @@ pub struct Treap<K, V: Measured> {
 
 /// A resumable pruned in-order walk over a [`Treap`]; see [`Treap::walk_next`].
 #[derive(Debug, Clone)]
-pub struct Walk {
-    /// Subtrees still to visit (`false`) and nodes whose left subtree is done (`true`), the
-    /// next on top.
-    stack: Vec<(u32, bool)>,
+pub struct Walk<S> {
+    /// What is left, the next on top: subtrees not entered yet (with their summary, so that
+    /// they can be ruled out without reading them) and nodes whose left subtree is done.
+    stack: Vec<Pending<S>>,
     generation: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending<S> {
+    Subtree(u32, S),
+    Node(u32),
 }
 
 impl<K: Copy, V: Measured + Copy> Clone for Treap<K, V> {
@@ -104,7 +118,8 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
     }
 
     /// A map of `entries`, which must be sorted by strictly increasing key, each with its heap
-    /// weight; O(n) (the classic stack construction of a Cartesian tree).
+    /// weight; O(n) (the classic stack construction of a Cartesian tree), laid out in
+    /// pre-order.
     ///
     /// Entries out of order are not lost: they are inserted one by one after the sorted run,
     /// and a key seen twice keeps its last value.
@@ -115,8 +130,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         for (key, value, weight) in entries {
             if let Some(&last) = spine.last() {
                 // The right spine ends with the largest key so far.
-                let max = t.max_key_from(last);
-                if key <= max {
+                if key <= t.nodes[last as usize].key {
                     late.push((key, value, weight));
                     continue;
                 }
@@ -128,18 +142,19 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
                     break;
                 }
                 spine.pop();
-                t.pull(top);
+                // Its subtree is complete: everything after it goes above it.
+                t.pull_right(top);
                 last_popped = top;
             }
             t.nodes[n as usize].left = last_popped;
+            t.pull_left(n);
             if let Some(&top) = spine.last() {
                 t.nodes[top as usize].right = n;
             }
             spine.push(n);
         }
-        // Summaries bottom-up along what is left of the spine.
         while let Some(top) = spine.pop() {
-            t.pull(top);
+            t.pull_right(top);
             if spine.is_empty() {
                 t.root = top;
             }
@@ -147,15 +162,45 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         for (key, value, weight) in late {
             t.insert(key, value, weight);
         }
+        t.lay_out_in_preorder();
         t.generation += 1;
         t
     }
 
-    fn max_key_from(&self, mut n: u32) -> K {
-        while self.nodes[n as usize].right != NIL {
-            n = self.nodes[n as usize].right;
+    /// Renumbers the nodes in pre-order (a node, its left subtree, its right subtree), so
+    /// that every subtree occupies one contiguous range of the arena. O(n).
+    fn lay_out_in_preorder(&mut self) {
+        if self.root == NIL {
+            return;
         }
-        self.nodes[n as usize].key
+        let mut order = Vec::with_capacity(self.nodes.len() - self.vacant.len());
+        let mut stack = vec![self.root];
+        while let Some(t) = stack.pop() {
+            order.push(t);
+            let n = &self.nodes[t as usize];
+            if n.right != NIL {
+                stack.push(n.right);
+            }
+            if n.left != NIL {
+                stack.push(n.left);
+            }
+        }
+        let mut new_index = vec![NIL; self.nodes.len()];
+        for (i, &t) in order.iter().enumerate() {
+            // Fewer nodes than before, so the index fits.
+            new_index[t as usize] = i as u32;
+        }
+        let remap = |t: u32| if t == NIL { NIL } else { new_index[t as usize] };
+        let mut nodes = Vec::with_capacity(self.nodes.capacity());
+        for &t in &order {
+            let mut n = self.nodes[t as usize];
+            n.left = remap(n.left);
+            n.right = remap(n.right);
+            nodes.push(n);
+        }
+        self.nodes = nodes;
+        self.vacant.clear();
+        self.root = 0;
     }
 
     /// Number of entries.
@@ -225,10 +270,14 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
             self.vacant.push(t);
             return self.merge(l, r);
         }
-        let n = &mut self.nodes[t as usize];
-        n.left = l;
-        n.right = r;
-        self.pull(t);
+        self.nodes[t as usize].left = l;
+        self.nodes[t as usize].right = r;
+        if !left_keys.is_empty() {
+            self.pull_left(t);
+        }
+        if !right_keys.is_empty() {
+            self.pull_right(t);
+        }
         t
     }
 
@@ -253,7 +302,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         while t != NIL {
             let n = &self.nodes[t as usize];
             if n.key < *key {
-                below += self.size(n.left) as usize + 1;
+                below += n.left_size as usize + 1;
                 t = n.right;
             } else {
                 t = n.left;
@@ -267,7 +316,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         let mut t = self.root;
         while t != NIL {
             let n = &self.nodes[t as usize];
-            let left = self.size(n.left) as usize;
+            let left = n.left_size as usize;
             if i < left {
                 t = n.left;
             } else if i == left {
@@ -286,11 +335,11 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         let mut t = self.root;
         while t != NIL && count > 0 {
             let n = &self.nodes[t as usize];
-            let left = self.size(n.left) as usize;
+            let left = n.left_size as usize;
             if count <= left {
                 t = n.left;
             } else {
-                acc = acc.join(&self.sum(n.left)).join(&n.value.measure());
+                acc = acc.join(&n.left_sum).join(&n.value.measure());
                 count -= left + 1;
                 t = n.right;
             }
@@ -307,8 +356,8 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         while t != NIL {
             let n = &self.nodes[t as usize];
             if pred(&n.key) {
-                acc = acc.join(&self.sum(n.left)).join(&n.value.measure());
-                count += self.size(n.left) as usize + 1;
+                acc = acc.join(&n.left_sum).join(&n.value.measure());
+                count += n.left_size as usize + 1;
                 t = n.right;
             } else {
                 t = n.left;
@@ -333,13 +382,13 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         let mut t = self.root;
         while t != NIL {
             let n = &self.nodes[t as usize];
-            let with_left = acc.join(&self.sum(n.left));
+            let with_left = acc.join(&n.left_sum);
             if n.left != NIL && pred(&with_left) {
                 t = n.left;
                 continue;
             }
             let with_self = with_left.join(&n.value.measure());
-            before += self.size(n.left) as usize + 1;
+            before += n.left_size as usize + 1;
             if pred(&with_self) {
                 return Some(before);
             }
@@ -364,6 +413,9 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         mut may_contain: impl FnMut(&V::Summary) -> bool,
         mut accept: impl FnMut(&K, &V) -> bool,
     ) -> Option<(&K, &V)> {
+        if self.root == NIL || !may_contain(&self.summary()) {
+            return None;
+        }
         let found = self.first_after_at(self.root, after, &mut may_contain, &mut accept);
         (found != NIL).then(|| {
             let n = &self.nodes[found as usize];
@@ -371,6 +423,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         })
     }
 
+    /// [`Treap::first_after`] within the subtree at `t`, which `may_contain` let through.
     fn first_after_at(
         &self,
         t: u32,
@@ -378,34 +431,36 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         may_contain: &mut impl FnMut(&V::Summary) -> bool,
         accept: &mut impl FnMut(&K, &V) -> bool,
     ) -> u32 {
-        if t == NIL {
-            return NIL;
-        }
         let n = &self.nodes[t as usize];
-        if !may_contain(&n.summary) {
+        if after.is_some_and(|a| n.key <= *a) {
+            if n.right != NIL && may_contain(&n.right_sum) {
+                return self.first_after_at(n.right, after, may_contain, accept);
+            }
             return NIL;
         }
-        if after.is_some_and(|a| n.key <= *a) {
-            return self.first_after_at(n.right, after, may_contain, accept);
-        }
-        let found = self.first_after_at(n.left, after, may_contain, accept);
-        if found != NIL {
-            return found;
+        if n.left != NIL && may_contain(&n.left_sum) {
+            let found = self.first_after_at(n.left, after, may_contain, accept);
+            if found != NIL {
+                return found;
+            }
         }
         if accept(&n.key, &n.value) {
             return t;
         }
-        self.first_after_at(n.right, None, may_contain, accept)
+        if n.right != NIL && may_contain(&n.right_sum) {
+            return self.first_after_at(n.right, None, may_contain, accept);
+        }
+        NIL
     }
 
     /// A walk positioned before the first entry.
-    pub fn walk(&self) -> Walk {
+    pub fn walk(&self) -> Walk<V::Summary> {
         let mut stack = Vec::new();
         if self.root != NIL {
             // Room for a path from the root and its pending right subtrees, so that a walk
             // does not reallocate as it goes down.
             stack.reserve(128);
-            stack.push((self.root, false));
+            stack.push(Pending::Subtree(self.root, self.summary()));
         }
         Walk {
             stack,
@@ -423,7 +478,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
     /// tree must not change during a walk; if it did, the walk ends (returns `None`).
     pub fn walk_next(
         &self,
-        walk: &mut Walk,
+        walk: &mut Walk<V::Summary>,
         mut may_contain: impl FnMut(&V::Summary) -> bool,
         mut accept: impl FnMut(&K, &V) -> bool,
     ) -> Option<(&K, &V)> {
@@ -436,23 +491,27 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         if !walk.stack.is_empty() && !may_contain(&self.summary()) {
             walk.stack.clear();
         }
-        while let Some((t, left_done)) = walk.stack.pop() {
-            let n = &self.nodes[t as usize];
-            if left_done {
-                if accept(&n.key, &n.value) {
-                    return Some((&n.key, &n.value));
+        while let Some(pending) = walk.stack.pop() {
+            match pending {
+                Pending::Node(t) => {
+                    let n = &self.nodes[t as usize];
+                    if accept(&n.key, &n.value) {
+                        return Some((&n.key, &n.value));
+                    }
                 }
-                continue;
-            }
-            if !may_contain(&n.summary) {
-                continue;
-            }
-            if n.right != NIL {
-                walk.stack.push((n.right, false));
-            }
-            walk.stack.push((t, true));
-            if n.left != NIL {
-                walk.stack.push((n.left, false));
+                Pending::Subtree(t, summary) => {
+                    if !may_contain(&summary) {
+                        continue;
+                    }
+                    let n = &self.nodes[t as usize];
+                    if n.right != NIL {
+                        walk.stack.push(Pending::Subtree(n.right, n.right_sum));
+                    }
+                    walk.stack.push(Pending::Node(t));
+                    if n.left != NIL {
+                        walk.stack.push(Pending::Subtree(n.left, n.left_sum));
+                    }
+                }
             }
         }
         None
@@ -465,7 +524,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         let mut t = self.root;
         while t != NIL {
             let n = &self.nodes[t as usize];
-            let left = self.size(n.left) as usize;
+            let left = n.left_size as usize;
             if rank < left {
                 stack.push(t);
                 t = n.left;
@@ -485,19 +544,23 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         self.iter_from(0)
     }
 
+    /// Size of the subtree at `t`.
     fn size(&self, t: u32) -> u32 {
         if t == NIL {
             0
         } else {
-            self.nodes[t as usize].size
+            let n = &self.nodes[t as usize];
+            n.left_size + 1 + n.right_size
         }
     }
 
+    /// Summary of the subtree at `t`.
     fn sum(&self, t: u32) -> V::Summary {
         if t == NIL {
             V::Summary::EMPTY
         } else {
-            self.nodes[t as usize].summary
+            let n = &self.nodes[t as usize];
+            n.left_sum.join(&n.value.measure()).join(&n.right_sum)
         }
     }
 
@@ -508,8 +571,10 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
             weight,
             left: NIL,
             right: NIL,
-            size: 1,
-            summary: value.measure(),
+            left_size: 0,
+            right_size: 0,
+            left_sum: V::Summary::EMPTY,
+            right_sum: V::Summary::EMPTY,
         };
         match self.vacant.pop() {
             Some(i) => {
@@ -525,18 +590,22 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         }
     }
 
-    /// Recomputes `t`'s size and summary from its children.
-    fn pull(&mut self, t: u32) {
-        let (l, r) = {
-            let n = &self.nodes[t as usize];
-            (n.left, n.right)
-        };
-        let size = 1 + self.size(l) + self.size(r);
-        let own = self.nodes[t as usize].value.measure();
-        let summary = self.sum(l).join(&own).join(&self.sum(r));
+    /// Recomputes what `t` caches about its left subtree (after the left child changed).
+    fn pull_left(&mut self, t: u32) {
+        let l = self.nodes[t as usize].left;
+        let (size, sum) = (self.size(l), self.sum(l));
         let n = &mut self.nodes[t as usize];
-        n.size = size;
-        n.summary = summary;
+        n.left_size = size;
+        n.left_sum = sum;
+    }
+
+    /// Recomputes what `t` caches about its right subtree (after the right child changed).
+    fn pull_right(&mut self, t: u32) {
+        let r = self.nodes[t as usize].right;
+        let (size, sum) = (self.size(r), self.sum(r));
+        let n = &mut self.nodes[t as usize];
+        n.right_size = size;
+        n.right_sum = sum;
     }
 
     /// Splits the subtree at `t` into keys `< key` and keys `>= key`.
@@ -547,12 +616,12 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         if self.nodes[t as usize].key < *key {
             let (l, r) = self.split(self.nodes[t as usize].right, key);
             self.nodes[t as usize].right = l;
-            self.pull(t);
+            self.pull_right(t);
             (t, r)
         } else {
             let (l, r) = self.split(self.nodes[t as usize].left, key);
             self.nodes[t as usize].left = r;
-            self.pull(t);
+            self.pull_left(t);
             (l, t)
         }
     }
@@ -568,12 +637,12 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         if self.nodes[a as usize].weight > self.nodes[b as usize].weight {
             let r = self.merge(self.nodes[a as usize].right, b);
             self.nodes[a as usize].right = r;
-            self.pull(a);
+            self.pull_right(a);
             a
         } else {
             let l = self.merge(a, self.nodes[b as usize].left);
             self.nodes[b as usize].left = l;
-            self.pull(b);
+            self.pull_left(b);
             b
         }
     }
@@ -585,20 +654,21 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
         let key = self.nodes[n as usize].key;
         if self.nodes[n as usize].weight > self.nodes[t as usize].weight {
             let (l, r) = self.split(t, &key);
-            let node = &mut self.nodes[n as usize];
-            node.left = l;
-            node.right = r;
-            self.pull(n);
+            self.nodes[n as usize].left = l;
+            self.nodes[n as usize].right = r;
+            self.pull_left(n);
+            self.pull_right(n);
             return n;
         }
         if key < self.nodes[t as usize].key {
             let l = self.insert_at(self.nodes[t as usize].left, n);
             self.nodes[t as usize].left = l;
+            self.pull_left(t);
         } else {
             let r = self.insert_at(self.nodes[t as usize].right, n);
             self.nodes[t as usize].right = r;
+            self.pull_right(t);
         }
-        self.pull(t);
         t
     }
 
@@ -617,7 +687,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
                 let (nl, removed) = self.remove_at(l, key);
                 if removed != NIL {
                     self.nodes[t as usize].left = nl;
-                    self.pull(t);
+                    self.pull_left(t);
                 }
                 (t, removed)
             }
@@ -625,7 +695,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
                 let (nr, removed) = self.remove_at(r, key);
                 if removed != NIL {
                     self.nodes[t as usize].right = nr;
-                    self.pull(t);
+                    self.pull_right(t);
                 }
                 (t, removed)
             }
@@ -637,7 +707,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
     pub fn check(&self) -> usize
     where
         K: std::fmt::Debug,
-        V::Summary: PartialEq + std::fmt::Debug,
+        V::Summary: PartialEq,
     {
         fn walk<K: Ord + Copy + std::fmt::Debug, V: Measured + Copy>(
             t: &Treap<K, V>,
@@ -646,7 +716,7 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
             hi: Option<K>,
         ) -> (u32, V::Summary, usize)
         where
-            V::Summary: PartialEq + std::fmt::Debug,
+            V::Summary: PartialEq,
         {
             if n == NIL {
                 return (0, V::Summary::EMPTY, 0);
@@ -661,10 +731,11 @@ impl<K: Ord + Copy, V: Measured + Copy> Treap<K, V> {
             }
             let (ls, lsum, ld) = walk(t, node.left, lo, Some(node.key));
             let (rs, rsum, rd) = walk(t, node.right, Some(node.key), hi);
-            assert_eq!(node.size, ls + rs + 1, "size");
+            assert_eq!((node.left_size, node.right_size), (ls, rs), "sizes");
+            assert_eq!(node.left_sum, lsum, "left summary");
+            assert_eq!(node.right_sum, rsum, "right summary");
             let summary = lsum.join(&node.value.measure()).join(&rsum);
-            assert_eq!(node.summary, summary, "summary");
-            (node.size, summary, 1 + ld.max(rd))
+            (ls + rs + 1, summary, 1 + ld.max(rd))
         }
         walk(self, self.root, None, None).2
     }
