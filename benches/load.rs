@@ -6,6 +6,8 @@
 //! 2. submissions to ONE cluster at 16 and 64 connections (random sizes and priorities,
 //!    demand several times capacity): requests/s end to end, and the cluster object's own
 //!    admission rate from the `Server-Timing` batch each submission was committed in;
+//!    Then the object's own admission rate, apart from the HTTP front: thousands wait in a
+//!    cluster's queue, one resize lets them in, admitted ÷ the resize's time;
 //! 3. mixed traffic over every cluster: submit, stop, finish, cancel, priority change and
 //!    reads, each route with its own requests/s, p50 and p99;
 //! 4. each read endpoint alone (cluster, queue, running list, one deployment);
