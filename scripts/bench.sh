@@ -35,9 +35,9 @@ cat > "$dir/cluster.sql" <<SQL
 $cluster_read
 select sum(cpu_millis) filter (where status = 'running'), sum(memory_mib) filter (where status = 'running'), sum(gpus) filter (where status = 'running'), sum(cpu_millis) filter (where status = 'queued'), sum(memory_mib) filter (where status = 'queued'), sum(gpus) filter (where status = 'queued'), count(*) filter (where status = 'running'), count(*) filter (where status = 'queued') from deployments where cluster_id = '$cluster_id' and status in ('queued', 'running');
 SQL
+# The queue page itself comes from the cluster object's memory: no statement.
 cat > "$dir/queue.sql" <<SQL
 $cluster_read
-select * from deployments where cluster_id = '$cluster_id' and status in ('queued', 'running');
 SQL
 cat > "$dir/running.sql" <<SQL
 $cluster_read
