@@ -31,9 +31,9 @@ cat > "$dir/me.sql" <<SQL
 select id, email, name, password_hash, created_at from users where id = '$user_id';
 select o.id, o.name, m.role from memberships m join organizations o on o.id = m.org_id where m.user_id = '$user_id' order by m.joined_at, o.id;
 SQL
+# Usage comes from the cluster object's memory: the Worker's one statement is the ceiling.
 cat > "$dir/cluster.sql" <<SQL
 $cluster_read
-select sum(cpu_millis) filter (where status = 'running'), sum(memory_mib) filter (where status = 'running'), sum(gpus) filter (where status = 'running'), sum(cpu_millis) filter (where status = 'queued'), sum(memory_mib) filter (where status = 'queued'), sum(gpus) filter (where status = 'queued'), count(*) filter (where status = 'running'), count(*) filter (where status = 'queued') from deployments where cluster_id = '$cluster_id' and status in ('queued', 'running');
 SQL
 # The queue page itself comes from the cluster object's memory: no statement.
 cat > "$dir/queue.sql" <<SQL

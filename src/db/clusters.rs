@@ -32,12 +32,12 @@ pub struct ClusterRow {
 const COLUMNS: &str =
     "id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at";
 
-/// Reads the three resource columns with an optional prefix (`""`, `"q_"`, …).
-pub fn resources(r: &Row, prefix: &str) -> Result<Resources, tokio_postgres::Error> {
+/// Reads the three resource columns.
+pub fn resources(r: &Row) -> Result<Resources, tokio_postgres::Error> {
     Ok(Resources::new(
-        r.try_get(format!("{prefix}cpu_millis").as_str())?,
-        r.try_get(format!("{prefix}memory_mib").as_str())?,
-        r.try_get(format!("{prefix}gpus").as_str())?,
+        r.try_get("cpu_millis")?,
+        r.try_get("memory_mib")?,
+        r.try_get("gpus")?,
     ))
 }
 
@@ -49,7 +49,7 @@ impl TryFrom<&Row> for ClusterRow {
             id: ClusterId(r.try_get("id")?),
             org_id: OrgId(r.try_get("org_id")?),
             name: r.try_get("name")?,
-            capacity: resources(r, "")?,
+            capacity: resources(r)?,
             policy: Policy {
                 queueing: queueing_of(&queueing)?,
                 preemption: r.try_get("preemption")?,
@@ -200,31 +200,6 @@ pub struct Usage {
     pub running: i64,
     /// Queued deployments.
     pub queued: i64,
-}
-
-/// Aggregates the live deployments of a cluster.
-pub async fn usage(db: &impl GenericClient, id: ClusterId) -> DbResult<Usage> {
-    let row = db
-        .query_typed_one(
-            "select \
-               coalesce(sum(cpu_millis) filter (where status = 'running'), 0)::int8 as cpu_millis, \
-               coalesce(sum(memory_mib) filter (where status = 'running'), 0)::int8 as memory_mib, \
-               coalesce(sum(gpus) filter (where status = 'running'), 0)::int8 as gpus, \
-               coalesce(sum(cpu_millis) filter (where status = 'queued'), 0)::int8 as q_cpu_millis, \
-               coalesce(sum(memory_mib) filter (where status = 'queued'), 0)::int8 as q_memory_mib, \
-               coalesce(sum(gpus) filter (where status = 'queued'), 0)::int8 as q_gpus, \
-               count(*) filter (where status = 'running') as running, \
-               count(*) filter (where status = 'queued') as queued \
-             from deployments where cluster_id = $1 and status in ('queued', 'running')",
-            &[(&id.0, Type::UUID)],
-        )
-        .await?;
-    Ok(Usage {
-        allocated: resources(&row, "")?,
-        queued_demand: resources(&row, "q_")?,
-        running: row.try_get("running")?,
-        queued: row.try_get("queued")?,
-    })
 }
 
 /// Clusters the sweep must wake: queued work, or running work past its deadline.

@@ -51,7 +51,7 @@ impl TryFrom<&Row> for DeploymentRow {
             org_id: OrgId(r.try_get("org_id")?),
             name: r.try_get("name")?,
             image: r.try_get("image")?,
-            resources: resources(r, "")?,
+            resources: resources(r)?,
             priority: r.try_get("priority")?,
             max_runtime_seconds: r.try_get("max_runtime_seconds")?,
             status: Status::parse(&status)

@@ -11,7 +11,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::platform::connect_db;
 use crate::domain::ids::ClusterId;
-use crate::engine::{ClusterWriter, Command, EngineError, Executed};
+use crate::engine::{ClusterWriter, Command, EngineError, Executed, View};
 
 /// What the Worker sends to the object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,13 +22,11 @@ pub struct ClusterCall {
     pub command: Command,
 }
 
-/// A read of the cluster's queue, answered from the writer's view.
+/// A read answered from the writer's view.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct QueueCall {
+pub struct ViewCall {
     pub cluster: ClusterId,
-    /// The last entry of the previous page.
-    pub after: Option<uuid::Uuid>,
-    pub limit: usize,
+    pub view: View,
 }
 
 #[durable_object]
@@ -76,19 +74,18 @@ impl DurableObject for ClusterObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if req.path() == "/queue" {
-            let call: QueueCall = req.json().await?;
-            let page = self
+        if req.path() == "/view" {
+            let call: ViewCall = req.json().await?;
+            let viewed = self
                 .writer
-                .queue_page(
+                .view(
                     call.cluster,
-                    call.after,
-                    call.limit,
+                    call.view,
                     || connect_db(&self.env),
                     Utc::now(),
                 )
                 .await;
-            return Response::from_json(&page);
+            return Response::from_json(&viewed);
         }
         let call: ClusterCall = req.json().await?;
         let result = self.run(call.cluster, call.command).await;

@@ -7,13 +7,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{Env, Method, Request, RequestInit};
 
-use super::cluster::{ClusterCall, QueueCall};
+use super::cluster::{ClusterCall, ViewCall};
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
 use crate::domain::throttle::shard_of;
-use crate::engine::{Command, EngineError, Executed, QueuePage};
+use crate::engine::{Command, EngineError, Executed, View, Viewed};
 use crate::http::{ApiError, Platform};
 
 /// Opens a Postgres connection through the Hyperdrive binding.
@@ -149,19 +149,10 @@ impl Platform for EdgePlatform {
         Ok(result?)
     }
 
-    async fn cluster_queue(
-        &self,
-        cluster: ClusterId,
-        after: Option<uuid::Uuid>,
-        limit: usize,
-    ) -> Result<QueuePage, ApiError> {
-        let call = QueueCall {
-            cluster,
-            after,
-            limit,
-        };
-        let result: Result<QueuePage, EngineError> = self
-            .call_object("CLUSTER", &cluster.to_string(), "/queue", &call)
+    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError> {
+        let call = ViewCall { cluster, view };
+        let result: Result<Viewed, EngineError> = self
+            .call_object("CLUSTER", &cluster.to_string(), "/view", &call)
             .await?;
         Ok(result?)
     }

@@ -532,7 +532,7 @@ impl Live {
         self.book.totals().allocated
     }
 
-    fn usage(&self) -> clusters::Usage {
+    pub(super) fn usage(&self) -> clusters::Usage {
         let t = self.book.totals();
         clusters::Usage {
             allocated: t.allocated,

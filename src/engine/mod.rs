@@ -59,6 +59,25 @@ pub enum Command {
     Tick,
 }
 
+/// A read answered from a cluster writer's own view (no transaction; no database round
+/// trip once the view is built), after any batch in progress has committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "view", rename_all = "snake_case")]
+pub enum View {
+    /// Allocation and queue totals.
+    Usage,
+    /// A page of the queue in scheduling order, after the deployment `after`.
+    Queue { after: Option<Uuid>, limit: usize },
+}
+
+/// The answer to a [`View`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "viewed", rename_all = "snake_case")]
+pub enum Viewed {
+    Usage(Usage),
+    Queue(QueuePage),
+}
+
 /// What a command produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

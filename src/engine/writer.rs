@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::authorize::keys_presented;
-use super::execute::{execute_batch, Live, QueuePage};
-use super::{BatchStats, Command, EngineError, Executed};
+use super::execute::{execute_batch, Live};
+use super::{BatchStats, Command, EngineError, Executed, View, Viewed};
 use crate::db::api_keys;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
@@ -88,17 +88,15 @@ impl ClusterWriter {
         }
     }
 
-    /// A page of the cluster's queue from the writer's own view, after the batch in
-    /// progress (if any) has committed: no transaction, and no database round trip at all
-    /// once the view is built.
-    pub async fn queue_page<C, F>(
+    /// Answers a read from the writer's own view, after the batch in progress (if any) has
+    /// committed: no transaction, and no database round trip at all once the view is built.
+    pub async fn view<C, F>(
         &self,
         cluster: ClusterId,
-        after: Option<uuid::Uuid>,
-        limit: usize,
+        view: View,
         connect: C,
         now: DateTime<Utc>,
-    ) -> Result<QueuePage, EngineError>
+    ) -> Result<Viewed, EngineError>
     where
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
@@ -122,7 +120,10 @@ impl ClusterWriter {
             .cache
             .as_mut()
             .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
-        Ok(live.queue_page(now, after, limit))
+        Ok(match view {
+            View::Usage => Viewed::Usage(live.usage()),
+            View::Queue { after, limit } => Viewed::Queue(live.queue_page(now, after, limit)),
+        })
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {

@@ -22,7 +22,7 @@ use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{Policy, Queueing, WaitReason};
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Invalid};
-use crate::engine::{Command, Outcome};
+use crate::engine::{Command, Outcome, View, Viewed};
 
 /// Capacity and what is done with it, all derived from the deployments' records.
 #[derive(Debug, Serialize, ToSchema)]
@@ -235,10 +235,15 @@ pub async fn get_cluster(
     caller: Caller,
     Ids(id): Ids<String>,
 ) -> Result<Json<Cluster>, ApiError> {
-    let db = st.db().await?;
-    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ReadCluster).await?;
-    let usage = clusters::usage(&db, c.id).await?;
-    Ok(Json(cluster(c, Some(usage))))
+    let (c, _) = {
+        let db = st.db().await?;
+        cluster_access(&st, &db, &caller, &id, Action::ReadCluster).await?
+    };
+    // Usage is kept by the cluster's object: O(1), however many deployments are live.
+    match st.platform.cluster_view(c.id, View::Usage).await? {
+        Viewed::Usage(usage) => Ok(Json(cluster(c, Some(usage)))),
+        other => Err(ApiError::Internal(format!("unexpected view {other:?}"))),
+    }
 }
 
 /// `{name?, capacity?, queueing?, preemption?}`.
@@ -374,10 +379,14 @@ pub async fn get_queue(
         cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?
     };
     // The cluster's object keeps the queue in order: a page costs O(log n + page).
-    let page = st
-        .platform
-        .cluster_queue(c.id, list.page.after, list.page.fetch() as usize)
-        .await?;
+    let view = View::Queue {
+        after: list.page.after,
+        limit: list.page.fetch() as usize,
+    };
+    let page = match st.platform.cluster_view(c.id, view).await? {
+        Viewed::Queue(page) => page,
+        other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
+    };
     Ok(Json(Paged::new(
         page.entries,
         &list.page,

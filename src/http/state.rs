@@ -11,7 +11,7 @@ use super::ApiError;
 use crate::auth::access::TokenKeys;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
-use crate::engine::{Command, Executed, QueuePage};
+use crate::engine::{Command, Executed, View, Viewed};
 
 /// The platform port.
 #[async_trait]
@@ -27,13 +27,8 @@ pub trait Platform: Send + Sync {
     /// Runs a command through the cluster's single writer (its Durable Object on Workers).
     async fn cluster_command(&self, cluster: ClusterId, cmd: Command)
         -> Result<Executed, ApiError>;
-    /// A page of a cluster's queue from its writer's view (after the deployment `after`).
-    async fn cluster_queue(
-        &self,
-        cluster: ClusterId,
-        after: Option<uuid::Uuid>,
-        limit: usize,
-    ) -> Result<QueuePage, ApiError>;
+    /// A read from the cluster writer's own view (its Durable Object on Workers).
+    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

@@ -12,7 +12,7 @@ use berth::auth::access::TokenKeys;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
 use berth::domain::throttle::ThrottleBook;
-use berth::engine::{ClusterWriter, Command, Executed, QueuePage};
+use berth::engine::{ClusterWriter, Command, Executed, View, Viewed};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -67,15 +67,10 @@ impl Platform for NativePlatform {
             .run(cluster, cmd, || self.connect(), || self.now())
             .await?)
     }
-    async fn cluster_queue(
-        &self,
-        cluster: ClusterId,
-        after: Option<uuid::Uuid>,
-        limit: usize,
-    ) -> Result<QueuePage, ApiError> {
+    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError> {
         Ok(self
             .writer(cluster)
-            .queue_page(cluster, after, limit, || self.connect(), self.now())
+            .view(cluster, view, || self.connect(), self.now())
             .await?)
     }
     fn now(&self) -> DateTime<Utc> {
