@@ -102,6 +102,22 @@ struct Call {
     body: Option<Value>,
 }
 
+impl Call {
+    fn get(route: &'static str, path: String, token: String) -> Self {
+        Call {
+            route,
+            method: Method::GET,
+            path,
+            token,
+            body: None,
+        }
+    }
+
+    fn with_method(self, method: Method) -> Self {
+        Call { method, ..self }
+    }
+}
+
 /// What the load loops learn from answers: deployments by cluster and state, acknowledged
 /// ids, and the object's batch timings.
 #[derive(Default)]
@@ -227,6 +243,15 @@ impl Bench {
         }
         let i = r % ids.len();
         Some(ids.swap_remove(i))
+    }
+
+    /// A known deployment of `cluster` believed running (or queued), left in place.
+    fn peek(&self, cluster: &str, running: bool) -> Option<String> {
+        let r = self.random() as usize;
+        let book = self.book.lock().expect("book");
+        let list = if running { &book.running } else { &book.queued };
+        let ids = list.get(cluster).filter(|ids| !ids.is_empty())?;
+        Some(ids[r % ids.len()].clone())
     }
 
     /// `connections` loops making calls from `next` for `seconds`; one Stats per route.
@@ -423,18 +448,7 @@ async fn main() {
 
     // 1. Baseline and simple authenticated reads.
     let get = |route: &'static str, path: String, token: String| {
-        move |_: &Bench| {
-            Some((
-                String::new(),
-                Call {
-                    route,
-                    method: Method::GET,
-                    path: path.clone(),
-                    token: token.clone(),
-                    body: None,
-                },
-            ))
-        }
+        move |_: &Bench| Some((String::new(), Call::get(route, path.clone(), token.clone())))
     };
     single(
         "GET /health (baseline)",
@@ -621,61 +635,27 @@ async fn main() {
                     Some(json!({"outcome": "succeeded"})),
                 ),
                 65..=69 => deployment_call("POST cancel", b.take(&c.id, false)?, "cancel", None),
-                70..=74 => {
-                    let id = b.take(&c.id, false)?;
-                    b.book
-                        .lock()
-                        .expect("book")
-                        .queued
-                        .entry(c.id.clone())
-                        .or_default()
-                        .push(id.clone());
-                    Call {
-                        route: "PATCH priority",
-                        method: Method::PATCH,
-                        path: format!("/v1/deployments/{id}"),
+                70..=74 => Call {
+                    body: Some(json!({"priority": b.random() % 1001})),
+                    ..Call::get(
+                        "PATCH priority",
+                        format!("/v1/deployments/{}", b.peek(&c.id, false)?),
                         token,
-                        body: Some(json!({"priority": b.random() % 1001})),
-                    }
-                }
-                75..=81 => Call {
-                    route: "GET cluster",
-                    method: Method::GET,
-                    path: format!("/v1/clusters/{}", c.id),
-                    token,
-                    body: None,
+                    )
+                    .with_method(Method::PATCH)
                 },
-                82..=87 => Call {
-                    route: "GET queue",
-                    method: Method::GET,
-                    path: format!("/v1/clusters/{}/queue", c.id),
+                75..=81 => Call::get("GET cluster", format!("/v1/clusters/{}", c.id), token),
+                82..=87 => Call::get("GET queue", format!("/v1/clusters/{}/queue", c.id), token),
+                88..=93 => Call::get(
+                    "GET running",
+                    format!("/v1/clusters/{}/deployments?status=running", c.id),
                     token,
-                    body: None,
-                },
-                88..=93 => Call {
-                    route: "GET running",
-                    method: Method::GET,
-                    path: format!("/v1/clusters/{}/deployments?status=running", c.id),
+                ),
+                _ => Call::get(
+                    "GET deployment",
+                    format!("/v1/deployments/{}", b.peek(&c.id, true)?),
                     token,
-                    body: None,
-                },
-                _ => {
-                    let id = b.take(&c.id, true)?;
-                    b.book
-                        .lock()
-                        .expect("book")
-                        .running
-                        .entry(c.id.clone())
-                        .or_default()
-                        .push(id.clone());
-                    Call {
-                        route: "GET deployment",
-                        method: Method::GET,
-                        path: format!("/v1/deployments/{id}"),
-                        token,
-                        body: None,
-                    }
-                }
+                ),
             };
             Some((c.id.clone(), call))
         })
@@ -691,54 +671,33 @@ async fn main() {
         .get(&busy)
         .and_then(|s| s.iter().next().cloned())
         .unwrap_or_default();
-    single(
-        "GET /v1/clusters/{id} (usage)",
-        "cluster",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get("c", format!("/v1/clusters/{busy}"), token.clone()),
-            )
-            .await,
-    );
-    single(
-        "GET …/queue (first 50)",
-        "queue",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get("q", format!("/v1/clusters/{busy}/queue"), token.clone()),
-            )
-            .await,
-    );
-    single(
-        "GET …/deployments?status=running",
-        "running",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get(
-                    "r",
-                    format!("/v1/clusters/{busy}/deployments?status=running"),
-                    token.clone(),
-                ),
-            )
-            .await,
-    );
-    single(
-        "GET /v1/deployments/{id} (with events)",
-        "deployment",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get("d", format!("/v1/deployments/{one}"), token.clone()),
-            )
-            .await,
-    );
+    for (name, key, path) in [
+        (
+            "GET /v1/clusters/{id} (usage)",
+            "cluster",
+            format!("/v1/clusters/{busy}"),
+        ),
+        (
+            "GET …/queue (first 50)",
+            "queue",
+            format!("/v1/clusters/{busy}/queue"),
+        ),
+        (
+            "GET …/deployments?status=running",
+            "running",
+            format!("/v1/clusters/{busy}/deployments?status=running"),
+        ),
+        (
+            "GET /v1/deployments/{id} (with events)",
+            "deployment",
+            format!("/v1/deployments/{one}"),
+        ),
+    ] {
+        let run = bench
+            .drive(connections, seconds, get(key, path, token.clone()))
+            .await;
+        single(name, key, run);
+    }
 
     // The report.
     let health = rows[0].rps();

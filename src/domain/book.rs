@@ -1501,17 +1501,7 @@ mod tests {
         }
     }
 
-    /// Deterministic pseudo-random numbers for the larger runs (no extra crates).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, bound: u64) -> i64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            i64::try_from((self.0 >> 33) % bound).expect("bounded")
-        }
-    }
+    use crate::domain::scheduler::tests::Lcg;
 
     /// Deeper trees than the property test reaches: thousands of entries under a long run of
     /// operations, compared after every schedule.

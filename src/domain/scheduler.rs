@@ -422,7 +422,7 @@ impl<'a> VictimPool<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashSet;
@@ -849,10 +849,10 @@ mod tests {
         );
     }
 
-    /// Deterministic pseudo-random numbers for the load test (no extra crates).
-    struct Lcg(u64);
+    /// Deterministic pseudo-random numbers for the larger tests (no extra crates).
+    pub(crate) struct Lcg(pub(crate) u64);
     impl Lcg {
-        fn next(&mut self, bound: u64) -> i64 {
+        pub(crate) fn next(&mut self, bound: u64) -> i64 {
             self.0 = self
                 .0
                 .wrapping_mul(6_364_136_223_846_793_005)
