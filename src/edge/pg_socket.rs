@@ -105,7 +105,8 @@ impl AsyncRead for PgSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<IoResult<()>> {
         let this = &mut *self;
-        if this.unread_from >= this.unread.len() {
+        // An empty chunk is not the end of the stream (that is `done`): read on.
+        while this.unread_from >= this.unread.len() {
             let reader = &this.reader;
             let read = this
                 .reading
@@ -163,8 +164,9 @@ impl AsyncWrite for PgSocket {
             let write = JsFuture::from(this.writer.write_with_chunk(&chunk));
             this.writing = Some((write, buf.len()));
         }
-        // The write in flight is the one for these bytes: callers repeat the same buffer
-        // after Pending, as AsyncWrite requires.
+        // The write in flight is for the front of `buf`: after Pending, tokio-postgres' framed
+        // writer calls again with its buffer still starting with those bytes (AsyncWrite
+        // itself does not promise it; worker::Socket relies on the same).
         this.poll_write_done(cx)
     }
 

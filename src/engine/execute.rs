@@ -266,6 +266,8 @@ async fn apply(
             queueing,
             preemption,
         } => {
+            // Every check before any change: a refused update must leave `c` as it was
+            // (the rest of the batch schedules against it).
             if let Some(cap) = capacity {
                 let allocated = live.allocated();
                 if !allocated.fits_within(&cap) {
@@ -274,16 +276,16 @@ async fn apply(
                         allocated.cpu_millis, allocated.memory_mib, allocated.gpus
                     ))));
                 }
-                c.capacity = cap;
             }
-            if let Some(name) = name {
-                if name != c.name && clusters::name_taken(tx, c.org_id, &name).await? {
+            if let Some(name) = &name {
+                if *name != c.name && clusters::name_taken(tx, c.org_id, name).await? {
                     return Ok(Err(EngineError::Conflict(
                         "a cluster with this name already exists".into(),
                     )));
                 }
-                c.name = name;
             }
+            c.capacity = capacity.unwrap_or(c.capacity);
+            c.name = name.unwrap_or_else(|| c.name.clone());
             c.policy.queueing = queueing.unwrap_or(c.policy.queueing);
             c.policy.preemption = preemption.unwrap_or(c.policy.preemption);
             *c = clusters::update(tx, c, now).await?;

@@ -149,34 +149,39 @@ impl State {
         // future is dropped half-way (or anything fails), the next batch rebuilds it from
         // Postgres instead of trusting half-applied changes.
         let mut cache = self.cache.take();
-        let db = &mut self.db;
+        // The connection too is taken out for the batch: if this future is dropped between
+        // BEGIN and COMMIT, the connection goes with it (Postgres rolls back) instead of
+        // staying inside an open transaction for the next batch.
+        let mut db = self.db.take();
         let result = async {
             if db.as_ref().is_none_or(|c| c.is_closed()) {
                 cache = None;
-                *db = Some(connect().await?);
+                db = Some(connect().await?);
             }
             let client = db
-                .as_mut()
+                .as_ref()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
             let keys = keys_presented(&cmds);
             let results = execute_batch(client, cluster, &mut cache, cmds, now).await?;
             if !keys.is_empty() {
-                // Outside the batch's transaction: keys' rows are shared by every cluster.
-                api_keys::touch(client, &keys, now).await?;
+                // Outside the batch's transaction (keys' rows are shared by every cluster),
+                // and best effort: the batch is committed whatever happens to this.
+                let _ = api_keys::touch(client, &keys, now).await;
             }
             Ok::<_, EngineError>(results)
         }
         .await;
         match result {
             Ok(results) => {
+                self.db = db;
                 self.cache = cache;
                 results
             }
             Err(e) => {
                 // A lost connection is reopened; an unknown cluster keeps none open (its
-                // object may never be called again).
-                if matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
-                    self.db = None;
+                // object may never be called again); otherwise the batch rolled back.
+                if !matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
+                    self.db = db;
                 }
                 vec![Err(e); n]
             }

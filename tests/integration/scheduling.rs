@@ -838,3 +838,34 @@ async fn answers_are_what_is_stored_and_a_batch_sees_its_own_pending_writes() {
         "stopped"
     );
 }
+
+/// A refused update changes nothing, not even for the rest of its batch: a larger capacity
+/// with a taken name must not let the batch's scheduling admit beyond the stored capacity.
+#[tokio::test]
+async fn a_refused_resize_admits_nothing_beyond_the_stored_capacity() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let mut other = cpu_cluster(1000, "best_effort", false);
+    other["name"] = json!("taken");
+    f.cluster(other).await;
+    f.submit(&c, "runs", 1000, 500).await;
+    let waits = f.submit(&c, "waits", 1000, 500).await;
+    assert_eq!(waits["status"], "queued");
+    let r = f
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/v1/clusters/{c}"),
+            Some(&f.admin),
+            Some(json!({"name": "taken", "capacity": {"cpu_millis": 5000, "memory_mib": 0, "gpus": 0}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let cluster = f.get(&format!("/v1/clusters/{c}")).await;
+    assert_eq!(cluster["capacity"]["cpu_millis"], 1000, "{cluster}");
+    assert_eq!(cluster["usage"]["running"], 1, "{cluster}");
+    assert_eq!(
+        f.get(&format!("/v1/deployments/{}", id(&waits))).await["status"],
+        "queued"
+    );
+}
