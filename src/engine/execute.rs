@@ -347,56 +347,27 @@ async fn apply(
             }
         }
         Command::Cancel { id } => {
-            if let Err(e) = live.expect(tx, c.id, id, Status::Queued, "cancel").await? {
-                return Ok(Err(e));
-            }
-            batch
-                .events
-                .push(event(id, "cancelled", Some("cancelled by a user"), None));
-            batch
-                .finishes
-                .extend(live.finish(id, Status::Cancelled, None, now));
-            Subject::Deployment {
-                id,
-                replayed: false,
-            }
+            let user = Some("cancelled by a user".to_string());
+            let ending = Ending::new(id, Status::Queued, Status::Cancelled, "cancel", user, None);
+            return ending.apply(tx, c.id, live, batch, now).await;
         }
         Command::Stop { id } => {
-            if let Err(e) = live.expect(tx, c.id, id, Status::Running, "stop").await? {
-                return Ok(Err(e));
-            }
-            batch
-                .events
-                .push(event(id, "stopped", Some("stopped by a user"), None));
-            batch
-                .finishes
-                .extend(live.finish(id, Status::Stopped, None, now));
-            Subject::Deployment {
-                id,
-                replayed: false,
-            }
+            let user = Some("stopped by a user".to_string());
+            let ending = Ending::new(id, Status::Running, Status::Stopped, "stop", user, None);
+            return ending.apply(tx, c.id, live, batch, now).await;
         }
         Command::Finish {
             id,
             succeeded,
             message,
         } => {
-            if let Err(e) = live.expect(tx, c.id, id, Status::Running, "finish").await? {
-                return Ok(Err(e));
-            }
             let to = if succeeded {
                 Status::Succeeded
             } else {
                 Status::Failed
             };
-            batch
-                .events
-                .push(event(id, to.as_str(), message.as_deref(), None));
-            batch.finishes.extend(live.finish(id, to, message, now));
-            Subject::Deployment {
-                id,
-                replayed: false,
-            }
+            let ending = Ending::new(id, Status::Running, to, "finish", message.clone(), message);
+            return ending.apply(tx, c.id, live, batch, now).await;
         }
         Command::SetPriority { id, priority } => {
             let Some(old) = live.rows.get(&id).map(|r| r.priority) else {
@@ -423,6 +394,65 @@ async fn apply(
             }
         }
     }))
+}
+
+/// Cancel, stop and finish alike: a live deployment in `from` moves to the final status `to`.
+struct Ending {
+    id: Uuid,
+    from: Status,
+    to: Status,
+    /// For the refusal: "cannot <verb> a deployment that is …".
+    verb: &'static str,
+    /// The event's reason (its kind is the status).
+    reason: Option<String>,
+    /// Replaces the deployment's stored message when given.
+    message: Option<String>,
+}
+
+impl Ending {
+    fn new(
+        id: Uuid,
+        from: Status,
+        to: Status,
+        verb: &'static str,
+        reason: Option<String>,
+        message: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            from,
+            to,
+            verb,
+            reason,
+            message,
+        }
+    }
+
+    /// Checks the state, then moves the row in memory and adds the event and the write.
+    async fn apply(
+        self,
+        tx: &Client,
+        cluster: ClusterId,
+        live: &mut Live,
+        batch: &mut Batch,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Subject, EngineError>, EngineError> {
+        let id = self.id;
+        if let Err(e) = live.expect(tx, cluster, id, self.from, self.verb).await? {
+            return Ok(Err(e));
+        }
+        let kind = self.to.as_str();
+        batch
+            .events
+            .push(event(id, kind, self.reason.as_deref(), None));
+        batch
+            .finishes
+            .extend(live.finish(id, self.to, self.message, now));
+        Ok(Ok(Subject::Deployment {
+            id,
+            replayed: false,
+        }))
+    }
 }
 
 fn event(id: Uuid, kind: &str, reason: Option<&str>, by: Option<Uuid>) -> Event {
