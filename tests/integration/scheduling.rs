@@ -77,6 +77,16 @@ impl Fixture {
         r.body
     }
 
+    /// A deployment (from a submission's answer) as it is now.
+    async fn deployment(&self, d: &Value) -> Value {
+        self.get(&format!("/v1/deployments/{}", id(d))).await
+    }
+
+    /// Its status now.
+    async fn status(&self, d: &Value) -> Value {
+        self.deployment(d).await["status"].clone()
+    }
+
     async fn post(&self, path: &str, body: Option<Value>) -> crate::support::Reply {
         self.app
             .call(Method::POST, path, Some(&self.admin), body)
@@ -123,15 +133,9 @@ async fn admits_what_fits_queues_the_rest_and_stopping_admits_by_priority() {
         .post(&format!("/v1/deployments/{}/stop", id(&a)), None)
         .await;
     assert_eq!(r.body["status"], "stopped");
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&high))).await["status"],
-        "running"
-    );
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&low))).await["status"],
-        "queued"
-    );
-    let events: Vec<_> = f.get(&format!("/v1/deployments/{}", id(&high))).await["events"]
+    assert_eq!(f.status(&high).await, "running");
+    assert_eq!(f.status(&low).await, "queued");
+    let events: Vec<_> = f.deployment(&high).await["events"]
         .as_array()
         .expect("events")
         .iter()
@@ -201,7 +205,7 @@ async fn preemption_evicts_exactly_the_minimal_set_and_requeues_the_victims() {
     let hi = f.submit(&c, "hi", 400, 900).await;
     assert_eq!(hi["status"], "running", "{hi}");
     // Lowest priority first: v400 alone frees enough; v300a/v300b stay.
-    let d = f.get(&format!("/v1/deployments/{}", id(&v400))).await;
+    let d = f.deployment(&v400).await;
     assert_eq!(d["status"], "queued");
     assert_eq!(d["preemptions"], 1);
     assert_eq!(d["preempted_by"], hi["id"]);
@@ -213,10 +217,7 @@ async fn preemption_evicts_exactly_the_minimal_set_and_requeues_the_victims() {
         .collect();
     assert_eq!(kinds, ["created", "admitted", "preempted", "requeued"]);
     for v in [&v300a, &v300b] {
-        assert_eq!(
-            f.get(&format!("/v1/deployments/{}", id(v))).await["status"],
-            "running"
-        );
+        assert_eq!(f.status(v).await, "running");
     }
     // Never a higher or equal priority victim.
     let peer = f.submit(&c, "peer", 400, 900).await;
@@ -261,27 +262,20 @@ async fn max_runtime_expiry_fails_the_deployment_and_admits_the_next() {
         .cluster_command(cluster, Command::Tick)
         .await
         .expect("tick");
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&short))).await["status"],
-        "running",
-        "not yet due"
-    );
+    assert_eq!(f.status(&short).await, "running", "not yet due");
     f.app.advance(Duration::seconds(61));
     f.app
         .platform
         .cluster_command(cluster, Command::Tick)
         .await
         .expect("tick");
-    let d = f.get(&format!("/v1/deployments/{}", id(&short))).await;
+    let d = f.deployment(&short).await;
     assert_eq!(d["status"], "failed");
     assert_eq!(
         d["events"].as_array().expect("e").last().expect("last")["kind"],
         "expired"
     );
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&next))).await["status"],
-        "running"
-    );
+    assert_eq!(f.status(&next).await, "running");
 }
 
 #[tokio::test]
@@ -407,10 +401,7 @@ async fn the_queue_view_under_strict_shows_the_head_and_who_is_blocked() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&small))).await["status"],
-        "running"
-    );
+    assert_eq!(f.status(&small).await, "running");
 }
 
 #[tokio::test]
@@ -517,10 +508,7 @@ async fn raising_a_priority_can_preempt_and_viewers_cannot_deploy() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "running");
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&low))).await["status"],
-        "queued"
-    );
+    assert_eq!(f.status(&low).await, "queued");
 
     let (viewer, _) = f.app.user("viewer@example.com").await;
     let inv = f
@@ -815,7 +803,7 @@ async fn answers_are_what_is_stored_and_a_batch_sees_its_own_pending_writes() {
     let running = f.submit(&c, "runs", 600, 500).await;
     let queued = f.submit(&c, "waits", 600, 400).await;
     for d in [&running, &queued] {
-        let mut stored = f.get(&format!("/v1/deployments/{}", id(d))).await;
+        let mut stored = f.deployment(d).await;
         stored.as_object_mut().expect("object").remove("events");
         let mut answered = d.clone();
         answered.as_object_mut().expect("object").remove("position");
@@ -829,14 +817,8 @@ async fn answers_are_what_is_stored_and_a_batch_sees_its_own_pending_writes() {
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{} / {}", a.body, b.body);
     // The stop admitted the waiting one, and both writes are stored.
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&queued))).await["status"],
-        "running"
-    );
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&running))).await["status"],
-        "stopped"
-    );
+    assert_eq!(f.status(&queued).await, "running");
+    assert_eq!(f.status(&running).await, "stopped");
 }
 
 /// A refused update changes nothing, not even for the rest of its batch: a larger capacity
@@ -864,8 +846,5 @@ async fn a_refused_resize_admits_nothing_beyond_the_stored_capacity() {
     let cluster = f.get(&format!("/v1/clusters/{c}")).await;
     assert_eq!(cluster["capacity"]["cpu_millis"], 1000, "{cluster}");
     assert_eq!(cluster["usage"]["running"], 1, "{cluster}");
-    assert_eq!(
-        f.get(&format!("/v1/deployments/{}", id(&waits))).await["status"],
-        "queued"
-    );
+    assert_eq!(f.status(&waits).await, "queued");
 }
