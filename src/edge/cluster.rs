@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use super::exchange::request_json;
 use super::platform::connect_db;
 use crate::domain::ids::ClusterId;
 use crate::engine::{ClusterWriter, Command, EngineError, Executed, View};
@@ -75,7 +76,7 @@ impl DurableObject for ClusterObject {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.path() == "/view" {
-            let call: ViewCall = req.json().await?;
+            let call: ViewCall = request_json(&mut req).await?;
             let viewed = self
                 .writer
                 .view(
@@ -87,7 +88,7 @@ impl DurableObject for ClusterObject {
                 .await;
             return Response::from_json(&viewed);
         }
-        let call: ClusterCall = req.json().await?;
+        let call: ClusterCall = request_json(&mut req).await?;
         let result = self.run(call.cluster, call.command).await;
         if result.is_ok() && !self.remembered.get() {
             // Remembered for the alarm, which arrives without a request (once per instance,

@@ -2,6 +2,7 @@
 //! Durable Objects, and the `Platform` port implemented with Hyperdrive and object stubs.
 
 mod cluster;
+mod exchange;
 mod pg_socket;
 mod platform;
 mod throttle;
@@ -9,7 +10,7 @@ mod throttle;
 use std::cell::RefCell;
 
 use tower::Service;
-use worker::{event, Context, Env, HttpRequest, ScheduleContext, ScheduledEvent};
+use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::auth::access::TokenKeys;
 use crate::http::{self, ApiError, AppState};
@@ -56,23 +57,28 @@ fn token_keys(env: &Env) -> Result<TokenKeys, String> {
 
 #[event(fetch)]
 async fn fetch(
-    req: HttpRequest,
+    req: web_sys::Request,
     env: Env,
     _ctx: Context,
-) -> worker::Result<axum::http::Response<axum::body::Body>> {
-    let keys = match token_keys(&env) {
-        Ok(keys) => keys,
-        Err(e) => {
-            return Ok(axum::response::IntoResponse::into_response(
-                ApiError::Internal(format!("misconfigured: {e}")),
-            ))
-        }
+) -> worker::Result<web_sys::Response> {
+    let res = match exchange::request_from_js(req).await {
+        Ok(req) => match token_keys(&env) {
+            Ok(keys) => {
+                let state = AppState::new(std::sync::Arc::new(EdgePlatform::new(env)), keys);
+                match http::app(state).call(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                }
+            }
+            Err(e) => axum::response::IntoResponse::into_response(ApiError::Internal(format!(
+                "misconfigured: {e}"
+            ))),
+        },
+        Err(e) => axum::response::IntoResponse::into_response(ApiError::BadRequest(format!(
+            "unreadable request: {e:?}"
+        ))),
     };
-    let state = AppState::new(std::sync::Arc::new(EdgePlatform::new(env)), keys);
-    match http::app(state).call(req).await {
-        Ok(res) => Ok(res),
-        Err(never) => match never {},
-    }
+    Ok(exchange::response_to_js(res).await?)
 }
 
 #[event(scheduled)]

@@ -8,6 +8,7 @@ use worker::send::{SendFuture, SendWrapper};
 use worker::{Env, Method, Request, RequestInit};
 
 use super::cluster::{ClusterCall, ViewCall};
+use super::exchange::response_json;
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::db::{accounts, clusters, DbError};
@@ -76,14 +77,14 @@ impl EdgePlatform {
             init.with_method(Method::Post)
                 .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
             let req = Request::new_with_init(&url, &init)?;
-            let mut res = stub.fetch_with_request(req).await?;
+            let res = stub.fetch_with_request(req).await?;
             if res.status_code() != 200 {
                 return Err(worker::Error::RustError(format!(
                     "object answered {}",
                     res.status_code()
                 )));
             }
-            res.json::<R>().await
+            response_json::<R>(res).await
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("durable object {path}: {e}")))

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
+use super::exchange::request_json;
 use crate::domain::throttle::ThrottleBook;
 
 /// Number of shards keys are spread over.
@@ -74,7 +75,7 @@ impl DurableObject for Throttle {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let call: IncomingCall = req.json().await?;
+        let call: IncomingCall = request_json(&mut req).await?;
         let now = Utc::now();
         let keys = match call.op.as_str() {
             "purge" => self.all_keys().await?,

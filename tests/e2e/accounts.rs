@@ -234,3 +234,55 @@ async fn malformed_json_is_400_and_oversized_bodies_are_413() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["errors"].as_array().expect("errors").len(), 3);
 }
+
+/// Bodies without a declared length (chunked) take the streaming path into the Worker; a
+/// declared one is read in one piece. Both parse alike, and both stop at the limit.
+#[tokio::test]
+async fn bodies_without_a_declared_length_parse_and_stop_at_the_limit() {
+    let c = Client::new();
+    let chunked = |chunks: Vec<Vec<u8>>| {
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        reqwest::Client::new()
+            .post(format!("{}/v1/auth/register", c.base))
+            .header("content-type", "application/json")
+            .header("cf-connecting-ip", &c.ip)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+    };
+    let email = unique_email();
+    let body = json!({"email": email, "password": "correct horse battery", "name": "Chunked"})
+        .to_string()
+        .into_bytes();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let r = chunked(vec![head.to_vec(), tail.to_vec()])
+        .await
+        .expect("the Worker answers");
+    assert!(r.headers().get("content-length").is_some());
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(created["user"]["email"], email.as_str());
+
+    let big = vec![b' '; 16 * 1024];
+    let r = chunked(vec![big; 5]).await.expect("the Worker answers");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    // An answer without a body keeps none (204).
+    let login = c.login(&email, "correct horse battery").await;
+    let access = login.body["access_token"].as_str().expect("access");
+    let refresh = login.body["refresh_token"].as_str().expect("refresh");
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/auth/logout",
+            Some(access),
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.body, serde_json::Value::String(String::new()));
+}

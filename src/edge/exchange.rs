@@ -1,0 +1,101 @@
+//! The crossing between workerd's `Request`/`Response` and axum's, without JavaScript streams.
+//!
+//! `worker`'s `http` conversion wraps every request body in a Rust stream over the JS
+//! stream's reader and every answer in a JS `ReadableStream` pulled from a Rust stream: a
+//! promise and a JS↔Wasm round trip per chunk, plus the reader's lock and release. Berth's
+//! bodies are small JSON documents, so a body with a declared length within
+//! [`BUFFERED_LIMIT`] is read with one `arrayBuffer()`, and every answer (already complete in
+//! memory) is handed over as one byte array. A body without a length, or a longer one, keeps
+//! the streaming path, where the body limit stops it without reading it all.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use worker::js_sys::{Array, ArrayBuffer, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys;
+
+use crate::http::extract::MAX_BODY_BYTES;
+
+/// Bodies up to this declared length are read in one piece: the largest the API accepts
+/// (longer ones are refused with 413 after reading no more than that).
+const BUFFERED_LIMIT: u64 = MAX_BODY_BYTES as u64;
+
+/// workerd's request as axum's. Header values axum cannot represent are dropped (workerd
+/// has already parsed them as HTTP); a request workerd gives us is otherwise well formed.
+pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsValue> {
+    let mut headers = HeaderMap::new();
+    for entry in req.headers().entries() {
+        let pair: Array = entry?.unchecked_into();
+        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let method = Method::from_bytes(req.method().as_bytes())
+        .map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match (req.body(), declared) {
+        (None, _) | (_, Some(0)) => Body::empty(),
+        (Some(_), Some(len)) if len <= BUFFERED_LIMIT => {
+            let buffer: ArrayBuffer = JsFuture::from(req.array_buffer()?).await?.unchecked_into();
+            Body::from(Uint8Array::new(&buffer).to_vec())
+        }
+        (Some(stream), _) => Body::new(worker::Body::new(stream)),
+    };
+    let mut request = Request::builder()
+        .method(method)
+        .uri(req.url())
+        .body(body)
+        .map_err(|e| JsValue::from_str(&e.to_string()))?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// axum's complete answer as workerd's, body in one byte array.
+pub async fn response_to_js(res: Response<Body>) -> Result<web_sys::Response, JsValue> {
+    let (parts, body) = res.into_parts();
+    let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let headers = web_sys::Headers::new()?;
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(parts.status.as_u16());
+    init.set_headers(&headers);
+    let body = (!bytes.is_empty()).then(|| Uint8Array::from(&bytes[..]));
+    web_sys::Response::new_with_opt_js_u8_array_and_init(body.as_ref(), &init)
+}
+
+/// A Durable Object's JSON request body: its text in one piece, decoded by serde_json
+/// (`Request::json` parses in JS, then walks the result field by field across the boundary).
+pub async fn request_json<T: serde::de::DeserializeOwned>(
+    req: &mut worker::Request,
+) -> worker::Result<T> {
+    Ok(serde_json::from_str(&req.text().await?)?)
+}
+
+/// A Durable Object's JSON answer: its text in one piece (`Response::text` reads the body
+/// as a stream, chunk by chunk), decoded by serde_json.
+pub async fn response_json<T: serde::de::DeserializeOwned>(
+    res: worker::Response,
+) -> worker::Result<T> {
+    let res = web_sys::Response::from(res);
+    let text = JsFuture::from(res.text()?).await?;
+    let text = text
+        .as_string()
+        .ok_or_else(|| worker::Error::RustError("an answer that is not text".into()))?;
+    Ok(serde_json::from_str(&text)?)
+}
