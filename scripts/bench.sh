@@ -31,13 +31,12 @@ cat > "$dir/me.sql" <<SQL
 select id, email, name, password_hash, created_at from users where id = '$user_id';
 select o.id, o.name, m.role from memberships m join organizations o on o.id = m.org_id where m.user_id = '$user_id' order by m.joined_at, o.id;
 SQL
-# Usage comes from the cluster object's memory: the Worker's one statement is the ceiling.
-cat > "$dir/cluster.sql" <<SQL
-$cluster_read
-SQL
-# The queue page itself comes from the cluster object's memory: no statement.
-cat > "$dir/queue.sql" <<SQL
-$cluster_read
+# A cluster and its queue: the Worker opens no connection; the cluster's object reads the row
+# and the caller's role on its kept reading connection (pipelined) and answers the usage or
+# the page from memory. Their ceiling is those statements on a kept connection.
+cat > "$dir/view.sql" <<SQL
+select id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at from clusters where id = '$cluster_id';
+select m.user_id, m.role from clusters c join memberships m on m.org_id = c.org_id where c.id = '$cluster_id' and m.user_id = any(array['$user_id'::uuid]);
 SQL
 cat > "$dir/running.sql" <<SQL
 $cluster_read
@@ -71,13 +70,15 @@ show() { # label, results key, ceiling
 }
 row() { show "$1" "$2" "$(pg "$3" "$4")"; } # label, results key, pgbench script, flags
 row "GET /v1/me" me me -C
-row "GET /v1/clusters/{id}" cluster cluster -C
-row "GET …/queue" queue queue -C
+view_ceiling=$(pg view "")
+show "GET /v1/clusters/{id}" cluster "$view_ceiling"
+show "GET …/queue" queue "$view_ceiling"
 row "GET …/deployments?status=running" running running -C
 row "GET /v1/deployments/{id}" deployment deployment -C
 submit_ceiling=$(pg submit "")
 show "POST deployments (16 conns)" submit16 "$submit_ceiling"
 show "POST deployments (64 conns)" submit64 "$submit_ceiling"
 show "object's own rate (64 conns)" object64 "$submit_ceiling"
-echo "(reads: pgbench -C, a new pooled connection per transaction, as a stateless Worker opens one per request;"
-echo " submissions: the object keeps its connection, so its ceiling is the unbatched write transaction on a kept one)"
+echo "(reads through the Worker's own connection: pgbench -C, a new pooled connection per transaction, as a stateless"
+echo " Worker opens one per request; a cluster, its queue and submissions: the object keeps its connections, so their"
+echo " ceilings run on a kept one — submissions' is the unbatched write transaction)"

@@ -11,6 +11,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 
 use super::exchange::request_json;
 use super::platform::connect_db;
+use crate::auth::Caller;
 use crate::domain::ids::ClusterId;
 use crate::engine::{ClusterWriter, Command, EngineError, Executed, View};
 
@@ -23,11 +24,12 @@ pub struct ClusterCall {
     pub command: Command,
 }
 
-/// A read answered from the writer's view.
+/// A read answered from the writer's view, for a caller the object authorizes.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ViewCall {
     pub cluster: ClusterId,
     pub view: View,
+    pub by: Caller,
 }
 
 #[durable_object]
@@ -82,6 +84,7 @@ impl DurableObject for ClusterObject {
                 .view(
                     call.cluster,
                     call.view,
+                    &call.by,
                     || connect_db(&self.env),
                     Utc::now(),
                 )

@@ -11,6 +11,7 @@ use super::cluster::{ClusterCall, ViewCall};
 use super::exchange::response_json;
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
+use crate::auth::Caller;
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
 use crate::domain::throttle::shard_of;
@@ -150,8 +151,13 @@ impl Platform for EdgePlatform {
         Ok(result?)
     }
 
-    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError> {
-        let call = ViewCall { cluster, view };
+    async fn cluster_view(
+        &self,
+        cluster: ClusterId,
+        view: View,
+        by: Caller,
+    ) -> Result<Viewed, ApiError> {
+        let call = ViewCall { cluster, view, by };
         let result: Result<Viewed, EngineError> = self
             .call_object("CLUSTER", &cluster.to_string(), "/view", &call)
             .await?;

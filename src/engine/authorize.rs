@@ -1,7 +1,8 @@
-//! Authorization of commands the Worker forwards unchecked (submissions): the callers of a
-//! whole batch are resolved with one query each for users and API keys, inside the batch's
-//! transaction, and the policy table decides per command. The Worker then needs no database
-//! connection of its own for a submission.
+//! Authorization of what the Worker forwards unchecked — submissions, and reads of a
+//! cluster's usage and queue: the callers are resolved with one query each for users and API
+//! keys (a batch's inside its transaction, a read's on the object's reading connection), and
+//! the policy table decides per command. The Worker then needs no database connection of its
+//! own for them.
 
 use std::collections::HashMap;
 
@@ -53,15 +54,29 @@ impl Callers {
         cluster: ClusterId,
         cmds: &[Command],
     ) -> Result<Self, EngineError> {
+        let callers: Vec<&Caller> = cmds
+            .iter()
+            .filter_map(needs_check)
+            .map(|(by, _)| by)
+            .collect();
+        Self::resolve_callers(db, cluster, &callers).await
+    }
+
+    /// Looks up `callers` on `cluster`: users' roles in its organization, keys' own.
+    pub async fn resolve_callers(
+        db: &Client,
+        cluster: ClusterId,
+        callers: &[&Caller],
+    ) -> Result<Self, EngineError> {
         let mut users = Vec::new();
-        for (by, _) in cmds.iter().filter_map(needs_check) {
-            if let Caller::User(u) = by {
-                if !users.contains(u) {
-                    users.push(*u);
-                }
+        let mut presented = Vec::new();
+        for by in callers {
+            match by {
+                Caller::User(u) if !users.contains(u) => users.push(*u),
+                Caller::ApiKey(hash) if !presented.contains(hash) => presented.push(hash.clone()),
+                _ => {}
             }
         }
-        let presented = keys_presented(cmds);
         let users_of = async {
             if users.is_empty() {
                 Ok(Vec::new())
@@ -89,9 +104,14 @@ impl Callers {
     /// Whether `cmd` may run, by the policy table; refusals answer as the Worker's guard
     /// does (not a member → not found, revoked key → unauthorized, low role → forbidden).
     pub fn permit(&self, org: OrgId, cmd: &Command) -> Result<(), EngineError> {
-        let Some((by, action)) = needs_check(cmd) else {
-            return Ok(());
-        };
+        match needs_check(cmd) {
+            Some((by, action)) => self.permit_as(org, by, action),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `by` may perform `action` in the organization `org`, by the policy table.
+    pub fn permit_as(&self, org: OrgId, by: &Caller, action: Action) -> Result<(), EngineError> {
         let role = match by {
             Caller::User(u) => self.users.get(u).copied(),
             Caller::ApiKey(hash) => {

@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
+use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::Queueing;
 use crate::domain::validation::FieldError;
@@ -59,22 +60,36 @@ pub enum Command {
     Tick,
 }
 
-/// A read answered from a cluster writer's own view (no transaction; no database round
-/// trip once the view is built), after any batch in progress has committed.
+/// A read answered from a cluster writer's own view after any batch in progress has
+/// committed: no transaction, one round trip on the writer's reading connection to authorize
+/// the caller (and read the cluster's row), none for the usage or the queue themselves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "view", rename_all = "snake_case")]
 pub enum View {
-    /// Allocation and queue totals.
-    Usage,
+    /// The cluster with its allocation and queue totals.
+    Cluster,
     /// A page of the queue in scheduling order, after the deployment `after`.
     Queue { after: Option<Uuid>, limit: usize },
+}
+
+impl View {
+    /// What the policy table calls this read.
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Cluster => Action::ReadCluster,
+            Self::Queue { .. } => Action::ReadQueue,
+        }
+    }
 }
 
 /// The answer to a [`View`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "viewed", rename_all = "snake_case")]
 pub enum Viewed {
-    Usage(Usage),
+    Cluster {
+        cluster: Box<ClusterRow>,
+        usage: Usage,
+    },
     Queue(QueuePage),
 }
 

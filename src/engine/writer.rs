@@ -1,19 +1,20 @@
 //! The single writer of one cluster, with group commit: commands that arrive while a batch
 //! is running wait, and the next batch runs all of them in one transaction. The writer keeps
 //! one Postgres connection and the cluster's live deployments between batches; it drops
-//! both on any failure and rebuilds them from Postgres.
+//! both on any failure and rebuilds them from Postgres. Reads (views) are authorized on a
+//! second kept connection and answered from the live deployments.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::authorize::keys_presented;
+use super::authorize::{keys_presented, Callers};
 use super::execute::{execute_batch, Live};
 use super::{BatchStats, Command, EngineError, Executed, View, Viewed};
-use crate::db::api_keys;
-use crate::db::DbError;
+use crate::auth::Caller;
+use crate::db::{api_keys, clusters, DbError};
 use crate::domain::ids::ClusterId;
 
 type Reply = oneshot::Sender<Result<Executed, EngineError>>;
@@ -23,6 +24,8 @@ type Reply = oneshot::Sender<Result<Executed, EngineError>>;
 pub struct ClusterWriter {
     pending: Mutex<Vec<(Command, Reply)>>,
     state: tokio::sync::Mutex<State>,
+    /// The connection reads are authorized on (batches keep theirs inside `state`).
+    reader: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
 #[derive(Default)]
@@ -89,11 +92,14 @@ impl ClusterWriter {
     }
 
     /// Answers a read from the writer's own view, after the batch in progress (if any) has
-    /// committed: no transaction, and no database round trip at all once the view is built.
+    /// committed. The caller is authorized (and the cluster's row read) in one round trip on
+    /// the writer's reading connection, apart from the batches' connection: reads that arrive
+    /// together go out pipelined, and none waits for a batch's round trips to authorize.
     pub async fn view<C, F>(
         &self,
         cluster: ClusterId,
         view: View,
+        by: &Caller,
         connect: C,
         now: DateTime<Utc>,
     ) -> Result<Viewed, EngineError>
@@ -101,6 +107,27 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
+        let reader = self.reader(&connect).await?;
+        let found = async {
+            clusters::get_with_role(&*reader, cluster, None)
+                .await
+                .map_err(EngineError::from)
+        };
+        let callers = [by];
+        let (found, callers) =
+            tokio::try_join!(found, Callers::resolve_callers(&reader, cluster, &callers))
+                .inspect_err(|e| self.drop_reader_on(e))?;
+        let Some((row, _)) = found else {
+            // An object whose cluster does not exist keeps no connection open.
+            *self.reader.lock().await = None;
+            return Err(EngineError::NotFound("cluster".into()));
+        };
+        callers.permit_as(row.org_id, by, view.action())?;
+        if let Caller::ApiKey(hash) = by {
+            // Best effort, as after a batch: the read is answered whatever happens to this.
+            let _ = api_keys::touch(&*reader, std::slice::from_ref(hash), now).await;
+        }
+
         let mut state = self.state.lock().await;
         if state.cache.is_none() {
             if state.db.as_ref().is_none_or(|c| c.is_closed()) {
@@ -121,9 +148,38 @@ impl ClusterWriter {
             .as_mut()
             .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
         Ok(match view {
-            View::Usage => Viewed::Usage(live.usage()),
+            View::Cluster => Viewed::Cluster {
+                usage: live.usage(),
+                cluster: Box::new(row),
+            },
             View::Queue { after, limit } => Viewed::Queue(live.queue_page(now, after, limit)),
         })
+    }
+
+    /// The reading connection, opened on first use and again after it closed.
+    async fn reader<C, F>(&self, connect: &C) -> Result<Arc<tokio_postgres::Client>, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let mut reader = self.reader.lock().await;
+        match reader.as_ref() {
+            Some(client) if !client.is_closed() => Ok(client.clone()),
+            _ => {
+                let client = Arc::new(connect().await?);
+                *reader = Some(client.clone());
+                Ok(client)
+            }
+        }
+    }
+
+    /// Forgets the reading connection after a failure that may have been its own.
+    fn drop_reader_on(&self, e: &EngineError) {
+        if matches!(e, EngineError::Unavailable(_)) {
+            if let Ok(mut reader) = self.reader.try_lock() {
+                *reader = None;
+            }
+        }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {

@@ -235,13 +235,11 @@ pub async fn get_cluster(
     caller: Caller,
     Ids(id): Ids<String>,
 ) -> Result<Json<Cluster>, ApiError> {
-    let (c, _) = {
-        let db = st.db().await?;
-        cluster_access(&st, &db, &caller, &id, Action::ReadCluster).await?
-    };
-    // Usage is kept by the cluster's object: O(1), however many deployments are live.
-    match st.platform.cluster_view(c.id, View::Usage).await? {
-        Viewed::Usage(usage) => Ok(Json(cluster(c, Some(usage)))),
+    // No connection here: the cluster's object authorizes the caller and answers with the
+    // usage it keeps (O(1), however many deployments are live).
+    let id = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
+    match st.platform.cluster_view(id, View::Cluster, caller).await? {
+        Viewed::Cluster { cluster: c, usage } => Ok(Json(cluster(*c, Some(usage)))),
         other => Err(ApiError::Internal(format!("unexpected view {other:?}"))),
     }
 }
@@ -374,16 +372,14 @@ pub async fn get_queue(
     Ids(id): Ids<String>,
     list: List,
 ) -> Result<Json<Paged<QueueEntry>>, ApiError> {
-    let (c, _) = {
-        let db = st.db().await?;
-        cluster_access(&st, &db, &caller, &id, Action::ReadQueue).await?
-    };
-    // The cluster's object keeps the queue in order: a page costs O(log n + page).
+    // No connection here: the cluster's object authorizes the caller and keeps the queue
+    // in order (a page costs O(log n + page)).
+    let id = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
     let view = View::Queue {
         after: list.page.after,
         limit: list.page.fetch() as usize,
     };
-    let page = match st.platform.cluster_view(c.id, view).await? {
+    let page = match st.platform.cluster_view(id, view, caller).await? {
         Viewed::Queue(page) => page,
         other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
     };

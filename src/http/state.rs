@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::ApiError;
 use crate::auth::access::TokenKeys;
+use crate::auth::Caller;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
 use crate::engine::{Command, Executed, View, Viewed};
@@ -27,8 +28,14 @@ pub trait Platform: Send + Sync {
     /// Runs a command through the cluster's single writer (its Durable Object on Workers).
     async fn cluster_command(&self, cluster: ClusterId, cmd: Command)
         -> Result<Executed, ApiError>;
-    /// A read from the cluster writer's own view (its Durable Object on Workers).
-    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError>;
+    /// A read from the cluster writer's own view (its Durable Object on Workers), which
+    /// authorizes `by` itself.
+    async fn cluster_view(
+        &self,
+        cluster: ClusterId,
+        view: View,
+        by: Caller,
+    ) -> Result<Viewed, ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

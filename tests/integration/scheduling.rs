@@ -693,7 +693,7 @@ async fn concurrent_patches_of_different_fields_both_stick() {
 /// connection for them): every caller gets exactly the answer the guard gives elsewhere,
 /// concurrently and mixed in one batch, and refused submissions store nothing.
 #[tokio::test]
-async fn submissions_are_authorized_inside_the_batch_for_every_kind_of_caller() {
+async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_caller() {
     let f = Fixture::new().await;
     let c = f
         .cluster(cpu_cluster(1_000_000, "best_effort", false))
@@ -742,7 +742,7 @@ async fn submissions_are_authorized_inside_the_batch_for_every_kind_of_caller() 
     let cases = [
         (f.admin.clone(), c.clone(), StatusCode::CREATED),
         (developer_key.clone(), c.clone(), StatusCode::CREATED),
-        (viewer_key, c.clone(), StatusCode::FORBIDDEN),
+        (viewer_key.clone(), c.clone(), StatusCode::FORBIDDEN),
         (revoked_key, c.clone(), StatusCode::UNAUTHORIZED),
         (foreign_key, c.clone(), StatusCode::NOT_FOUND),
         (outsider, c.clone(), StatusCode::NOT_FOUND),
@@ -791,6 +791,37 @@ async fn submissions_are_authorized_inside_the_batch_for_every_kind_of_caller() 
         .filter(|k| k["role"] == "developer")
         .all(|k| k["last_used_at"].is_string());
     assert!(used, "{keys}");
+
+    // Reads of the cluster and its queue, authorized by the object too (a viewer may read).
+    let read = |who: &String, path: String| {
+        let (who, app) = (who.clone(), &f.app);
+        async move { app.call(Method::GET, &path, Some(&who), None).await }
+    };
+    for (who, cl, expected) in &cases {
+        let expected = match *expected {
+            StatusCode::CREATED | StatusCode::FORBIDDEN => StatusCode::OK,
+            other => other,
+        };
+        let paths = [
+            format!("/v1/clusters/{cl}"),
+            format!("/v1/clusters/{cl}/queue"),
+        ];
+        let replies = futures::future::join_all(paths.map(|p| read(who, p))).await;
+        for r in replies {
+            assert_eq!(r.status, expected, "{}", r.body);
+        }
+    }
+    let (reader_key, reader_id) = key(f.org.clone(), "viewer").await;
+    let cluster = read(&reader_key, format!("/v1/clusters/{c}")).await;
+    assert_eq!(cluster.body["id"], c.as_str());
+    assert_eq!(cluster.body["usage"]["running"], 8);
+    let keys = f.get(&format!("/v1/orgs/{}/api-keys", f.org)).await;
+    let used = keys["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .any(|k| k["id"] == reader_id.as_str() && k["last_used_at"].is_string());
+    assert!(used, "a read records the key's use: {keys}");
 }
 
 /// The writer answers from rows it builds itself (its writes go out pipelined, unread): what

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use berth::auth::access::TokenKeys;
+use berth::auth::Caller;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
 use berth::domain::throttle::ThrottleBook;
@@ -67,10 +68,15 @@ impl Platform for NativePlatform {
             .run(cluster, cmd, || self.connect(), || self.now())
             .await?)
     }
-    async fn cluster_view(&self, cluster: ClusterId, view: View) -> Result<Viewed, ApiError> {
+    async fn cluster_view(
+        &self,
+        cluster: ClusterId,
+        view: View,
+        by: Caller,
+    ) -> Result<Viewed, ApiError> {
         Ok(self
             .writer(cluster)
-            .view(cluster, view, || self.connect(), self.now())
+            .view(cluster, view, &by, || self.connect(), self.now())
             .await?)
     }
     fn now(&self) -> DateTime<Utc> {
