@@ -87,12 +87,41 @@ pub async fn request_json<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_str(&req.text().await?)?)
 }
 
-/// A Durable Object's JSON answer: its text in one piece (`Response::text` reads the body
-/// as a stream, chunk by chunk), decoded by serde_json.
-pub async fn response_json<T: serde::de::DeserializeOwned>(
-    res: worker::Response,
-) -> worker::Result<T> {
-    let res = web_sys::Response::from(res);
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// A Durable Object's stub as the runtime hands it out.
+    #[wasm_bindgen(extends = worker::js_sys::Object)]
+    type ObjectStub;
+
+    #[wasm_bindgen(method, catch, js_name = fetch)]
+    fn post(
+        this: &ObjectStub,
+        url: &str,
+        init: &web_sys::RequestInit,
+    ) -> Result<worker::js_sys::Promise, JsValue>;
+}
+
+/// Posts a JSON `body` to a Durable Object and decodes its JSON answer, with the runtime's
+/// stub directly (`worker::Stub` wraps the answer, then `Response::text` reads it as a stream,
+/// chunk by chunk): one request built from a string, one `text()`.
+pub async fn post_json<R: serde::de::DeserializeOwned>(
+    stub: worker::Stub,
+    url: &str,
+    body: &str,
+) -> worker::Result<R> {
+    let stub: ObjectStub = stub.into_rpc();
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(body));
+    let res: web_sys::Response = JsFuture::from(stub.post(url, &init)?)
+        .await?
+        .unchecked_into();
+    if res.status() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "object answered {}",
+            res.status()
+        )));
+    }
     let text = JsFuture::from(res.text()?).await?;
     let text = text
         .as_string()

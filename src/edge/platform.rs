@@ -5,10 +5,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 use worker::send::{SendFuture, SendWrapper};
-use worker::{Env, Method, Request, RequestInit};
+use worker::Env;
 
 use super::cluster::{ClusterCall, ViewCall};
-use super::exchange::response_json;
+use super::exchange::post_json;
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::auth::Caller;
@@ -74,18 +74,7 @@ impl EdgePlatform {
         let name = name.to_string();
         SendFuture::new(async move {
             let stub = env.durable_object(&binding)?.get_by_name(&name)?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_body(Some(wasm_bindgen::JsValue::from_str(&body)));
-            let req = Request::new_with_init(&url, &init)?;
-            let res = stub.fetch_with_request(req).await?;
-            if res.status_code() != 200 {
-                return Err(worker::Error::RustError(format!(
-                    "object answered {}",
-                    res.status_code()
-                )));
-            }
-            response_json::<R>(res).await
+            post_json::<R>(stub, &url, &body).await
         })
         .await
         .map_err(|e| ApiError::Unavailable(format!("durable object {path}: {e}")))
