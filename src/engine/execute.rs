@@ -484,8 +484,29 @@ pub struct Live {
 pub struct QueuePage {
     /// Queued deployments in all.
     pub total: usize,
-    /// Position, effective priority and reason of each, with its row.
-    pub entries: Vec<(QueueEntry, DeploymentRow)>,
+    /// Position, effective priority and reason of each, with what the page shows of its row.
+    pub entries: Vec<(QueueEntry, QueuedRow)>,
+}
+
+/// What a queue page shows of a queued deployment's row (a page crosses from the cluster's
+/// object to the Worker as JSON: the rest of the row would only be encoded and decoded).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueuedRow {
+    pub name: String,
+    pub priority: i32,
+    pub resources: Resources,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+impl From<&DeploymentRow> for QueuedRow {
+    fn from(r: &DeploymentRow) -> Self {
+        Self {
+            name: r.name.clone(),
+            priority: r.priority,
+            resources: r.resources,
+            enqueued_at: r.enqueued_at,
+        }
+    }
 }
 
 /// What the book keeps of a live row (`None` for rows in a final state).
@@ -789,7 +810,7 @@ impl Live {
             .book
             .queue_page(offset, limit)
             .into_iter()
-            .filter_map(|e| self.rows.get(&e.id).map(|r| (e, r.clone())))
+            .filter_map(|e| self.rows.get(&e.id).map(|r| (e, QueuedRow::from(r))))
             .collect();
         QueuePage {
             total: self.book.totals().queued,
@@ -892,7 +913,7 @@ mod tests {
         let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
         assert_eq!(entries, view);
         for (e, r) in &page.entries {
-            assert_eq!(r.id, e.id);
+            assert_eq!(*r, QueuedRow::from(&live.rows[&e.id]));
         }
         for (i, after) in view.iter().enumerate() {
             let page = live.queue_page(now, Some(after.id), 2);

@@ -21,7 +21,7 @@ use crate::domain::resources::Resources;
 use crate::domain::scheduler::Queueing;
 use crate::domain::validation::FieldError;
 
-pub use execute::QueuePage;
+pub use execute::{QueuePage, QueuedRow};
 pub use writer::ClusterWriter;
 
 /// A change to one cluster's queue or allocation.
