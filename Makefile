@@ -26,7 +26,7 @@ crash: ## crash campaign: kill workerd 10 times and restart PostgreSQL under loa
 	@scripts/crash.sh
 
 build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
-	@scripts/setup.sh && source scripts/env.sh && worker-build --release
+	@scripts/setup.sh && source scripts/env.sh && scripts/build-worker.sh
 
 lint: ## rustfmt and clippy (host and wasm32), warnings are errors
 	cargo fmt --all -- --check

@@ -51,7 +51,7 @@ else
 fi
 
 log "building the release Worker and serving it with workerd on port $PORT"
-worker-build --release 2>&1 | tail -1
+"$ROOT/scripts/build-worker.sh" 2>&1 | tail -1
 key=$("$ROOT/scripts/keygen.sh")
 cat > "$ROOT/build/bench.capnp" <<CAPNP
 using Workerd = import "/workerd/workerd.capnp";

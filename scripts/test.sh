@@ -38,7 +38,7 @@ cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true
 [ "$native_status" = 0 ] || die "native tests failed"
 
 log "building the Worker (release wasm)"
-worker-build --release 2>&1 | tail -3
+scripts/build-worker.sh 2>&1 | tail -3
 
 # The restart test restarts the server, so it runs alone, after the others.
 log "end-to-end tests against wrangler dev on port $E2E_PORT"

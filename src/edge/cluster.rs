@@ -9,7 +9,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use super::exchange::request_json;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
 use super::platform::connect_db;
 use crate::auth::Caller;
 use crate::domain::ids::ClusterId;
@@ -76,30 +78,10 @@ impl DurableObject for ClusterObject {
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        if req.path() == "/view" {
-            let call: ViewCall = request_json(&mut req).await?;
-            let viewed = self
-                .writer
-                .view(
-                    call.cluster,
-                    call.view,
-                    &call.by,
-                    || connect_db(&self.env),
-                    Utc::now(),
-                )
-                .await;
-            return Response::from_json(&viewed);
-        }
-        let call: ClusterCall = request_json(&mut req).await?;
-        let result = self.run(call.cluster, call.command).await;
-        if result.is_ok() && !self.remembered.get() {
-            // Remembered for the alarm, which arrives without a request (once per instance,
-            // and only for a cluster that exists).
-            self.state.storage().put("cluster", call.cluster).await?;
-            self.remembered.set(true);
-        }
-        Response::from_json(&result)
+    /// The Worker calls [`ClusterObject::command`] and [`ClusterObject::view`] over RPC;
+    /// nothing is served by fetch.
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::error("this object answers RPC calls only", 404)
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -110,4 +92,52 @@ impl DurableObject for ClusterObject {
         }
         Response::ok("ok")
     }
+}
+
+/// The object's RPC methods (JSON in, JSON out). workerd exposes RPC only on classes that
+/// extend `DurableObject`; `scripts/build-worker.sh` makes the exported class one.
+#[wasm_bindgen(js_sys = ::worker::js_sys, wasm_bindgen_futures = ::worker::wasm_bindgen_futures)]
+impl ClusterObject {
+    /// Runs a [`ClusterCall`] and answers its `Result<Executed, EngineError>`.
+    pub async fn command(&self, call: String) -> std::result::Result<JsValue, JsValue> {
+        let call: ClusterCall = from_json(&call)?;
+        let result = self.run(call.cluster, call.command).await;
+        if result.is_ok() && !self.remembered.get() {
+            // Remembered for the alarm, which arrives without a request (once per instance,
+            // and only for a cluster that exists).
+            self.state
+                .storage()
+                .put("cluster", call.cluster)
+                .await
+                .map_err(|e| JsValue::from_str(&e.to_string()))?;
+            self.remembered.set(true);
+        }
+        to_json(&result)
+    }
+
+    /// Answers a [`ViewCall`] with its `Result<Viewed, EngineError>`.
+    pub async fn view(&self, call: String) -> std::result::Result<JsValue, JsValue> {
+        let call: ViewCall = from_json(&call)?;
+        let viewed = self
+            .writer
+            .view(
+                call.cluster,
+                call.view,
+                &call.by,
+                || connect_db(&self.env),
+                Utc::now(),
+            )
+            .await;
+        to_json(&viewed)
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, JsValue> {
+    serde_json::from_str(text).map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+fn to_json<T: Serialize>(value: &T) -> std::result::Result<JsValue, JsValue> {
+    serde_json::to_string(value)
+        .map(JsValue::from)
+        .map_err(|e| JsValue::from_str(&e.to_string()))
 }

@@ -8,7 +8,7 @@ use worker::send::{SendFuture, SendWrapper};
 use worker::Env;
 
 use super::cluster::{ClusterCall, ViewCall};
-use super::exchange::post_json;
+use super::exchange::{call_cluster, post_json, ClusterMethod};
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::auth::Caller;
@@ -57,6 +57,24 @@ impl EdgePlatform {
         Self {
             env: SendWrapper::new(env),
         }
+    }
+
+    /// Calls a cluster's object (RPC) with a JSON call and decodes its JSON answer.
+    async fn call_cluster<T: Serialize, R: DeserializeOwned>(
+        &self,
+        cluster: ClusterId,
+        method: ClusterMethod,
+        call: &T,
+    ) -> Result<R, ApiError> {
+        let env = self.env.clone();
+        let call = serde_json::to_string(call).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let name = cluster.to_string();
+        SendFuture::new(async move {
+            let stub = env.durable_object("CLUSTER")?.get_by_name(&name)?;
+            call_cluster::<R>(stub, method, &call).await
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cluster object ({method:?}): {e}")))
     }
 
     /// Calls one Durable Object with a JSON command and decodes its JSON answer.
@@ -135,7 +153,7 @@ impl Platform for EdgePlatform {
     ) -> Result<Executed, ApiError> {
         let call = ClusterCall { cluster, command };
         let result: Result<Executed, EngineError> = self
-            .call_object("CLUSTER", &cluster.to_string(), "/command", &call)
+            .call_cluster(cluster, ClusterMethod::Command, &call)
             .await?;
         Ok(result?)
     }
@@ -148,7 +166,7 @@ impl Platform for EdgePlatform {
     ) -> Result<Viewed, ApiError> {
         let call = ViewCall { cluster, view, by };
         let result: Result<Viewed, EngineError> = self
-            .call_object("CLUSTER", &cluster.to_string(), "/view", &call)
+            .call_cluster(cluster, ClusterMethod::View, &call)
             .await?;
         Ok(result?)
     }
