@@ -75,7 +75,9 @@ pub async fn response_to_js(res: Response<Body>) -> Result<web_sys::Response, Js
     let init = web_sys::ResponseInit::new();
     init.set_status(parts.status.as_u16());
     init.set_headers(&headers);
-    let body = (!bytes.is_empty()).then(|| Uint8Array::from(&bytes[..]));
+    // A status that cannot carry a body gets none (the runtime would throw on one).
+    let bodiless = matches!(parts.status.as_u16(), 101 | 204 | 205 | 304);
+    let body = (!bytes.is_empty() && !bodiless).then(|| Uint8Array::from(&bytes[..]));
     web_sys::Response::new_with_opt_js_u8_array_and_init(body.as_ref(), &init)
 }
 

@@ -74,9 +74,12 @@ async fn fetch(
                 "misconfigured: {e}"
             ))),
         },
-        Err(e) => axum::response::IntoResponse::into_response(ApiError::BadRequest(format!(
-            "unreadable request: {e:?}"
-        ))),
+        Err(e) => {
+            worker::console_error!("unreadable request: {e:?}");
+            axum::response::IntoResponse::into_response(ApiError::BadRequest(
+                "the request could not be read".into(),
+            ))
+        }
     };
     Ok(exchange::response_to_js(res).await?)
 }

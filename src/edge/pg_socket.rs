@@ -161,8 +161,10 @@ impl AsyncWrite for PgSocket {
         let this = &mut *self;
         if this.writing.is_none() && buf == TERMINATE {
             // Not written: the close that follows tells Postgres and PgBouncer the same (outside
-            // a transaction; inside one, both roll back either way). A profile of `/v1/me` had
-            // this last write at about half of all socket writes' time.
+            // a transaction; inside one, both roll back either way). A write never stops short
+            // (the whole buffer or nothing), so every write starts at a message boundary, and a
+            // lone 'X' message is Terminate. A profile of `/v1/me` had this last write at about
+            // half of all socket writes' time.
             return Poll::Ready(Ok(buf.len()));
         }
         if this.writing.is_none() {

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use super::{Command, EngineError};
@@ -60,6 +61,31 @@ impl Callers {
             .map(|(by, _)| by)
             .collect();
         Self::resolve_callers(db, cluster, &callers).await
+    }
+
+    /// Looks up one reader of `cluster` (views, outside any transaction): a user's role in its
+    /// organization; a key as the Worker's guard authenticates it (`api_keys::authenticate`,
+    /// an UPDATE that records the key's use — and that no query cache can answer, so a revoked
+    /// key is refused at once).
+    pub async fn resolve_reader(
+        db: &Client,
+        cluster: ClusterId,
+        by: &Caller,
+        now: DateTime<Utc>,
+    ) -> Result<Self, EngineError> {
+        match by {
+            Caller::User(_) => Self::resolve_callers(db, cluster, &[by]).await,
+            Caller::ApiKey(hash) => {
+                let key = api_keys::authenticate(db, hash, now).await?;
+                Ok(Self {
+                    users: HashMap::new(),
+                    keys: key
+                        .map(|k| (hash.clone(), (k.org_id, k.role)))
+                        .into_iter()
+                        .collect(),
+                })
+            }
+        }
     }
 
     /// Looks up `callers` on `cluster`: users' roles in its organization, keys' own.

@@ -113,20 +113,22 @@ impl ClusterWriter {
                 .await
                 .map_err(EngineError::from)
         };
-        let callers = [by];
-        let (found, callers) =
-            tokio::try_join!(found, Callers::resolve_callers(&reader, cluster, &callers))
-                .inspect_err(|e| self.drop_reader_on(e))?;
+        let resolved = tokio::try_join!(found, Callers::resolve_reader(&reader, cluster, by, now));
+        let (found, callers) = match resolved {
+            Ok(both) => both,
+            Err(e) => {
+                if matches!(e, EngineError::Unavailable(_)) {
+                    self.forget_reader(&reader).await;
+                }
+                return Err(e);
+            }
+        };
         let Some((row, _)) = found else {
             // An object whose cluster does not exist keeps no connection open.
-            *self.reader.lock().await = None;
+            self.forget_reader(&reader).await;
             return Err(EngineError::NotFound("cluster".into()));
         };
         callers.permit_as(row.org_id, by, view.action())?;
-        if let Caller::ApiKey(hash) = by {
-            // Best effort, as after a batch: the read is answered whatever happens to this.
-            let _ = api_keys::touch(&*reader, std::slice::from_ref(hash), now).await;
-        }
 
         let mut state = self.state.lock().await;
         if state.cache.is_none() {
@@ -173,12 +175,11 @@ impl ClusterWriter {
         }
     }
 
-    /// Forgets the reading connection after a failure that may have been its own.
-    fn drop_reader_on(&self, e: &EngineError) {
-        if matches!(e, EngineError::Unavailable(_)) {
-            if let Ok(mut reader) = self.reader.try_lock() {
-                *reader = None;
-            }
+    /// Forgets the reading connection `failed` (not one opened since by another read).
+    async fn forget_reader(&self, failed: &Arc<tokio_postgres::Client>) {
+        let mut reader = self.reader.lock().await;
+        if reader.as_ref().is_some_and(|r| Arc::ptr_eq(r, failed)) {
+            *reader = None;
         }
     }
 

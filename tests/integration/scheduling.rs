@@ -822,6 +822,24 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
         .iter()
         .any(|k| k["id"] == reader_id.as_str() && k["last_used_at"].is_string());
     assert!(used, "a read records the key's use: {keys}");
+    // Revoked after a read it was allowed: the next read is refused at once.
+    let r = f
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/v1/orgs/{}/api-keys/{reader_id}", f.org),
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    for path in [
+        format!("/v1/clusters/{c}"),
+        format!("/v1/clusters/{c}/queue"),
+    ] {
+        let r = read(&reader_key, path).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
 }
 
 /// The writer answers from rows it builds itself (its writes go out pipelined, unread): what
