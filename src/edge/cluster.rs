@@ -1,9 +1,10 @@
 //! `ClusterObject`: one Durable Object per cluster, the single writer of its queue and
 //! allocation. Input gates do not hold across a Postgres round trip, so the object
 //! serializes commands itself (`ClusterWriter`: commands arriving together are committed as
-//! one batch, in one transaction that also locks the cluster row). The connection is reused
-//! across requests and reopened when lost; all state is in Postgres, so a restarted object
-//! simply carries on. Its alarm fires at the earliest `max_runtime_seconds` deadline.
+//! one batch, in one transaction that also locks the cluster row). Its connections (one for
+//! batches, one for authorizing reads) are reused across requests and reopened when lost; all
+//! state is in Postgres, so a restarted object simply carries on. The Worker calls it over
+//! RPC (`command`, `view`). Its alarm fires at the earliest `max_runtime_seconds` deadline.
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
