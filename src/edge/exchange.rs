@@ -7,6 +7,10 @@
 //! [`BUFFERED_LIMIT`] is read with one `arrayBuffer()`, and every answer (already complete in
 //! memory) is handed over as one byte array. A body without a length, or a longer one, keeps
 //! the streaming path, where the body limit stops it without reading it all.
+//!
+//! Calls to Durable Objects cross the same way: JSON text in one piece each way, decoded by
+//! serde_json — by RPC for a cluster's object, by `fetch` on the runtime's stub for the
+//! throttle.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
@@ -124,11 +128,7 @@ pub async fn post_json<R: serde::de::DeserializeOwned>(
             res.status()
         )));
     }
-    let text = JsFuture::from(res.text()?).await?;
-    let text = text
-        .as_string()
-        .ok_or_else(|| worker::Error::RustError("an answer that is not text".into()))?;
-    Ok(serde_json::from_str(&text)?)
+    decode(JsFuture::from(res.text()?).await?)
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]
@@ -164,8 +164,12 @@ pub async fn call_cluster<R: serde::de::DeserializeOwned>(
         ClusterMethod::Command => stub.rpc_command(call)?,
         ClusterMethod::View => stub.rpc_view(call)?,
     };
-    let text = JsFuture::from(promise).await?;
-    let text = text
+    decode(JsFuture::from(promise).await?)
+}
+
+/// An object's JSON answer, decoded.
+fn decode<R: serde::de::DeserializeOwned>(answer: JsValue) -> worker::Result<R> {
+    let text = answer
         .as_string()
         .ok_or_else(|| worker::Error::RustError("an answer that is not text".into()))?;
     Ok(serde_json::from_str(&text)?)
