@@ -32,11 +32,10 @@ select id, email, name, password_hash, created_at from users where id = '$user_i
 select o.id, o.name, m.role from memberships m join organizations o on o.id = m.org_id where m.user_id = '$user_id' order by m.joined_at, o.id;
 SQL
 # A cluster and its queue: the Worker opens no connection; the cluster's object reads the row
-# and the caller's role on its kept reading connection (pipelined) and answers the usage or
-# the page from memory. Their ceiling is those statements on a kept connection.
+# with the caller's role (the same one statement) on its kept reading connection and answers
+# the usage or the page from memory. Their ceiling is that statement on a kept connection.
 cat > "$dir/view.sql" <<SQL
-select id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at from clusters where id = '$cluster_id';
-select m.user_id, m.role from clusters c join memberships m on m.org_id = c.org_id where c.id = '$cluster_id' and m.user_id = any(array['$user_id'::uuid]);
+$cluster_read
 SQL
 cat > "$dir/running.sql" <<SQL
 $cluster_read

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::{Command, EngineError};
 use crate::auth::Caller;
+use crate::db::clusters::{self, ClusterRow};
 use crate::db::{api_keys, orgs};
 use crate::domain::ids::{ClusterId, OrgId, UserId};
 use crate::domain::policy::{check, Action, Refusal, Role};
@@ -55,54 +56,15 @@ impl Callers {
         cluster: ClusterId,
         cmds: &[Command],
     ) -> Result<Self, EngineError> {
-        let callers: Vec<&Caller> = cmds
-            .iter()
-            .filter_map(needs_check)
-            .map(|(by, _)| by)
-            .collect();
-        Self::resolve_callers(db, cluster, &callers).await
-    }
-
-    /// Looks up one reader of `cluster` (views, outside any transaction): a user's role in its
-    /// organization; a key as the Worker's guard authenticates it (`api_keys::authenticate`,
-    /// an UPDATE that records the key's use — and that no query cache can answer, so a revoked
-    /// key is refused at once).
-    pub async fn resolve_reader(
-        db: &Client,
-        cluster: ClusterId,
-        by: &Caller,
-        now: DateTime<Utc>,
-    ) -> Result<Self, EngineError> {
-        match by {
-            Caller::User(_) => Self::resolve_callers(db, cluster, &[by]).await,
-            Caller::ApiKey(hash) => {
-                let key = api_keys::authenticate(db, hash, now).await?;
-                Ok(Self {
-                    users: HashMap::new(),
-                    keys: key
-                        .map(|k| (hash.clone(), (k.org_id, k.role)))
-                        .into_iter()
-                        .collect(),
-                })
-            }
-        }
-    }
-
-    /// Looks up `callers` on `cluster`: users' roles in its organization, keys' own.
-    pub async fn resolve_callers(
-        db: &Client,
-        cluster: ClusterId,
-        callers: &[&Caller],
-    ) -> Result<Self, EngineError> {
         let mut users = Vec::new();
-        let mut presented = Vec::new();
-        for by in callers {
-            match by {
-                Caller::User(u) if !users.contains(u) => users.push(*u),
-                Caller::ApiKey(hash) if !presented.contains(hash) => presented.push(hash.clone()),
-                _ => {}
+        for (by, _) in cmds.iter().filter_map(needs_check) {
+            if let Caller::User(u) = by {
+                if !users.contains(u) {
+                    users.push(*u);
+                }
             }
         }
+        let presented = keys_presented(cmds);
         let users_of = async {
             if users.is_empty() {
                 Ok(Vec::new())
@@ -153,4 +115,40 @@ impl Callers {
             Err(r) => Err(EngineError::Forbidden(r.to_string())),
         }
     }
+}
+
+/// Authorizes one reader of `cluster` for `action` (views, outside any transaction) and
+/// returns the cluster's row; `None` when there is no such cluster. The row comes with a
+/// user's role in one statement; a key is authenticated as the Worker's guard does
+/// (`api_keys::authenticate`, an UPDATE that records its use — and that no query cache can
+/// answer, so a revoked key is refused at once), pipelined with it.
+pub async fn authorize_reader(
+    db: &Client,
+    cluster: ClusterId,
+    by: &Caller,
+    action: Action,
+    now: DateTime<Utc>,
+) -> Result<Option<ClusterRow>, EngineError> {
+    let user = match by {
+        Caller::User(u) => Some(*u),
+        Caller::ApiKey(_) => None,
+    };
+    let key = async {
+        match by {
+            Caller::ApiKey(hash) => api_keys::authenticate(db, hash, now)
+                .await
+                .map(|k| k.map(|k| (hash.clone(), (k.org_id, k.role)))),
+            Caller::User(_) => Ok(None),
+        }
+    };
+    let (found, key) = tokio::try_join!(clusters::get_with_role(db, cluster, user), key)?;
+    let Some((row, role)) = found else {
+        return Ok(None);
+    };
+    let callers = Callers {
+        users: user.zip(role).into_iter().collect(),
+        keys: key.into_iter().collect(),
+    };
+    callers.permit_as(row.org_id, by, action)?;
+    Ok(Some(row))
 }

@@ -769,26 +769,14 @@ impl Live {
             .collect()
     }
 
-    /// Builds the view of `cluster` from Postgres outside any batch (for a read arriving
-    /// at a writer that has none yet); `None` when the cluster does not exist.
+    /// Builds the view of the cluster `c` from Postgres outside any batch (for a read
+    /// arriving at a writer that has none yet).
     pub async fn load(
         db: &Client,
-        cluster: ClusterId,
+        c: &ClusterRow,
         now: DateTime<Utc>,
-    ) -> Result<Option<Self>, EngineError> {
-        let (c, rows) = tokio::try_join!(
-            async {
-                clusters::get_with_role(db, cluster, None)
-                    .await
-                    .map_err(EngineError::from)
-            },
-            async {
-                deployments::live(db, cluster)
-                    .await
-                    .map_err(EngineError::from)
-            },
-        )?;
-        Ok(c.map(|(c, _)| Self::new(rows, &c, now)))
+    ) -> Result<Self, EngineError> {
+        Ok(Self::new(deployments::live(db, c.id).await?, c, now))
     }
 
     /// Entries after the deployment `after` (from the head when `None`), at most `limit`,

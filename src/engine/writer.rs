@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::authorize::{keys_presented, Callers};
+use super::authorize::{authorize_reader, keys_presented};
 use super::execute::{execute_batch, Live};
 use super::{BatchStats, Command, EngineError, Executed, View, Viewed};
 use crate::auth::Caller;
-use crate::db::{api_keys, clusters, DbError};
+use crate::db::{api_keys, DbError};
 use crate::domain::ids::ClusterId;
 
 type Reply = oneshot::Sender<Result<Executed, EngineError>>;
@@ -108,14 +108,13 @@ impl ClusterWriter {
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
         let reader = self.reader(&connect).await?;
-        let found = async {
-            clusters::get_with_role(&*reader, cluster, None)
-                .await
-                .map_err(EngineError::from)
-        };
-        let resolved = tokio::try_join!(found, Callers::resolve_reader(&reader, cluster, by, now));
-        let (found, callers) = match resolved {
-            Ok(both) => both,
+        let row = match authorize_reader(&reader, cluster, by, view.action(), now).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                // An object whose cluster does not exist keeps no connection open.
+                self.forget_reader(&reader).await;
+                return Err(EngineError::NotFound("cluster".into()));
+            }
             Err(e) => {
                 if matches!(e, EngineError::Unavailable(_)) {
                     self.forget_reader(&reader).await;
@@ -123,12 +122,6 @@ impl ClusterWriter {
                 return Err(e);
             }
         };
-        let Some((row, _)) = found else {
-            // An object whose cluster does not exist keeps no connection open.
-            self.forget_reader(&reader).await;
-            return Err(EngineError::NotFound("cluster".into()));
-        };
-        callers.permit_as(row.org_id, by, view.action())?;
 
         let mut state = self.state.lock().await;
         if state.cache.is_none() {
@@ -139,11 +132,11 @@ impl ClusterWriter {
                 .db
                 .as_ref()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
-            let loaded = Live::load(client, cluster, now).await;
-            if matches!(loaded, Err(EngineError::Unavailable(_)) | Ok(None)) {
+            let loaded = Live::load(client, &row, now).await;
+            if matches!(loaded, Err(EngineError::Unavailable(_))) {
                 state.db = None;
             }
-            state.cache = Some(loaded?.ok_or_else(|| EngineError::NotFound("cluster".into()))?);
+            state.cache = Some(loaded?);
         }
         let live = state
             .cache
