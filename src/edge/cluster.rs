@@ -13,6 +13,7 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, Stat
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
+use super::exchange::{rpc_answer, rpc_argument};
 use super::platform::connect_db;
 use crate::auth::Caller;
 use crate::domain::ids::ClusterId;
@@ -101,7 +102,7 @@ impl DurableObject for ClusterObject {
 impl ClusterObject {
     /// Runs a [`ClusterCall`] and answers its `Result<Executed, EngineError>`.
     pub async fn command(&self, call: String) -> std::result::Result<JsValue, JsValue> {
-        let call: ClusterCall = from_json(&call)?;
+        let call: ClusterCall = rpc_argument(&call)?;
         let result = self.run(call.cluster, call.command).await;
         if result.is_ok() && !self.remembered.get() {
             // Remembered for the alarm, which arrives without a request (once per instance,
@@ -113,12 +114,12 @@ impl ClusterObject {
                 .map_err(|e| JsValue::from_str(&e.to_string()))?;
             self.remembered.set(true);
         }
-        to_json(&result)
+        rpc_answer(&result)
     }
 
     /// Answers a [`ViewCall`] with its `Result<Viewed, EngineError>`.
     pub async fn view(&self, call: String) -> std::result::Result<JsValue, JsValue> {
-        let call: ViewCall = from_json(&call)?;
+        let call: ViewCall = rpc_argument(&call)?;
         let viewed = self
             .writer
             .view(
@@ -129,16 +130,6 @@ impl ClusterObject {
                 Utc::now(),
             )
             .await;
-        to_json(&viewed)
+        rpc_answer(&viewed)
     }
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, JsValue> {
-    serde_json::from_str(text).map_err(|e| JsValue::from_str(&e.to_string()))
-}
-
-fn to_json<T: Serialize>(value: &T) -> std::result::Result<JsValue, JsValue> {
-    serde_json::to_string(value)
-        .map(JsValue::from)
-        .map_err(|e| JsValue::from_str(&e.to_string()))
 }

@@ -8,9 +8,8 @@
 //! memory) is handed over as one byte array. A body without a length, or a longer one, keeps
 //! the streaming path, where the body limit stops it without reading it all.
 //!
-//! Calls to Durable Objects cross the same way: JSON text in one piece each way, decoded by
-//! serde_json — by RPC for a cluster's object, by `fetch` on the runtime's stub for the
-//! throttle.
+//! Calls to Durable Objects cross the same way: over RPC, JSON text in one piece each way,
+//! decoded by serde_json — no `Request` or `Response`, headers or body streams.
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
@@ -85,92 +84,63 @@ pub async fn response_to_js(res: Response<Body>) -> Result<web_sys::Response, Js
     web_sys::Response::new_with_opt_js_u8_array_and_init(body.as_ref(), &init)
 }
 
-/// A Durable Object's JSON request body: its text in one piece, decoded by serde_json
-/// (`Request::json` parses in JS, then walks the result field by field across the boundary).
-pub async fn request_json<T: serde::de::DeserializeOwned>(
-    req: &mut worker::Request,
-) -> worker::Result<T> {
-    Ok(serde_json::from_str(&req.text().await?)?)
-}
-
 #[wasm_bindgen::prelude::wasm_bindgen]
 extern "C" {
-    /// A Durable Object's stub as the runtime hands it out.
+    /// A Durable Object's stub with the RPC methods of Berth's objects (`edge::cluster`,
+    /// `edge::throttle`).
     #[wasm_bindgen(extends = worker::js_sys::Object)]
     type ObjectStub;
 
-    #[wasm_bindgen(method, catch, js_name = fetch)]
-    fn post(
-        this: &ObjectStub,
-        url: &str,
-        init: &web_sys::RequestInit,
-    ) -> Result<worker::js_sys::Promise, JsValue>;
-}
-
-/// Posts a JSON `body` to a Durable Object and decodes its JSON answer, with the runtime's
-/// stub directly (`worker::Stub` wraps the answer, then `Response::text` reads it as a stream,
-/// chunk by chunk): one request built from a string, one `text()`.
-pub async fn post_json<R: serde::de::DeserializeOwned>(
-    stub: worker::Stub,
-    url: &str,
-    body: &str,
-) -> worker::Result<R> {
-    let stub: ObjectStub = stub.into_rpc();
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    init.set_body(&JsValue::from_str(body));
-    let res: web_sys::Response = JsFuture::from(stub.post(url, &init)?)
-        .await?
-        .unchecked_into();
-    if res.status() != 200 {
-        return Err(worker::Error::RustError(format!(
-            "object answered {}",
-            res.status()
-        )));
-    }
-    decode(JsFuture::from(res.text()?).await?)
-}
-
-#[wasm_bindgen::prelude::wasm_bindgen]
-extern "C" {
-    /// A cluster object's stub with its RPC methods (`edge::cluster`).
-    #[wasm_bindgen(extends = worker::js_sys::Object)]
-    type ClusterStub;
-
     #[wasm_bindgen(method, catch, js_name = command)]
-    fn rpc_command(this: &ClusterStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
+    fn rpc_command(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = view)]
-    fn rpc_view(this: &ClusterStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
+    fn rpc_view(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = throttle)]
+    fn rpc_throttle(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
 }
 
-/// A cluster object's RPC method.
+/// An object's RPC method.
 #[derive(Debug, Clone, Copy)]
-pub enum ClusterMethod {
+pub enum ObjectMethod {
+    /// A cluster's command.
     Command,
+    /// A read of a cluster's view.
     View,
+    /// A throttle shard's operation.
+    Throttle,
 }
 
-/// Calls a cluster object's RPC `method` with a JSON `call` and decodes its JSON answer. RPC
-/// passes the string as it is: no `Request` or `Response`, headers or body streams, which
-/// made a `fetch` to the object cost about as much again as the rest of a submission.
-pub async fn call_cluster<R: serde::de::DeserializeOwned>(
+/// Calls an object's RPC `method` with a JSON `call` and decodes its JSON answer. RPC passes
+/// the string as it is: a `fetch` to the object, with its `Request`, `Response` and body,
+/// cost about as much again as the rest of a submission.
+pub async fn call_object<R: serde::de::DeserializeOwned>(
     stub: worker::Stub,
-    method: ClusterMethod,
+    method: ObjectMethod,
     call: &str,
 ) -> worker::Result<R> {
-    let stub: ClusterStub = stub.into_rpc();
+    let stub: ObjectStub = stub.into_rpc();
     let promise = match method {
-        ClusterMethod::Command => stub.rpc_command(call)?,
-        ClusterMethod::View => stub.rpc_view(call)?,
+        ObjectMethod::Command => stub.rpc_command(call)?,
+        ObjectMethod::View => stub.rpc_view(call)?,
+        ObjectMethod::Throttle => stub.rpc_throttle(call)?,
     };
-    decode(JsFuture::from(promise).await?)
-}
-
-/// An object's JSON answer, decoded.
-fn decode<R: serde::de::DeserializeOwned>(answer: JsValue) -> worker::Result<R> {
+    let answer = JsFuture::from(promise).await?;
     let text = answer
         .as_string()
         .ok_or_else(|| worker::Error::RustError("an answer that is not text".into()))?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// An RPC method's JSON argument, on the object's side.
+pub fn rpc_argument<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, JsValue> {
+    serde_json::from_str(text).map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+/// An RPC method's JSON answer, on the object's side.
+pub fn rpc_answer<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    serde_json::to_string(value)
+        .map(JsValue::from)
+        .map_err(|e| JsValue::from_str(&e.to_string()))
 }

@@ -8,7 +8,7 @@ use worker::send::{SendFuture, SendWrapper};
 use worker::Env;
 
 use super::cluster::{ClusterCall, ViewCall};
-use super::exchange::{call_cluster, post_json, ClusterMethod};
+use super::exchange::{call_object, ObjectMethod};
 use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, SHARDS};
 use crate::auth::Caller;
@@ -59,43 +59,23 @@ impl EdgePlatform {
         }
     }
 
-    /// Calls a cluster's object (RPC) with a JSON call and decodes its JSON answer.
-    async fn call_cluster<T: Serialize, R: DeserializeOwned>(
+    /// Calls the object `name` of `binding` over RPC with a JSON call and decodes its JSON
+    /// answer.
+    async fn call_object<T: Serialize, R: DeserializeOwned>(
         &self,
-        cluster: ClusterId,
-        method: ClusterMethod,
+        binding: &'static str,
+        name: String,
+        method: ObjectMethod,
         call: &T,
     ) -> Result<R, ApiError> {
         let env = self.env.clone();
         let call = serde_json::to_string(call).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let name = cluster.to_string();
         SendFuture::new(async move {
-            let stub = env.durable_object("CLUSTER")?.get_by_name(&name)?;
-            call_cluster::<R>(stub, method, &call).await
+            let stub = env.durable_object(binding)?.get_by_name(&name)?;
+            call_object::<R>(stub, method, &call).await
         })
         .await
-        .map_err(|e| ApiError::Unavailable(format!("cluster object ({method:?}): {e}")))
-    }
-
-    /// Calls one Durable Object with a JSON command and decodes its JSON answer.
-    async fn call_object<T: Serialize, R: DeserializeOwned>(
-        &self,
-        binding: &str,
-        name: &str,
-        path: &str,
-        body: &T,
-    ) -> Result<R, ApiError> {
-        let env = self.env.clone();
-        let body = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let url = format!("https://object{path}");
-        let binding = binding.to_string();
-        let name = name.to_string();
-        SendFuture::new(async move {
-            let stub = env.durable_object(&binding)?.get_by_name(&name)?;
-            post_json::<R>(stub, &url, &body).await
-        })
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("durable object {path}: {e}")))
+        .map_err(|e| ApiError::Unavailable(format!("object {binding} ({method:?}): {e}")))
     }
 
     async fn throttle(&self, call: ThrottleCall) -> Result<Option<u64>, ApiError> {
@@ -112,7 +92,12 @@ impl EdgePlatform {
             }
             let part = ThrottleCall { op: call.op, keys };
             let wait: Option<u64> = self
-                .call_object("THROTTLE", &format!("shard-{shard}"), "/throttle", &part)
+                .call_object(
+                    "THROTTLE",
+                    format!("shard-{shard}"),
+                    ObjectMethod::Throttle,
+                    &part,
+                )
                 .await?;
             worst = worst.max(wait);
         }
@@ -153,7 +138,7 @@ impl Platform for EdgePlatform {
     ) -> Result<Executed, ApiError> {
         let call = ClusterCall { cluster, command };
         let result: Result<Executed, EngineError> = self
-            .call_cluster(cluster, ClusterMethod::Command, &call)
+            .call_object("CLUSTER", cluster.to_string(), ObjectMethod::Command, &call)
             .await?;
         Ok(result?)
     }
@@ -166,7 +151,7 @@ impl Platform for EdgePlatform {
     ) -> Result<Viewed, ApiError> {
         let call = ViewCall { cluster, view, by };
         let result: Result<Viewed, EngineError> = self
-            .call_cluster(cluster, ClusterMethod::View, &call)
+            .call_object("CLUSTER", cluster.to_string(), ObjectMethod::View, &call)
             .await?;
         Ok(result?)
     }

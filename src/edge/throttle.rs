@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
-use super::exchange::request_json;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::JsValue;
+
+use super::exchange::{rpc_answer, rpc_argument};
 use crate::domain::throttle::ThrottleBook;
 
 /// Number of shards keys are spread over.
@@ -74,8 +77,29 @@ impl DurableObject for Throttle {
         Self { state }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let call: IncomingCall = request_json(&mut req).await?;
+    /// The Worker calls [`Throttle::throttle`] over RPC; nothing is served by fetch.
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::error("this object answers RPC calls only", 404)
+    }
+}
+
+/// The shard's RPC method (JSON in, JSON out); `scripts/build-worker.sh` makes the class
+/// RPC-capable.
+#[wasm_bindgen(js_sys = ::worker::js_sys, wasm_bindgen_futures = ::worker::wasm_bindgen_futures)]
+impl Throttle {
+    /// Runs a [`ThrottleCall`]: `check` answers the seconds to wait (or null), the others
+    /// null.
+    pub async fn throttle(&self, call: String) -> std::result::Result<JsValue, JsValue> {
+        let call: IncomingCall = rpc_argument(&call)?;
+        self.run(call)
+            .await
+            .map_err(|e| JsValue::from_str(&e.to_string()))
+            .and_then(|wait| rpc_answer(&wait))
+    }
+}
+
+impl Throttle {
+    async fn run(&self, call: IncomingCall) -> Result<Option<u64>> {
         let now = Utc::now();
         let keys = match call.op.as_str() {
             "purge" => self.all_keys().await?,
@@ -85,15 +109,15 @@ impl DurableObject for Throttle {
         // object's input gate closed, so concurrent calls cannot interleave here.
         let mut book = self.load(&keys).await?;
         match call.op.as_str() {
-            "check" => return Response::from_json(&book.retry_after(&keys, now)),
+            "check" => return Ok(book.retry_after(&keys, now)),
             "fail" => book.record_failure(&keys, now),
             "reset" => keys.iter().for_each(|k| book.reset(k)),
             "purge" => {
                 book.purge(now);
             }
-            other => return Response::error(format!("unknown op {other}"), 400),
+            other => return Err(worker::Error::RustError(format!("unknown op {other}"))),
         }
         self.save(&book, &keys).await?;
-        Response::from_json(&Option::<u64>::None)
+        Ok(None)
     }
 }
