@@ -479,14 +479,9 @@ pub struct Live {
     deadlines: BTreeSet<(DateTime<Utc>, Uuid)>,
 }
 
-/// One page of a cluster's queue, in scheduling order.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QueuePage {
-    /// Queued deployments in all.
-    pub total: usize,
-    /// Position, effective priority and reason of each, with what the page shows of its row.
-    pub entries: Vec<(QueueEntry, QueuedRow)>,
-}
+/// One page of a cluster's queue, in scheduling order: the position, effective priority
+/// and reason of each entry, with what the page shows of its row.
+pub type QueuePage = Vec<(QueueEntry, QueuedRow)>;
 
 /// What a queue page shows of a queued deployment's row (a page crosses from the cluster's
 /// object to the Worker as JSON: the rest of the row would only be encoded and decoded).
@@ -794,16 +789,11 @@ impl Live {
             None => 0,
             Some(id) => self.book.position(&id).map_or(usize::MAX, |p| p as usize),
         };
-        let entries = self
-            .book
+        self.book
             .queue_page(offset, limit)
             .into_iter()
             .filter_map(|e| self.rows.get(&e.id).map(|r| (e, QueuedRow::from(r))))
-            .collect();
-        QueuePage {
-            total: self.book.totals().queued,
-            entries,
-        }
+            .collect()
     }
 }
 
@@ -897,15 +887,15 @@ mod tests {
         let view = scheduler::queue_view(&state, now);
         live.follow(c);
         let page = live.queue_page(now, None, usize::MAX);
-        assert_eq!(page.total, view.len());
-        let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
+        assert_eq!(live.book.totals().queued, view.len());
+        let entries: Vec<QueueEntry> = page.iter().map(|(e, _)| *e).collect();
         assert_eq!(entries, view);
-        for (e, r) in &page.entries {
+        for (e, r) in &page {
             assert_eq!(*r, QueuedRow::from(&live.rows[&e.id]));
         }
         for (i, after) in view.iter().enumerate() {
             let page = live.queue_page(now, Some(after.id), 2);
-            let entries: Vec<QueueEntry> = page.entries.iter().map(|(e, _)| *e).collect();
+            let entries: Vec<QueueEntry> = page.iter().map(|(e, _)| *e).collect();
             assert_eq!(
                 entries,
                 view.iter().skip(i + 1).take(2).copied().collect::<Vec<_>>()
@@ -913,7 +903,7 @@ mod tests {
         }
         let gone = live.queue_page(now, Some(Uuid::from_u128(u128::MAX)), 2);
         assert!(
-            gone.entries.is_empty(),
+            gone.is_empty(),
             "a cursor no longer queued ends the listing"
         );
         let subjects: Vec<Result<Subject, EngineError>> = live

@@ -384,7 +384,7 @@ pub async fn get_queue(
         other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
     };
     Ok(Json(Paged::new(
-        page.entries,
+        page,
         &list.page,
         |(e, _)| e.id,
         |(e, r)| QueueEntry {
