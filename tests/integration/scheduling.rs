@@ -714,19 +714,21 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
             )
         }
     };
+    let revoke = |id: String| {
+        let f = &f;
+        async move {
+            let path = format!("/v1/orgs/{}/api-keys/{id}", f.org);
+            let r = f
+                .app
+                .call(Method::DELETE, &path, Some(&f.admin), None)
+                .await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        }
+    };
     let (developer_key, _) = key(f.org.clone(), "developer").await;
     let (viewer_key, _) = key(f.org.clone(), "viewer").await;
     let (revoked_key, revoked_id) = key(f.org.clone(), "admin").await;
-    let r = f
-        .app
-        .call(
-            Method::DELETE,
-            &format!("/v1/orgs/{}/api-keys/{revoked_id}", f.org),
-            Some(&f.admin),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    revoke(revoked_id).await;
     let other_org = f
         .post("/v1/orgs", Some(json!({"name": "Other"})))
         .await
@@ -823,16 +825,7 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
         .any(|k| k["id"] == reader_id.as_str() && k["last_used_at"].is_string());
     assert!(used, "a read records the key's use: {keys}");
     // Revoked after a read it was allowed: the next read is refused at once.
-    let r = f
-        .app
-        .call(
-            Method::DELETE,
-            &format!("/v1/orgs/{}/api-keys/{reader_id}", f.org),
-            Some(&f.admin),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    revoke(reader_id).await;
     for path in [
         format!("/v1/clusters/{c}"),
         format!("/v1/clusters/{c}/queue"),
