@@ -90,7 +90,9 @@ pub enum Viewed {
         cluster: Box<ClusterRow>,
         usage: Usage,
     },
-    Queue(QueuePage),
+    Queue {
+        entries: QueuePage,
+    },
 }
 
 /// What a command produced.
@@ -174,5 +176,39 @@ impl From<DbError> for EngineError {
 impl From<tokio_postgres::Error> for EngineError {
     fn from(e: tokio_postgres::Error) -> Self {
         DbError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::scheduler::{QueueEntry, WaitReason};
+
+    /// Views cross from the cluster's object to the Worker as JSON: each must come back as
+    /// it left (an internally tagged enum cannot carry a bare sequence, for one).
+    #[test]
+    fn views_cross_the_object_boundary_as_json() {
+        let entry = QueueEntry {
+            id: Uuid::from_u128(7),
+            position: 1,
+            effective_priority: 12,
+            reason: WaitReason::WaitingForCapacity,
+        };
+        let row = QueuedRow {
+            name: "web".into(),
+            priority: 10,
+            resources: Resources::new(500, 256, 0),
+            enqueued_at: DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time"),
+        };
+        for viewed in [
+            Viewed::Queue {
+                entries: vec![(entry, row)],
+            },
+            Viewed::Queue { entries: vec![] },
+        ] {
+            let json = serde_json::to_string(&viewed).expect("serializes");
+            let back: Viewed = serde_json::from_str(&json).expect("deserializes");
+            assert_eq!(back, viewed);
+        }
     }
 }

@@ -147,7 +147,9 @@ impl ClusterWriter {
                 usage: live.usage(),
                 cluster: Box::new(row),
             },
-            View::Queue { after, limit } => Viewed::Queue(live.queue_page(now, after, limit)),
+            View::Queue { after, limit } => Viewed::Queue {
+                entries: live.queue_page(now, after, limit),
+            },
         })
     }
 

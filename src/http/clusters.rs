@@ -380,7 +380,7 @@ pub async fn get_queue(
         limit: list.page.fetch() as usize,
     };
     let page = match st.platform.cluster_view(id, view, caller).await? {
-        Viewed::Queue(page) => page,
+        Viewed::Queue { entries } => entries,
         other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
     };
     Ok(Json(Paged::new(
