@@ -40,6 +40,28 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    async fn run(&self, call: IncomingCall) -> Result<Option<u64>> {
+        let now = Utc::now();
+        let keys = match call.op.as_str() {
+            "purge" => self.all_keys().await?,
+            _ => call.keys,
+        };
+        // Only storage operations are awaited between load and save, and those keep the
+        // object's input gate closed, so concurrent calls cannot interleave here.
+        let mut book = self.load(&keys).await?;
+        match call.op.as_str() {
+            "check" => return Ok(book.retry_after(&keys, now)),
+            "fail" => book.record_failure(&keys, now),
+            "reset" => keys.iter().for_each(|k| book.reset(k)),
+            "purge" => {
+                book.purge(now);
+            }
+            other => return Err(worker::Error::RustError(format!("unknown op {other}"))),
+        }
+        self.save(&book, &keys).await?;
+        Ok(None)
+    }
+
     async fn load(&self, keys: &[String]) -> Result<ThrottleBook> {
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
@@ -95,29 +117,5 @@ impl Throttle {
             .await
             .map_err(|e| JsValue::from_str(&e.to_string()))
             .and_then(|wait| rpc_answer(&wait))
-    }
-}
-
-impl Throttle {
-    async fn run(&self, call: IncomingCall) -> Result<Option<u64>> {
-        let now = Utc::now();
-        let keys = match call.op.as_str() {
-            "purge" => self.all_keys().await?,
-            _ => call.keys,
-        };
-        // Only storage operations are awaited between load and save, and those keep the
-        // object's input gate closed, so concurrent calls cannot interleave here.
-        let mut book = self.load(&keys).await?;
-        match call.op.as_str() {
-            "check" => return Ok(book.retry_after(&keys, now)),
-            "fail" => book.record_failure(&keys, now),
-            "reset" => keys.iter().for_each(|k| book.reset(k)),
-            "purge" => {
-                book.purge(now);
-            }
-            other => return Err(worker::Error::RustError(format!("unknown op {other}"))),
-        }
-        self.save(&book, &keys).await?;
-        Ok(None)
     }
 }
