@@ -57,6 +57,19 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
+/// What a unique-constraint violation means to a client, by the constraint's name (as
+/// `DbError::Unique` carries it): the one place that knows the schema's unique constraints.
+/// A constraint not named here (a token or code hash colliding, say) is still a conflict.
+pub fn unique_violation(constraint: &str) -> &'static str {
+    match constraint {
+        "users_email_lower_key" => "an account with this e-mail already exists",
+        "memberships_pkey" => "you are already a member of this organization",
+        "clusters_org_name_key" => "a cluster with this name already exists",
+        "deployments_idempotency_key" => "a deployment with this Idempotency-Key already exists",
+        _ => "it already exists",
+    }
+}
+
 /// Result of a database call.
 pub type DbResult<T> = Result<T, DbError>;
 

@@ -1,8 +1,9 @@
 //! Roles and the one authorization table: `(role, action) → allowed`.
 //!
 //! Roles are per organization and ordered `Viewer < Developer < Admin`. Every endpoint that
-//! touches an organization's resources names its `Action`; the HTTP layer applies this table
-//! through one guard, and the end-to-end role matrix is generated from it.
+//! touches an organization's resources declares its `Action` beside its route (`http/router.rs`);
+//! the HTTP guard and the cluster's object apply this table, and the end-to-end role matrix is
+//! generated from the OpenAPI document, which publishes each operation's least role.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -81,38 +82,6 @@ impl Action {
             | CreateApiKey | ListApiKeys | RevokeApiKey | CreateCluster | UpdateCluster
             | DeleteCluster => Role::Admin,
         }
-    }
-
-    /// The action an API operation (its OpenAPI `operationId`) performs inside an
-    /// organization; `None` for operations outside any organization (auth, health, …).
-    pub fn for_operation(operation_id: &str) -> Option<Action> {
-        use Action::*;
-        Some(match operation_id {
-            "get_org" => ReadOrg,
-            "list_members" => ListMembers,
-            "update_member" => ChangeMemberRole,
-            "delete_member" => RemoveMember,
-            "create_invite" => CreateInvite,
-            "list_invites" => ListInvites,
-            "delete_invite" => RevokeInvite,
-            "create_api_key" => CreateApiKey,
-            "list_api_keys" => ListApiKeys,
-            "delete_api_key" => RevokeApiKey,
-            "create_cluster" => CreateCluster,
-            "list_clusters" => ListClusters,
-            "get_cluster" => ReadCluster,
-            "update_cluster" => UpdateCluster,
-            "delete_cluster" => DeleteCluster,
-            "get_queue" => ReadQueue,
-            "create_deployment" => CreateDeployment,
-            "list_deployments" => ListDeployments,
-            "get_deployment" => ReadDeployment,
-            "update_deployment" => UpdateDeployment,
-            "cancel_deployment" => CancelDeployment,
-            "stop_deployment" => StopDeployment,
-            "finish_deployment" => FinishDeployment,
-            _ => return None,
-        })
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Callers {
 /// already did.
 fn needs_check(cmd: &Command) -> Option<(&Caller, Action)> {
     match cmd {
-        Command::Submit { by, .. } => Some((by, Action::CreateDeployment)),
+        Command::Submit { by, .. } => Some((by, super::SUBMIT_ACTION)),
         _ => None,
     }
 }

@@ -72,12 +72,20 @@ pub enum View {
     Queue { after: Option<Uuid>, limit: usize },
 }
 
+/// The actions the cluster's object authorizes itself (`authorize.rs`); the router declares
+/// the routes of submissions and of the two reads with these same constants.
+pub const SUBMIT_ACTION: Action = Action::CreateDeployment;
+/// Reading a cluster with its usage (`View::Cluster`).
+pub const READ_CLUSTER_ACTION: Action = Action::ReadCluster;
+/// Reading a cluster's queue (`View::Queue`).
+pub const READ_QUEUE_ACTION: Action = Action::ReadQueue;
+
 impl View {
     /// What the policy table calls this read.
     pub fn action(&self) -> Action {
         match self {
-            Self::Cluster => Action::ReadCluster,
-            Self::Queue { .. } => Action::ReadQueue,
+            Self::Cluster => READ_CLUSTER_ACTION,
+            Self::Queue { .. } => READ_QUEUE_ACTION,
         }
     }
 }
@@ -167,7 +175,7 @@ impl From<DbError> for EngineError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(m) | DbError::Conflict(m) => Self::Unavailable(m),
-            DbError::Unique(c) => Self::Conflict(format!("already exists ({c})")),
+            DbError::Unique(c) => Self::Conflict(crate::db::unique_violation(&c).into()),
             DbError::Other(m) => Self::Internal(m),
         }
     }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -103,23 +103,15 @@ pub async fn register(
         .await?
         .is_some()
     {
-        return Err(email_taken());
+        return Err(DbError::Unique("users_email_lower_key".into()).into());
     }
     let hash = password::hash(req.password.expose());
-    let user = accounts::insert_user(&db, UserId::new(), req.email.as_str(), &req.name, &hash)
-        .await
-        .map_err(|e| match e {
-            DbError::Unique(_) => email_taken(),
-            other => other.into(),
-        })?;
+    let user =
+        accounts::insert_user(&db, UserId::new(), req.email.as_str(), &req.name, &hash).await?;
     Ok((
         StatusCode::CREATED,
         Json(UserEnvelope { user: user.into() }),
     ))
-}
-
-fn email_taken() -> ApiError {
-    ApiError::Conflict("an account with this e-mail already exists".into())
 }
 
 /// Login request.
@@ -340,9 +332,36 @@ pub async fn get_me(State(st): State<AppState>, caller: Caller) -> Result<Json<M
     }))
 }
 
+/// A JSON Web Key Set (RFC 7517): the public keys that verify access tokens.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Jwks {
+    /// The signing key and any retired keys whose tokens may still be valid.
+    keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key (RFC 8037).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Jwk {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: String,
+    /// The public key, base64url without padding.
+    x: String,
+    /// The key id that access tokens name in their header.
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    key_use: String,
+}
+
 /// The public keys that verify access tokens (Ed25519, with `kid`).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
-    responses((status = 200, description = "JSON Web Key Set", body = Object)))]
-pub async fn get_jwks(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(st.keys.jwks())
+    responses((status = 200, description = "JSON Web Key Set", body = Jwks)))]
+pub async fn get_jwks(State(st): State<AppState>) -> Result<Json<Jwks>, ApiError> {
+    serde_json::from_value(st.keys.jwks())
+        .map(Json)
+        .map_err(|e| ApiError::Internal(format!("JWKS: {e}")))
 }

@@ -10,15 +10,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_in, not_found};
-use super::orgs::{org_id, role_field};
+use super::extract::{role_field, Caller, Ids, Valid};
+use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::db::api_keys::{self, ApiKeyRow};
-use crate::domain::ids::ApiKeyId;
-use crate::domain::policy::{Action, Role};
+use crate::domain::ids::{ApiKeyId, OrgId};
+use crate::domain::policy::Role;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
 
 /// Characters of a key kept visible (the `bak_` prefix and 8 more) to recognise it.
@@ -93,12 +92,12 @@ impl FromJson for CreateApiKeyRequest {
 pub async fn create_api_key(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     Valid(req): Valid<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    let access = authorize_in(&st, &db, &caller, org, Action::CreateApiKey, "organization").await?;
+    let access = authorize_in(&st, &db, &caller, org, action, "organization").await?;
     if req.role > access.role {
         return Err(ApiError::Forbidden(
             "a key's role cannot exceed your own".into(),
@@ -136,12 +135,12 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     list: List,
 ) -> Result<Json<Paged<ApiKey>>, ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::ListApiKeys, "organization").await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     let rows = api_keys::list(&db, org, &list.page).await?;
     Ok(Json(Paged::new(rows, &list.page, |r| r.id.0, ApiKey::from)))
 }
@@ -157,12 +156,11 @@ pub async fn list_api_keys(
 pub async fn delete_api_key(
     State(st): State<AppState>,
     caller: Caller,
-    Ids((org_id_s, key_id_s)): Ids<(String, String)>,
+    Declared(action): Declared,
+    Ids((org, id)): Ids<(OrgId, ApiKeyId)>,
 ) -> Result<StatusCode, ApiError> {
-    let org = org_id(&org_id_s)?;
-    let id = ApiKeyId::parse(&key_id_s).ok_or_else(|| not_found("API key"))?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::RevokeApiKey, "organization").await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     if api_keys::revoke(&db, org, id, st.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -5,20 +5,17 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
 use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_in, authorize_with_role, not_found, Access};
-use super::orgs::org_id;
+use super::guard::{authorize_in, cluster_access, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::clusters::{self, ClusterRow, Usage};
 use crate::domain::deployment::resources_field;
-use crate::domain::ids::ClusterId;
-use crate::domain::policy::Action;
+use crate::domain::ids::{ClusterId, OrgId};
 use crate::domain::resources::Resources;
 use crate::domain::scheduler::{Policy, Queueing, WaitReason};
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Invalid};
@@ -81,22 +78,6 @@ fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
     }
 }
 
-/// Loads a cluster and authorizes `action` in its organization (unknown or foreign → 404).
-pub async fn cluster_access(
-    st: &AppState,
-    db: &impl GenericClient,
-    caller: &Caller,
-    id: &str,
-    action: Action,
-) -> Result<(ClusterRow, Access), ApiError> {
-    let id = ClusterId::parse(id).ok_or_else(|| not_found("cluster"))?;
-    let (c, role) = clusters::get_with_role(db, id, caller.user_id())
-        .await?
-        .ok_or_else(|| not_found("cluster"))?;
-    let access = authorize_with_role(st, db, caller, c.org_id, role, action, "cluster").await?;
-    Ok((c, access))
-}
-
 fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, Invalid> {
     match f.opt_string("queueing") {
         None => Ok(None),
@@ -155,20 +136,12 @@ impl FromJson for CreateClusterRequest {
 pub async fn create_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     Valid(req): Valid<CreateClusterRequest>,
 ) -> Result<(StatusCode, Json<Cluster>), ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(
-        &st,
-        &db,
-        &caller,
-        org,
-        Action::CreateCluster,
-        "organization",
-    )
-    .await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     let now = st.now();
     let row = ClusterRow {
         id: ClusterId::new(),
@@ -182,20 +155,11 @@ pub async fn create_cluster(
         created_at: now,
         updated_at: now,
     };
-    let row = clusters::insert(&db, &row).await.map_err(name_taken)?;
+    let row = clusters::insert(&db, &row).await?;
     Ok((
         StatusCode::CREATED,
         Json(cluster(row, Some(Usage::default()))),
     ))
-}
-
-fn name_taken(e: crate::db::DbError) -> ApiError {
-    match e {
-        crate::db::DbError::Unique(_) => {
-            ApiError::Conflict("a cluster with this name already exists".into())
-        }
-        other => other.into(),
-    }
 }
 
 /// An organization's clusters. Role: viewer.
@@ -208,12 +172,12 @@ fn name_taken(e: crate::db::DbError) -> ApiError {
 pub async fn list_clusters(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     list: List,
 ) -> Result<Json<Paged<Cluster>>, ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::ListClusters, "organization").await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     let rows = clusters::list(&db, org, &list.page).await?;
     Ok(Json(Paged::new(
         rows,
@@ -233,11 +197,11 @@ pub async fn list_clusters(
 pub async fn get_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Ids(id): Ids<ClusterId>,
 ) -> Result<Json<Cluster>, ApiError> {
-    // No connection here: the cluster's object authorizes the caller and answers with the
-    // usage it keeps (O(1), however many deployments are live).
-    let id = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
+    // No connection here: the cluster's object authorizes the caller (with the action the
+    // route declares: `View::Cluster.action()`) and answers with the usage it keeps (O(1),
+    // however many deployments are live).
     match st.platform.cluster_view(id, View::Cluster, caller).await? {
         Viewed::Cluster { cluster: c, usage } => Ok(Json(cluster(*c, Some(usage)))),
         other => Err(ApiError::Internal(format!("unexpected view {other:?}"))),
@@ -297,12 +261,13 @@ impl FromJson for UpdateClusterRequest {
 pub async fn update_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<ClusterId>,
     Valid(req): Valid<UpdateClusterRequest>,
 ) -> Result<Json<Cluster>, ApiError> {
     let (c, _) = {
         let db = st.db().await?;
-        cluster_access(&st, &db, &caller, &id, Action::UpdateCluster).await?
+        cluster_access(&st, &db, &caller, id, action).await?
     };
     let cmd = Command::UpdateCluster {
         name: req.name,
@@ -331,11 +296,12 @@ pub async fn update_cluster(
 pub async fn delete_cluster(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<ClusterId>,
 ) -> Result<StatusCode, ApiError> {
     let (c, _) = {
         let db = st.db().await?;
-        cluster_access(&st, &db, &caller, &id, Action::DeleteCluster).await?
+        cluster_access(&st, &db, &caller, id, action).await?
     };
     st.platform
         .cluster_command(c.id, Command::DeleteCluster)
@@ -369,12 +335,11 @@ pub struct QueueEntry {
 pub async fn get_queue(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Ids(id): Ids<ClusterId>,
     list: List,
 ) -> Result<Json<Paged<QueueEntry>>, ApiError> {
-    // No connection here: the cluster's object authorizes the caller and keeps the queue
-    // in order (a page costs O(log n + page)).
-    let id = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
+    // No connection here: the cluster's object authorizes the caller (`View::action`, the
+    // route's declared action) and keeps the queue in order (a page costs O(log n + page)).
     let view = View::Queue {
         after: list.page.after,
         limit: list.page.fetch() as usize,

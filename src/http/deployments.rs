@@ -7,15 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::clusters::cluster_access;
 use super::error::Problem;
 use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_with_role, not_found, Access};
-use super::pagination::{List, ListParams, Paged};
+use super::guard::{cluster_access, deployment_access, Declared};
+use super::pagination::{List, ListParams, Paged, StatusFilter};
 use super::{ApiError, AppState};
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
 use crate::domain::deployment::{
@@ -181,13 +179,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub async fn create_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Ids(cluster): Ids<ClusterId>,
     headers: HeaderMap,
     Valid(req): Valid<CreateDeploymentRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    // No connection here: the cluster's object authorizes the caller inside its batch.
-    let cluster = ClusterId::parse(&id).ok_or_else(|| not_found("cluster"))?;
+    // No connection here: the cluster's object authorizes the caller inside its batch, with
+    // the action the route declares (`engine::SUBMIT_ACTION`).
     let new = NewDeployment {
         name: req.name,
         image: req.image.as_str().to_string(),
@@ -238,7 +236,7 @@ pub async fn create_deployment(
 
 /// A cluster's deployments, `?status=` to filter. Role: viewer.
 #[utoipa::path(get, path = "/v1/clusters/{cluster_id}/deployments", tag = "deployments",
-    params(("cluster_id" = Uuid, Path), ListParams), security(("bearer" = [])),
+    params(("cluster_id" = Uuid, Path), ListParams, StatusFilter), security(("bearer" = [])),
     responses(
         (status = 200, description = "Deployments", body = Paged<Deployment>),
         (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
@@ -247,10 +245,11 @@ pub async fn create_deployment(
 pub async fn list_deployments(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
-    list: List,
+    Declared(action): Declared,
+    Ids(id): Ids<ClusterId>,
+    list: List<StatusFilter>,
 ) -> Result<Json<Paged<Deployment>>, ApiError> {
-    let status = match list.status.as_deref() {
+    let status = match list.filter.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
             ApiError::field(
@@ -260,7 +259,7 @@ pub async fn list_deployments(
         })?),
     };
     let db = st.db().await?;
-    let (c, _) = cluster_access(&st, &db, &caller, &id, Action::ListDeployments).await?;
+    let (c, _) = cluster_access(&st, &db, &caller, id, action).await?;
     let rows = deployments::list(&db, c.id, status, &list.page).await?;
     Ok(Json(Paged::new(
         rows,
@@ -268,22 +267,6 @@ pub async fn list_deployments(
         |d| d.id,
         |d| deployment(d, None, None),
     )))
-}
-
-/// Loads a deployment and authorizes `action` in its organization (unknown or foreign → 404).
-async fn deployment_access(
-    st: &AppState,
-    db: &impl GenericClient,
-    caller: &Caller,
-    id: &str,
-    action: Action,
-) -> Result<(DeploymentRow, Access), ApiError> {
-    let id = Uuid::try_parse(id).map_err(|_| not_found("deployment"))?;
-    let (d, role) = deployments::get_with_role(db, id, caller.user_id())
-        .await?
-        .ok_or_else(|| not_found("deployment"))?;
-    let access = authorize_with_role(st, db, caller, d.org_id, role, action, "deployment").await?;
-    Ok((d, access))
 }
 
 /// One deployment with its event history. Role: viewer.
@@ -296,10 +279,11 @@ async fn deployment_access(
 pub async fn get_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<Uuid>,
 ) -> Result<Json<Deployment>, ApiError> {
     let db = st.db().await?;
-    let (d, _) = deployment_access(&st, &db, &caller, &id, Action::ReadDeployment).await?;
+    let (d, _) = deployment_access(&st, &db, &caller, id, action).await?;
     let events = deployments::events(&db, d.id).await?;
     Ok(Json(deployment(d, None, Some(events))))
 }
@@ -308,7 +292,7 @@ pub async fn get_deployment(
 async fn command(
     st: &AppState,
     caller: &Caller,
-    id: &str,
+    id: Uuid,
     action: Action,
     cmd: impl FnOnce(Uuid) -> Command,
 ) -> Result<Json<Deployment>, ApiError> {
@@ -357,14 +341,13 @@ impl FromJson for UpdateDeploymentRequest {
 pub async fn update_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<Uuid>,
     Valid(req): Valid<UpdateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::UpdateDeployment, |id| {
-        Command::SetPriority {
-            id,
-            priority: req.priority,
-        }
+    command(&st, &caller, id, action, |id| Command::SetPriority {
+        id,
+        priority: req.priority,
     })
     .await
 }
@@ -381,12 +364,10 @@ pub async fn update_deployment(
 pub async fn cancel_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<Uuid>,
 ) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::CancelDeployment, |id| {
-        Command::Cancel { id }
-    })
-    .await
+    command(&st, &caller, id, action, |id| Command::Cancel { id }).await
 }
 
 /// Stops a running deployment, freeing its resources for what waits. Role: developer.
@@ -401,12 +382,10 @@ pub async fn cancel_deployment(
 pub async fn stop_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<Uuid>,
 ) -> Result<Json<Deployment>, ApiError> {
-    command(&st, &caller, &id, Action::StopDeployment, |id| {
-        Command::Stop { id }
-    })
-    .await
+    command(&st, &caller, id, action, |id| Command::Stop { id }).await
 }
 
 /// `{outcome: "succeeded" | "failed", message?}`.
@@ -452,16 +431,15 @@ impl FromJson for FinishRequest {
 pub async fn finish_deployment(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(id): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<Uuid>,
     Valid(req): Valid<FinishRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     let succeeded = req.outcome == "succeeded";
-    command(&st, &caller, &id, Action::FinishDeployment, |id| {
-        Command::Finish {
-            id,
-            succeeded,
-            message: req.message,
-        }
+    command(&st, &caller, id, action, |id| Command::Finish {
+        id,
+        succeeded,
+        message: req.message,
     })
     .await
 }

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::db::DbError;
+use crate::db::{unique_violation, DbError};
 use crate::domain::validation::FieldError;
 use crate::engine::EngineError;
 
@@ -147,7 +147,7 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable(m) => Self::Unavailable(m),
             DbError::Conflict(m) => Self::Unavailable(format!("retryable conflict: {m}")),
-            DbError::Unique(c) => Self::Conflict(format!("already exists ({c})")),
+            DbError::Unique(c) => Self::Conflict(unique_violation(&c).into()),
             DbError::Other(m) => Self::Internal(m),
         }
     }

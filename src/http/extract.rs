@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::domain::ids::UserId;
+use crate::domain::policy::Role;
 use crate::domain::validation::{Fields, FromJson};
 
 /// Largest accepted request body.
@@ -72,6 +73,17 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
         })
 }
 
+/// Reads a `role` field of a request body.
+pub fn role_field(f: &Fields<'_>, name: &str) -> Option<Role> {
+    f.string(name).and_then(|s| {
+        let role = Role::parse(s);
+        if role.is_none() {
+            f.error(name, "must be one of viewer, developer, admin");
+        }
+        role
+    })
+}
+
 pub use crate::auth::Caller;
 
 impl Caller {
@@ -122,8 +134,8 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// Path parameters; a path that cannot be read (not UTF-8, say) names nothing: 404, like
-/// an unknown id.
+/// Path parameters as their typed ids (`Ids<OrgId>`, `Ids<(OrgId, UserId)>`); a malformed
+/// id, or a path that cannot be read (not UTF-8, say), names nothing: 404, like an unknown id.
 #[derive(Debug)]
 pub struct Ids<T>(pub T);
 

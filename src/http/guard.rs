@@ -1,14 +1,41 @@
 //! Authorization in one place: resolves the caller inside an organization and applies the
-//! policy table. Not a member (or a key of another organization) → 404, so ids of other
-//! organizations cannot be probed; a member whose role is too low → 403.
+//! policy table to the action the route declares (`router.rs`, read here as [`Declared`]).
+//! Not a member (or a key of another organization) → 404, so ids of other organizations
+//! cannot be probed; a member whose role is too low → 403. The loaders of a cluster or a
+//! deployment with the caller's standing in its organization live here too, for every
+//! handler module to share.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
 use super::extract::Caller;
 use super::{ApiError, AppState};
+use crate::db::clusters::{self, ClusterRow};
+use crate::db::deployments::{self, DeploymentRow};
 use crate::db::{api_keys, orgs};
-use crate::domain::ids::{ApiKeyId, OrgId, UserId};
+use crate::domain::ids::{ApiKeyId, ClusterId, OrgId, UserId};
 use crate::domain::policy::{check, Action, Refusal, Role};
+
+/// The action a route declares beside its registration in `router.rs`, which puts it in the
+/// request's extensions; a route that declares none cannot use it (500, and the role-matrix
+/// and OpenAPI tests fail first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declared(pub Action);
+
+impl<S: Send + Sync> FromRequestParts<S> for Declared {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Action>()
+            .copied()
+            .map(Declared)
+            .ok_or_else(|| ApiError::Internal("the route declares no action".into()))
+    }
+}
 
 /// Who acts, once resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,4 +124,34 @@ pub async fn authorize_with_role(
         role,
         org,
     })
+}
+
+/// Loads a cluster and authorizes `action` in its organization (unknown or foreign → 404).
+pub async fn cluster_access(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    id: ClusterId,
+    action: Action,
+) -> Result<(ClusterRow, Access), ApiError> {
+    let (c, role) = clusters::get_with_role(db, id, caller.user_id())
+        .await?
+        .ok_or_else(|| not_found("cluster"))?;
+    let access = authorize_with_role(st, db, caller, c.org_id, role, action, "cluster").await?;
+    Ok((c, access))
+}
+
+/// Loads a deployment and authorizes `action` in its organization (unknown or foreign → 404).
+pub async fn deployment_access(
+    st: &AppState,
+    db: &impl GenericClient,
+    caller: &Caller,
+    id: Uuid,
+    action: Action,
+) -> Result<(DeploymentRow, Access), ApiError> {
+    let (d, role) = deployments::get_with_role(db, id, caller.user_id())
+        .await?
+        .ok_or_else(|| not_found("deployment"))?;
+    let access = authorize_with_role(st, db, caller, d.org_id, role, action, "deployment").await?;
+    Ok((d, access))
 }

@@ -9,17 +9,15 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, ClientIp, Ids, Valid};
-use super::guard::{authorize_in, not_found};
-use super::orgs::{org_id, role_field};
+use super::extract::{role_field, Caller, ClientIp, Ids, Valid};
+use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::db::invites::{self, InviteRow, NewInvite};
 use crate::db::orgs;
-use crate::db::DbError;
-use crate::domain::ids::InviteId;
-use crate::domain::policy::{Action, Role};
+use crate::domain::ids::{InviteId, OrgId};
+use crate::domain::policy::Role;
 use crate::domain::validation::{FieldError, Fields, FromJson};
 
 /// Default lifetime of an invite: 7 days.
@@ -125,12 +123,12 @@ impl FromJson for CreateInviteRequest {
 pub async fn create_invite(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     Valid(req): Valid<CreateInviteRequest>,
 ) -> Result<(StatusCode, Json<CreatedInvite>), ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    let access = authorize_in(&st, &db, &caller, org, Action::CreateInvite, "organization").await?;
+    let access = authorize_in(&st, &db, &caller, org, action, "organization").await?;
     let code = opaque::mint(Kind::Invite);
     let expires =
         st.now() + Duration::seconds(req.expires_in_seconds.unwrap_or(DEFAULT_EXPIRES_SECONDS));
@@ -167,12 +165,12 @@ pub async fn create_invite(
 pub async fn list_invites(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(org): Ids<OrgId>,
     list: List,
 ) -> Result<Json<Paged<Invite>>, ApiError> {
-    let org = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::ListInvites, "organization").await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     let rows = invites::list(&db, org, &list.page).await?;
     let now = st.now();
     Ok(Json(Paged::new(
@@ -194,12 +192,11 @@ pub async fn list_invites(
 pub async fn delete_invite(
     State(st): State<AppState>,
     caller: Caller,
-    Ids((org_id_s, invite_id_s)): Ids<(String, String)>,
+    Declared(action): Declared,
+    Ids((org, id)): Ids<(OrgId, InviteId)>,
 ) -> Result<StatusCode, ApiError> {
-    let org = org_id(&org_id_s)?;
-    let id = InviteId::parse(&invite_id_s).ok_or_else(|| not_found("invite"))?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, org, Action::RevokeInvite, "organization").await?;
+    authorize_in(&st, &db, &caller, org, action, "organization").await?;
     if invites::revoke(&db, org, id, st.now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -274,16 +271,9 @@ async fn accept(
         drop(tx);
         return Err(refusal(invites::by_code(&db, &hash).await?, now));
     };
-    match orgs::add_member(&tx, invite.org_id, user, invite.role).await {
-        Ok(()) => {}
-        // The transaction rolls back on drop: the use is not consumed.
-        Err(DbError::Unique(_)) => {
-            return Err(ApiError::Conflict(
-                "you are already a member of this organization".into(),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    // Already a member: 409, and the transaction rolls back on drop, so the use is not
+    // consumed.
+    orgs::add_member(&tx, invite.org_id, user, invite.role).await?;
     tx.commit().await?;
     Ok(Accepted {
         org_id: invite.org_id.0,

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{Caller, Ids, Valid};
-use super::guard::{authorize_in, not_found};
+use super::extract::{role_field, Caller, Ids, Valid};
+use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::orgs::{self, MemberRow, OrgRow};
@@ -51,11 +51,6 @@ impl FromJson for CreateOrgRequest {
             .and_then(|s| display_name(s, 100).map_err(|m| f.error("name", m)).ok());
         f.finish(name.map(|name| Self { name }))
     }
-}
-
-/// Parses an organization id from the path; anything that is not a UUID is 404.
-pub fn org_id(s: &str) -> Result<OrgId, ApiError> {
-    OrgId::parse(s).ok_or_else(|| not_found("organization"))
 }
 
 /// Creates an organization; the caller becomes its admin. (Any user.)
@@ -110,11 +105,11 @@ pub async fn list_orgs(
 pub async fn get_org(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<OrgId>,
 ) -> Result<Json<Org>, ApiError> {
-    let id = org_id(&org_id_s)?;
     let db = st.db().await?;
-    let access = authorize_in(&st, &db, &caller, id, Action::ReadOrg, "organization").await?;
+    let access = authorize_in(&st, &db, &caller, id, action, "organization").await?;
     let row = orgs::get(&db, id)
         .await?
         .ok_or_else(|| not_found("organization"))?;
@@ -153,12 +148,12 @@ impl From<MemberRow> for Member {
 pub async fn list_members(
     State(st): State<AppState>,
     caller: Caller,
-    Ids(org_id_s): Ids<String>,
+    Declared(action): Declared,
+    Ids(id): Ids<OrgId>,
     list: List,
 ) -> Result<Json<Paged<Member>>, ApiError> {
-    let id = org_id(&org_id_s)?;
     let db = st.db().await?;
-    authorize_in(&st, &db, &caller, id, Action::ListMembers, "organization").await?;
+    authorize_in(&st, &db, &caller, id, action, "organization").await?;
     let rows = orgs::members(&db, id, &list.page).await?;
     Ok(Json(Paged::new(
         rows,
@@ -172,17 +167,6 @@ pub async fn list_members(
 #[derive(Debug, ToSchema)]
 pub struct RoleRequest {
     role: Role,
-}
-
-/// Reads a `role` field.
-pub fn role_field(f: &Fields<'_>, name: &str) -> Option<Role> {
-    f.string(name).and_then(|s| {
-        let role = Role::parse(s);
-        if role.is_none() {
-            f.error(name, "must be one of viewer, developer, admin");
-        }
-        role
-    })
 }
 
 impl FromJson for RoleRequest {
@@ -209,21 +193,12 @@ fn last_admin() -> ApiError {
 pub async fn update_member(
     State(st): State<AppState>,
     caller: Caller,
-    Ids((org_id_s, user_id_s)): Ids<(String, String)>,
+    Declared(action): Declared,
+    Ids((id, target)): Ids<(OrgId, UserId)>,
     Valid(req): Valid<RoleRequest>,
 ) -> Result<Json<Member>, ApiError> {
-    let id = org_id(&org_id_s)?;
-    let target = UserId::parse(&user_id_s).ok_or_else(|| not_found("member"))?;
     let mut db = st.db().await?;
-    authorize_in(
-        &st,
-        &db,
-        &caller,
-        id,
-        Action::ChangeMemberRole,
-        "organization",
-    )
-    .await?;
+    authorize_in(&st, &db, &caller, id, action, "organization").await?;
     let tx = db.transaction().await?;
     // The organization row lock serializes membership changes: two admins demoting each
     // other at once are decided one after the other, and the second sees one admin left.
@@ -254,17 +229,14 @@ pub async fn update_member(
 pub async fn delete_member(
     State(st): State<AppState>,
     caller: Caller,
-    Ids((org_id_s, user_id_s)): Ids<(String, String)>,
+    Declared(action): Declared,
+    Ids((id, target)): Ids<(OrgId, UserId)>,
 ) -> Result<StatusCode, ApiError> {
-    let id = org_id(&org_id_s)?;
-    let target = UserId::parse(&user_id_s).ok_or_else(|| not_found("member"))?;
     let mut db = st.db().await?;
+    // A member may always leave: that needs only membership, not the declared action.
     let leaving = matches!(caller, Caller::User(u) if u == target);
-    if leaving {
-        authorize_in(&st, &db, &caller, id, Action::ReadOrg, "organization").await?;
-    } else {
-        authorize_in(&st, &db, &caller, id, Action::RemoveMember, "organization").await?;
-    }
+    let action = if leaving { Action::ReadOrg } else { action };
+    authorize_in(&st, &db, &caller, id, action, "organization").await?;
     let tx = db.transaction().await?;
     let admins = orgs::lock_and_count_admins(&tx, id).await?;
     let member = orgs::member(&tx, id, target)

@@ -1,16 +1,19 @@
 //! `?limit=` (default 50, max 200) and an opaque `?cursor=` on every list; responses are
 //! `{"items": [...], "next_cursor": "..." | null}`.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::ApiError;
 use crate::db::Page;
+use crate::domain::deployment::Status;
 use crate::domain::validation::FieldError;
 
 /// Default page size.
@@ -18,33 +21,47 @@ pub const DEFAULT_LIMIT: i64 = 50;
 /// Largest page size.
 pub const MAX_LIMIT: i64 = 200;
 
-/// The query string of a list endpoint.
+/// The query string every list endpoint takes.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// Filter by status (deployments only).
+}
+
+/// The filter of a list that takes none.
+#[derive(Debug, Default, Deserialize)]
+pub struct NoFilter {}
+
+/// `?status=` of the deployment lists.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusFilter {
+    /// Only the deployments in this status.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
 }
 
-/// A parsed list request.
+/// A parsed list request, with the endpoint's own filter `F` read from the same query.
 #[derive(Debug)]
-pub struct List {
+pub struct List<F = NoFilter> {
     /// The page to read.
     pub page: Page,
-    /// The raw status filter, if any.
-    pub status: Option<String>,
+    /// The endpoint's filter, as given.
+    pub filter: F,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for List {
+impl<S: Send + Sync, F: DeserializeOwned> FromRequestParts<S> for List<F> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Query(p) = Query::<ListParams>::try_from_uri(&parts.uri)
-            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+        let malformed =
+            |e: QueryRejection| ApiError::BadRequest(format!("invalid query string: {e}"));
+        let Query(p) = Query::<ListParams>::try_from_uri(&parts.uri).map_err(malformed)?;
+        let Query(filter) = Query::<F>::try_from_uri(&parts.uri).map_err(malformed)?;
         let mut errors = Vec::new();
         let limit = match p.limit.as_deref().map(str::parse::<i64>) {
             None => DEFAULT_LIMIT,
@@ -69,7 +86,7 @@ impl<S: Send + Sync> FromRequestParts<S> for List {
         }
         Ok(List {
             page: Page { after, limit },
-            status: p.status,
+            filter,
         })
     }
 }

@@ -1,17 +1,23 @@
 //! The one router: every route is registered together with its OpenAPI operation, so a
-//! route that is not in the document cannot exist.
+//! route that is not in the document cannot exist, and a route inside an organization
+//! together with the `Action` it performs (`org(…)`), which the guard applies and the
+//! document publishes: adding an endpoint is a handler and one line here.
 
 use std::sync::OnceLock;
 
-use axum::Router;
-use utoipa::openapi::path::{Operation, ParameterIn};
+use axum::{Extension, Router};
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{accounts, api_keys, clusters, deployments, invites, ops, orgs, ApiError, AppState};
+use crate::domain::policy::Action;
+use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,15 +68,72 @@ struct SharedProblems;
 impl Modify for SharedProblems {
     fn modify(&self, doc: &mut OpenApiDoc) {
         for item in doc.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in ops.into_iter().flatten() {
-                shared_problems(op);
+            operations(item).for_each(shared_problems);
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The extension naming an operation's `Action` (its `Debug` name).
+pub const ACTION_EXTENSION: &str = "x-berth-action";
+/// The extension giving the least role that may call an operation, by the policy table.
+pub const ROLE_EXTENSION: &str = "x-berth-role";
+/// The extension marking operations that an API key may not call, whatever its role.
+pub const USER_ONLY_EXTENSION: &str = "x-berth-user-only";
+
+/// Declares that a route (one handler: one method of one path) performs `action` inside an
+/// organization: the request carries it to the guard ([`super::guard::Declared`]), and the
+/// document publishes it with the least role and whether a user is needed. A route without
+/// it acts outside any organization.
+fn org(route: UtoipaMethodRouter<AppState>, action: Action) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, method_router) = route;
+    for op in paths.paths.values_mut().flat_map(operations) {
+        let policy = ExtensionsBuilder::new()
+            .add(ACTION_EXTENSION, format!("{action:?}"))
+            .add(ROLE_EXTENSION, action.min_role().as_str())
+            .add(USER_ONLY_EXTENSION, action.needs_user())
+            .build();
+        op.extensions
+            .get_or_insert_with(Default::default)
+            .merge(policy);
+    }
+    (schemas, paths, method_router.layer(Extension(action)))
+}
+
+/// A page's items are the listed resource's own schema, referenced: utoipa inlines the
+/// argument of a generic schema (`Paged_Cluster.items` held a copy of `Cluster`), and a
+/// client generated from that got two models per resource.
+struct ReferencedItems;
+
+impl Modify for ReferencedItems {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        let names: Vec<String> = components.schemas.keys().cloned().collect();
+        for (name, schema) in components.schemas.iter_mut() {
+            let Some(item) = name.strip_prefix("Paged_") else {
+                continue;
+            };
+            let RefOr::T(Schema::Object(page)) = schema else {
+                continue;
+            };
+            if !names.iter().any(|n| n == item) {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+                items.items = ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name(item).into()));
             }
         }
     }
@@ -140,7 +203,9 @@ fn shared_problems(op: &mut Operation) {
 }
 
 fn routes() -> OpenApiRouter<AppState> {
+    use Action::*;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        // Outside any organization.
         .routes(routes!(ops::get_health))
         .routes(routes!(ops::get_openapi))
         .routes(routes!(accounts::get_jwks))
@@ -150,32 +215,41 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::logout))
         .routes(routes!(accounts::get_me))
         .routes(routes!(orgs::create_org, orgs::list_orgs))
-        .routes(routes!(orgs::get_org))
-        .routes(routes!(orgs::list_members))
-        .routes(routes!(orgs::update_member, orgs::delete_member))
-        .routes(routes!(invites::create_invite, invites::list_invites))
-        .routes(routes!(invites::delete_invite))
         .routes(routes!(invites::accept_invite))
-        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
-        .routes(routes!(api_keys::delete_api_key))
-        .routes(routes!(clusters::create_cluster, clusters::list_clusters))
-        .routes(routes!(
-            clusters::get_cluster,
-            clusters::update_cluster,
-            clusters::delete_cluster
+        // Inside an organization, each with its action.
+        .routes(org(routes!(orgs::get_org), ReadOrg))
+        .routes(org(routes!(orgs::list_members), ListMembers))
+        .routes(org(routes!(orgs::update_member), ChangeMemberRole))
+        .routes(org(routes!(orgs::delete_member), RemoveMember))
+        .routes(org(routes!(invites::create_invite), CreateInvite))
+        .routes(org(routes!(invites::list_invites), ListInvites))
+        .routes(org(routes!(invites::delete_invite), RevokeInvite))
+        .routes(org(routes!(api_keys::create_api_key), CreateApiKey))
+        .routes(org(routes!(api_keys::list_api_keys), ListApiKeys))
+        .routes(org(routes!(api_keys::delete_api_key), RevokeApiKey))
+        .routes(org(routes!(clusters::create_cluster), CreateCluster))
+        .routes(org(routes!(clusters::list_clusters), ListClusters))
+        .routes(org(routes!(clusters::update_cluster), UpdateCluster))
+        .routes(org(routes!(clusters::delete_cluster), DeleteCluster))
+        .routes(org(routes!(deployments::list_deployments), ListDeployments))
+        .routes(org(routes!(deployments::get_deployment), ReadDeployment))
+        .routes(org(
+            routes!(deployments::update_deployment),
+            UpdateDeployment,
         ))
-        .routes(routes!(clusters::get_queue))
-        .routes(routes!(
-            deployments::create_deployment,
-            deployments::list_deployments
+        .routes(org(
+            routes!(deployments::cancel_deployment),
+            CancelDeployment,
         ))
-        .routes(routes!(
-            deployments::get_deployment,
-            deployments::update_deployment
+        .routes(org(routes!(deployments::stop_deployment), StopDeployment))
+        .routes(org(
+            routes!(deployments::finish_deployment),
+            FinishDeployment,
         ))
-        .routes(routes!(deployments::cancel_deployment))
-        .routes(routes!(deployments::stop_deployment))
-        .routes(routes!(deployments::finish_deployment))
+        // Authorized by the cluster's object (`engine/authorize.rs`), with its actions.
+        .routes(org(routes!(clusters::get_cluster), READ_CLUSTER_ACTION))
+        .routes(org(routes!(clusters::get_queue), READ_QUEUE_ACTION))
+        .routes(org(routes!(deployments::create_deployment), SUBMIT_ACTION))
 }
 
 /// The router and its document, built once per isolate: building them walks every route
@@ -185,6 +259,7 @@ fn built() -> &'static (Router<AppState>, OpenApiDoc) {
     BUILT.get_or_init(|| {
         let (router, mut doc) = routes().split_for_parts();
         SharedProblems.modify(&mut doc);
+        ReferencedItems.modify(&mut doc);
         let router = router
             .fallback(|| async { ApiError::NotFound("no such route".into()) })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
