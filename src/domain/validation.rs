@@ -263,6 +263,99 @@ pub fn display_name(s: &str, max: usize) -> Result<String, String> {
     }
 }
 
+/// The OpenAPI schemas of the checks above, so that the document says what they enforce
+/// (`#[schema(schema_with = …)]` on a request field). Each accepts a subset of what its check
+/// accepts, never more: a client generated from the document sends what the server takes.
+pub mod schema {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{Object, Schema};
+
+    use crate::domain::resources::MAX_RESOURCE;
+
+    /// No control character anywhere (`char::is_control`: U+0000–U+001F, U+007F–U+009F).
+    const NO_CONTROL: &str = r"[^\x00-\x1f\x7f-\x9f]";
+
+    fn string(min: usize, max: usize, pattern: String, description: &str) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(min))
+            .max_length(Some(max))
+            .pattern(Some(pattern))
+            .description(Some(description))
+            .build()
+    }
+
+    /// [`super::display_name`] with at most 100 characters: one visible character at least,
+    /// no control characters.
+    pub fn display_name() -> Object {
+        let c = NO_CONTROL;
+        string(
+            1,
+            100,
+            format!(r"^{c}*[^\s\x00-\x1f\x7f-\x9f]{c}*$"),
+            "1–100 characters once trimmed, no control characters",
+        )
+    }
+
+    /// [`super::Email`]: printable ASCII, `local@domain.tld`.
+    pub fn email() -> Object {
+        // Printable ASCII without '@' (0x40); the domain's labels also without '.' (0x2e).
+        let local = "[!-?A-~]";
+        let label = "[!--/-?A-~]";
+        string(
+            3,
+            254,
+            format!(r"^{local}{{1,64}}@{label}+(\.{label}+)+$"),
+            "An e-mail address; unique, case-insensitively",
+        )
+    }
+
+    /// One dimension of a requested amount of resources: `0 ≤ x < 2^40`.
+    fn dimension(description: &str) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(MAX_RESOURCE - 1))
+            .description(Some(description))
+            .build()
+    }
+
+    /// A requested capacity or demand (`deployment::resources_field` with
+    /// `require_positive`): three integers `0 ≤ x < 2^40`, at least one positive.
+    pub fn requested_resources() -> Schema {
+        let dims = [
+            ("cpu_millis", "CPU in thousandths of a core"),
+            ("memory_mib", "Memory in mebibytes"),
+            ("gpus", "Whole GPUs"),
+        ];
+        let mut object = ObjectBuilder::new().schema_type(Type::Object);
+        for (name, description) in dims {
+            object = object.property(name, dimension(description)).required(name);
+        }
+        let mut positive = AnyOfBuilder::new();
+        for (name, _) in dims {
+            positive = positive.item(
+                ObjectBuilder::new()
+                    .property(
+                        name,
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1)),
+                    )
+                    .required(name),
+            );
+        }
+        AllOfBuilder::new()
+            .item(object.build())
+            .item(Schema::AnyOf(positive.build()))
+            .description(Some(
+                "Integers, each 0 ≤ x < 2^40, at least one of them positive",
+            ))
+            .build()
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

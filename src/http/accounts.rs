@@ -51,13 +51,13 @@ pub struct UserEnvelope {
 #[derive(Debug, ToSchema)]
 pub struct RegisterRequest {
     /// Unique, case-insensitively.
-    #[schema(value_type = String, example = "ada@example.com")]
+    #[schema(schema_with = crate::domain::validation::schema::email, example = "ada@example.com")]
     email: Email,
     /// At least 12 characters.
     #[schema(value_type = String, min_length = 12, max_length = 1024)]
     password: Password,
     /// Display name, 1–100 characters.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = crate::domain::validation::schema::display_name)]
     name: String,
 }
 
@@ -117,9 +117,9 @@ pub async fn register(
 /// Login request.
 #[derive(Debug, ToSchema)]
 pub struct LoginRequest {
-    #[schema(value_type = String)]
+    #[schema(min_length = 1, max_length = 254)]
     email: String,
-    #[schema(value_type = String)]
+    #[schema(min_length = 1, max_length = 1024)]
     password: String,
 }
 

@@ -66,7 +66,7 @@ pub struct CreatedApiKey {
 /// `{name, role}`.
 #[derive(Debug, ToSchema)]
 pub struct CreateApiKeyRequest {
-    #[schema(min_length = 1, max_length = 100, example = "ci-deployer")]
+    #[schema(schema_with = crate::domain::validation::schema::display_name, example = "ci-deployer")]
     name: String,
     role: Role,
 }

@@ -93,8 +93,9 @@ fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, Invalid> {
 /// `{name, capacity, queueing?, preemption?}`.
 #[derive(Debug, ToSchema)]
 pub struct CreateClusterRequest {
-    #[schema(min_length = 1, max_length = 100, example = "gpu-east")]
+    #[schema(schema_with = crate::domain::validation::schema::display_name, example = "gpu-east")]
     name: String,
+    #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
     capacity: Resources,
     /// Default best_effort.
     queueing: Option<Queueing>,
@@ -211,7 +212,9 @@ pub async fn get_cluster(
 /// `{name?, capacity?, queueing?, preemption?}`.
 #[derive(Debug, ToSchema)]
 pub struct UpdateClusterRequest {
+    #[schema(schema_with = crate::domain::validation::schema::display_name)]
     name: Option<String>,
+    #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
     capacity: Option<Resources>,
     queueing: Option<Queueing>,
     preemption: Option<bool>,

@@ -107,12 +107,13 @@ fn deployment(
 /// `{name, image, resources, priority?, max_runtime_seconds?}`.
 #[derive(Debug, ToSchema)]
 pub struct CreateDeploymentRequest {
-    #[schema(min_length = 1, max_length = 100, example = "trainer")]
+    #[schema(schema_with = crate::domain::validation::schema::display_name, example = "trainer")]
     name: String,
-    /// OCI image reference.
-    #[schema(value_type = String, example = "ghcr.io/acme/trainer:1.4")]
+    /// OCI image reference (the document's pattern is a common subset of the grammar).
+    #[schema(value_type = String, max_length = 255, example = "ghcr.io/acme/trainer:1.4",
+        pattern = r"^[a-z0-9]+([.-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")]
     image: ImageRef,
-    /// Integers, each 0 ≤ x < 2^40, at least one positive.
+    #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
     resources: Resources,
     /// 0–1000, default 500; higher runs first.
     #[schema(minimum = 0, maximum = 1000)]
@@ -391,19 +392,31 @@ pub async fn stop_deployment(
 /// `{outcome: "succeeded" | "failed", message?}`.
 #[derive(Debug, ToSchema)]
 pub struct FinishRequest {
-    #[schema(example = "succeeded")]
-    outcome: String,
+    outcome: FinishOutcome,
+    #[schema(max_length = 1000)]
     message: Option<String>,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum FinishOutcome {
+    Succeeded,
+    Failed,
 }
 
 impl FromJson for FinishRequest {
     fn from_json(f: &Fields<'_>) -> Result<Self, Vec<FieldError>> {
-        let outcome = f.string("outcome").filter(|o| {
-            let ok = matches!(*o, "succeeded" | "failed");
-            if !ok {
+        let outcome = f.string("outcome").and_then(|o| {
+            let outcome = match o {
+                "succeeded" => Some(FinishOutcome::Succeeded),
+                "failed" => Some(FinishOutcome::Failed),
+                _ => None,
+            };
+            if outcome.is_none() {
                 f.error("outcome", "must be succeeded or failed");
             }
-            ok
+            outcome
         });
         let message = f.opt_string("message").filter(|m| {
             let ok = m.chars().count() <= 1000;
@@ -412,8 +425,8 @@ impl FromJson for FinishRequest {
             }
             ok
         });
-        f.finish(outcome.map(|o| Self {
-            outcome: o.to_string(),
+        f.finish(outcome.map(|outcome| Self {
+            outcome,
             message: message.map(str::to_string),
         }))
     }
@@ -435,7 +448,7 @@ pub async fn finish_deployment(
     Ids(id): Ids<Uuid>,
     Valid(req): Valid<FinishRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
-    let succeeded = req.outcome == "succeeded";
+    let succeeded = req.outcome == FinishOutcome::Succeeded;
     command(&st, &caller, id, action, |id| Command::Finish {
         id,
         succeeded,

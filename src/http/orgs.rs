@@ -40,7 +40,7 @@ fn org(row: OrgRow, role: Role) -> Org {
 /// `{name}`: 1–100 characters, trimmed.
 #[derive(Debug, ToSchema)]
 pub struct CreateOrgRequest {
-    #[schema(min_length = 1, max_length = 100, example = "Acme Research")]
+    #[schema(schema_with = crate::domain::validation::schema::display_name, example = "Acme Research")]
     name: String,
 }
 
