@@ -64,10 +64,15 @@ def main() -> None:
     tok = a["access_token"]
     org = api.call("POST", "/v1/orgs", {"name": "Fuzz"}, tok)["id"]
     capacity = {"cpu_millis": 8000, "memory_mib": 32768, "gpus": 2}
-    c1, c2, doomed = (
+    c1, doomed = (
         api.call("POST", f"/v1/orgs/{org}/clusters", {"name": n, "capacity": capacity}, tok)["id"]
-        for n in ("fuzz-1", "fuzz-2", "fuzz-doomed")
+        for n in ("fuzz-1", "fuzz-doomed")
     )
+    # As large as a cluster may be, so that the submissions generated from the schema (any
+    # size up to 2^40 - 1) fit it rather than all being 422 "larger than the cluster".
+    roomy = {"cpu_millis": 2**40 - 1, "memory_mib": 2**40 - 1, "gpus": 2**40 - 1}
+    c2 = api.call("POST", f"/v1/orgs/{org}/clusters", {"name": "fuzz-2", "capacity": roomy},
+                  tok)["id"]
 
     def deploy(cluster: str, name: str, cpu: int, status: str) -> str:
         body = {
@@ -101,6 +106,7 @@ def main() -> None:
         "org": [org],
         "cluster": [c1, c2],
         "doomed_cluster": [doomed],
+        "roomy_cluster": [c2],
         "deployment": [big, waits, to_stop, to_finish],
         "queued_deployment": [waits],
         "stop_deployment": [to_stop],
@@ -133,6 +139,7 @@ def main() -> None:
     }
     per_operation = {
         "delete_cluster": ("path.cluster_id", "doomed_cluster"),
+        "create_deployment": ("path.cluster_id", "roomy_cluster"),
         "cancel_deployment": ("path.deployment_id", "queued_deployment"),
         "stop_deployment": ("path.deployment_id", "stop_deployment"),
         "finish_deployment": ("path.deployment_id", "finish_deployment"),

@@ -267,8 +267,8 @@ pub fn display_name(s: &str, max: usize) -> Result<String, String> {
 /// (`#[schema(schema_with = …)]` on a request field). Each accepts a subset of what its check
 /// accepts, never more: a client generated from the document sends what the server takes.
 pub mod schema {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    use utoipa::openapi::Object;
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{Object, Schema};
 
     use crate::domain::resources::MAX_RESOURCE;
 
@@ -310,34 +310,40 @@ pub mod schema {
         )
     }
 
-    /// One dimension of a requested amount of resources: `0 ≤ x < 2^40`.
-    fn dimension(description: &str) -> Object {
+    /// One dimension of a requested amount of resources: `min ≤ x < 2^40`.
+    fn dimension(min: i64, description: &str) -> Object {
         ObjectBuilder::new()
             .schema_type(Type::Integer)
-            .minimum(Some(0))
-            .maximum(Some(MAX_RESOURCE - 1))
+            .minimum(Some(min))
+            // As a float: utoipa keeps integers as `isize`, and 2^40 − 1 wraps to −1 on wasm32.
+            .maximum(Some((MAX_RESOURCE - 1) as f64))
             .description(Some(description))
             .build()
     }
 
-    /// A requested capacity or demand (`deployment::resources_field`): three integers
-    /// `0 ≤ x < 2^40`. (That one of them must be positive is left to the 422: written as
-    /// `anyOf` beside the ranges, it was more than schemathesis could generate data for.)
-    pub fn requested_resources() -> Object {
+    /// A requested capacity or demand (`deployment::resources_field` with
+    /// `require_positive`): three integers `0 ≤ x < 2^40`, at least one positive — written as
+    /// one alternative per dimension that is positive, each a whole object.
+    pub fn requested_resources() -> Schema {
         let dims = [
             ("cpu_millis", "CPU in thousandths of a core"),
             ("memory_mib", "Memory in mebibytes"),
             ("gpus", "Whole GPUs"),
         ];
-        let mut object = ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .description(Some(
-                "Integers, each 0 ≤ x < 2^40, at least one of them positive",
-            ));
-        for (name, description) in dims {
-            object = object.property(name, dimension(description)).required(name);
+        let mut alternatives = AnyOfBuilder::new().description(Some(
+            "Integers, each 0 ≤ x < 2^40, at least one of them positive",
+        ));
+        for (positive, _) in dims {
+            let mut object = ObjectBuilder::new().schema_type(Type::Object);
+            for (name, description) in dims {
+                let min = if name == positive { 1 } else { 0 };
+                object = object
+                    .property(name, dimension(min, description))
+                    .required(name);
+            }
+            alternatives = alternatives.item(object.build());
         }
-        object.build()
+        Schema::AnyOf(alternatives.build())
     }
 }
 

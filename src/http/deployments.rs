@@ -165,7 +165,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `queued` with its position; a request that could never fit the cluster → 422. With an
 /// `Idempotency-Key`, a replay returns the original deployment.
 #[utoipa::path(post, path = "/v1/clusters/{cluster_id}/deployments", tag = "deployments",
-    params(("cluster_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission")),
+    params(("cluster_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission",
+        max_length = 255, pattern = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$")),
     request_body = CreateDeploymentRequest, security(("bearer" = [])),
     responses(
         (status = 201, description = "Submitted: running or queued", body = Deployment, headers(
