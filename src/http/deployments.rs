@@ -22,7 +22,7 @@ use crate::domain::deployment::{
     resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS,
     MIN_PRIORITY,
 };
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
@@ -75,7 +75,7 @@ fn deployment(
     events: Option<Vec<EventRow>>,
 ) -> Deployment {
     Deployment {
-        id: d.id,
+        id: d.id.0,
         cluster_id: d.cluster_id.0,
         org_id: d.org_id.0,
         name: d.name,
@@ -86,7 +86,7 @@ fn deployment(
         status: d.status,
         position,
         preemptions: d.preemptions,
-        preempted_by: d.preempted_by,
+        preempted_by: d.preempted_by.map(|b| b.0),
         message: d.message,
         created_at: d.created_at,
         enqueued_at: d.enqueued_at,
@@ -265,7 +265,7 @@ pub async fn list_deployments(
     Ok(Json(Paged::new(
         rows,
         &list.page,
-        |d| d.id,
+        |d| d.id.0,
         |d| deployment(d, None, None),
     )))
 }
@@ -278,7 +278,7 @@ async fn deployment_access(
     id: &str,
     action: Action,
 ) -> Result<(DeploymentRow, Access), ApiError> {
-    let id = Uuid::try_parse(id).map_err(|_| not_found("deployment"))?;
+    let id = DeploymentId::parse(id).ok_or_else(|| not_found("deployment"))?;
     let (d, role) = deployments::get_with_role(db, id, caller.user_id())
         .await?
         .ok_or_else(|| not_found("deployment"))?;
@@ -310,7 +310,7 @@ async fn command(
     caller: &Caller,
     id: &str,
     action: Action,
-    cmd: impl FnOnce(Uuid) -> Command,
+    cmd: impl FnOnce(DeploymentId) -> Command,
 ) -> Result<Json<Deployment>, ApiError> {
     let (d, _) = {
         let db = st.db().await?;
