@@ -76,7 +76,8 @@ fn book_entry(r: &DeploymentRow) -> Option<BookEntry> {
     })
 }
 
-fn deadline(r: &DeploymentRow) -> Option<(DateTime<Utc>, DeploymentId)> {
+/// The key of a running row in the deadline index.
+fn deadline_key(r: &DeploymentRow) -> Option<(DateTime<Utc>, DeploymentId)> {
     (r.status == Status::Running)
         .then_some(r.deadline_at)
         .flatten()
@@ -111,7 +112,7 @@ impl Live {
             rows.iter().filter_map(book_entry),
             now,
         );
-        let deadlines = rows.iter().filter_map(deadline).collect();
+        let deadlines = rows.iter().filter_map(deadline_key).collect();
         Self {
             rows: rows.into_iter().map(|r| (r.id, r)).collect(),
             done: HashMap::new(),
@@ -122,7 +123,7 @@ impl Live {
 
     /// Adds a row just written (a new submission).
     pub(super) fn insert(&mut self, row: DeploymentRow) {
-        if let Some(old) = self.rows.get(&row.id).and_then(deadline) {
+        if let Some(old) = self.rows.get(&row.id).and_then(deadline_key) {
             self.deadlines.remove(&old);
         }
         match book_entry(&row) {
@@ -131,7 +132,7 @@ impl Live {
                 self.book.remove(&row.id);
             }
         }
-        self.deadlines.extend(deadline(&row));
+        self.deadlines.extend(deadline_key(&row));
         self.rows.insert(row.id, row);
     }
 
@@ -208,7 +209,7 @@ impl Live {
             to,
             message: message.clone(),
         };
-        if let Some(d) = deadline(&row) {
+        if let Some(d) = deadline_key(&row) {
             self.deadlines.remove(&d);
         }
         self.book.remove(&id);
@@ -245,7 +246,7 @@ impl Live {
         let settled = lifecycle::settle(&decisions, |id| self.rows.get(id).map(|r| r.status));
         for &(victim, by) in &settled.preempted {
             if let Some(r) = self.rows.get_mut(&victim) {
-                if let Some(d) = deadline(r) {
+                if let Some(d) = deadline_key(r) {
                     self.deadlines.remove(&d);
                 }
                 progress(r).preempt(by, now);
@@ -254,7 +255,7 @@ impl Live {
         for id in &settled.admitted {
             if let Some(r) = self.rows.get_mut(id) {
                 progress(r).admit(now);
-                self.deadlines.extend(deadline(r));
+                self.deadlines.extend(deadline_key(r));
             }
         }
         for &(victim, by) in &settled.preempted {

@@ -518,3 +518,53 @@ fn a_preempted_and_readmitted_deployment_keeps_its_admission_time() {
 fn uid(n: u128) -> DeploymentId {
     DeploymentId(Uuid::from_u128(n))
 }
+
+impl Book {
+    /// Checks every invariant tying the structures together.
+    pub(crate) fn check(&self) {
+        self.queue.check();
+        self.running.check();
+        let (mut demand, mut records) = (ZERO_WIDE, 0);
+        for (k, w) in self.queue.iter() {
+            let known = self.known.get(&k.id).expect("queued entries are known");
+            assert_eq!(
+                (known.priority, known.enqueued_at),
+                (w.priority, k.enqueued_at)
+            );
+            assert_eq!(
+                *k,
+                self.queue_key(&k.id, known),
+                "keys are aged as of as_of"
+            );
+            assert!(!self.admitted.contains_key(&k.id));
+            let boost = aging_boost(k.enqueued_at, self.as_of);
+            if let Some(at) = next_step(k.enqueued_at, boost) {
+                assert!(self.steps.iter().any(|r| r.0 == (at, k.id)), "aging record");
+                records += 1;
+            }
+            demand = add(demand, wide(&w.resources));
+        }
+        let (mut allocated, mut negatives) = (ZERO_WIDE, 0);
+        for (k, h) in self.running.iter() {
+            let known = self.known.get(&k.id).expect("running entries are known");
+            assert_eq!(
+                (known.priority, known.enqueued_at),
+                (k.priority, h.enqueued_at)
+            );
+            assert_eq!(self.admitted.get(&k.id), Some(&k.admitted_at));
+            allocated = add(allocated, wide(&h.resources));
+            negatives += usize::from(negative(&h.resources));
+        }
+        assert_eq!(self.queue.len() + self.running.len(), self.known.len());
+        assert_eq!(self.running.len(), self.admitted.len());
+        assert_eq!(
+            self.steps.len(),
+            records + self.stale,
+            "live and stale records"
+        );
+        assert_eq!(self.allocated, allocated);
+        assert_eq!(self.running.summary().0, allocated);
+        assert_eq!(self.queued_demand, demand);
+        assert_eq!(self.negative_running, negatives);
+    }
+}
