@@ -8,3 +8,4 @@ mod ops;
 mod roles;
 mod scheduling;
 mod support;
+mod throttling;
