@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A project-local PostgreSQL: `pg.sh start NAME PORT` creates (first time) and starts the
-# cluster in .data/NAME and prints its URL; `pg.sh stop NAME`. A start says which port is
-# taken, and by what, when it cannot bind. Debian's binaries refuse to
-# run as root, so as root the cluster runs as the `postgres` user.
+# cluster in .data/NAME and prints its URL; `pg.sh stop NAME`. A start that cannot bind
+# says which port is taken, and by what. Debian's binaries refuse to run as root, so as
+# root the cluster runs as the `postgres` user.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
