@@ -1,6 +1,6 @@
 # Sourced by test.sh and coverage.sh: starts the test PostgreSQL (.data/test) and prepares
 # the migrated template every integration test clones its own database from.
-PG_PORT=${BERTH_TEST_PG_PORT:-55433}
+PG_PORT=${BERTH_TEST_PG_PORT:-15433}
 log "starting the test PostgreSQL (.data/test, port $PG_PORT)"
 # Durability is not under test here; speed is welcome.
 base=$(PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" \

@@ -12,7 +12,7 @@ use berth::auth::access::TokenKeys;
 use berth::auth::Caller;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
-use berth::domain::throttle::ThrottleBook;
+use berth::domain::throttle::{Key, ThrottleBook};
 use berth::engine::{ClusterWriter, Command, Executed, View, Viewed};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
@@ -42,19 +42,19 @@ impl Platform for NativePlatform {
         tokio::spawn(conn);
         Ok(client)
     }
-    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError> {
+    async fn throttle_check(&self, keys: &[Key]) -> Result<Option<u64>, ApiError> {
         Ok(self
             .book
             .lock()
             .expect("lock")
             .retry_after(keys, self.now()))
     }
-    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError> {
+    async fn throttle_fail(&self, keys: &[Key]) -> Result<(), ApiError> {
         let now = self.now();
         self.book.lock().expect("lock").record_failure(keys, now);
         Ok(())
     }
-    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError> {
+    async fn throttle_reset(&self, key: &Key) -> Result<(), ApiError> {
         self.book.lock().expect("lock").reset(key);
         Ok(())
     }
