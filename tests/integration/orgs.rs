@@ -1,6 +1,7 @@
 //! Organizations, members, invites and API keys, natively against a real database.
 
 use axum::http::{Method, StatusCode};
+use berth::domain::policy::Role;
 use chrono::Duration;
 use serde_json::{json, Value};
 
@@ -353,20 +354,11 @@ async fn api_keys_act_in_their_organization_with_their_role_until_revoked() {
     let (admin, _) = app.user_as("a@example.com").await;
     let org_a = org(&app, &admin).await;
     let org_b = org(&app, &admin).await;
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/v1/orgs/{org_a}/api-keys"),
-            Some(&admin),
-            Some(json!({"name": "ci", "role": "viewer"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let secret = r.body["secret"].as_str().expect("secret").to_string();
-    let key_id = r.body["id"].as_str().expect("id").to_string();
+    let key = app.api_key(&admin, &org_a, "ci", Role::Viewer).await;
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    let key_id = key["id"].as_str().expect("id").to_string();
     assert!(
-        secret.starts_with("bak_")
-            && secret.starts_with(r.body["prefix"].as_str().expect("prefix"))
+        secret.starts_with("bak_") && secret.starts_with(key["prefix"].as_str().expect("prefix"))
     );
 
     assert_eq!(

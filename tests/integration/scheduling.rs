@@ -581,13 +581,8 @@ async fn nul_characters_unreadable_paths_and_key_minting_keys_are_refused_cleanl
         StatusCode::NOT_FOUND
     );
 
-    let key = f
-        .post(
-            &format!("/v1/orgs/{}/api-keys", f.org),
-            Some(json!({"name": "ci", "role": "admin"})),
-        )
-        .await;
-    let secret = key.body["secret"].as_str().expect("secret").to_string();
+    let key = f.app.api_key(&f.admin, &f.org, "ci", Role::Admin).await;
+    let secret = key["secret"].as_str().expect("secret").to_string();
     for (path, body) in [
         ("api-keys", json!({"name": "child", "role": "viewer"})),
         ("invites", json!({"role": "admin"})),
