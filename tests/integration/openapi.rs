@@ -4,7 +4,7 @@ use axum::http::{Method, StatusCode};
 
 use crate::support::TestApp;
 
-/// Every (method, path) of API.md implemented so far; a route missing from the document
+/// Every (method, path) of the API (docs/api.md); a route missing from the document
 /// (or a document entry without a route) fails here.
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/auth/register"),
