@@ -3,6 +3,8 @@
 //! passes the addresses in; run alone, these tests fail with a message saying so.
 
 mod accounts;
+#[path = "../common/mod.rs"]
+mod common;
 mod json_numbers;
 mod ops;
 mod roles;
