@@ -320,12 +320,55 @@ fn parse_timing(header: &str) -> Option<(f64, f64)> {
 
 #[tokio::main]
 async fn main() {
-    let base = std::env::var("BERTH_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into());
-    let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
-    let connections: usize = env_or("BENCH_CONNECTIONS", 16);
-    let n_users: usize = env_or("BENCH_USERS", 8).max(2);
-    let n_orgs: usize = env_or("BENCH_ORGS", 2).max(1);
-    let n_clusters: usize = env_or("BENCH_CLUSTERS", 2).max(1);
+    let config = Config::from_env();
+    let bench = connect(&config).await;
+    let world = setup(&bench, &config).await;
+    let mut rows = baseline(&bench, &config, &world).await;
+    let admissions = admissions(&bench, &config, &world, &mut rows).await;
+    let backlog = backlog(&bench, &world).await;
+    let mixed = mixed(&bench, &config, &world).await;
+    rows.extend(reads(&bench, &config, &world).await);
+    let server_errors = report(&config, &world, rows, mixed, &backlog, &admissions);
+    check_invariants(&bench, &world, &backlog.cluster, server_errors).await;
+}
+
+/// What the environment tunes.
+struct Config {
+    base: String,
+    seconds: f64,
+    connections: usize,
+    n_users: usize,
+    n_orgs: usize,
+    n_clusters: usize,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        Self {
+            base: std::env::var("BERTH_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into()),
+            seconds: env_or("BENCH_SECONDS", 10.0),
+            connections: env_or("BENCH_CONNECTIONS", 16),
+            n_users: env_or("BENCH_USERS", 8).max(2),
+            n_orgs: env_or("BENCH_ORGS", 2).max(1),
+            n_clusters: env_or("BENCH_CLUSTERS", 2).max(1),
+        }
+    }
+}
+
+/// The tenants the phases act as: users (e-mail, token), organizations and clusters.
+struct World {
+    users: Vec<(String, Tenant)>,
+    orgs: Vec<String>,
+    clusters: Arc<Vec<Cluster>>,
+    /// The first user's token, for the single-caller phases.
+    token: String,
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The client, once something answers at the base URL (else exit 2).
+async fn connect(config: &Config) -> Arc<Bench> {
+    let base = &config.base;
     let client = Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -334,25 +377,28 @@ async fn main() {
         eprintln!("nothing answers at {base}: start `make dev` first (or set BERTH_URL)");
         std::process::exit(2);
     }
-    let bench = Arc::new(Bench {
+    Arc::new(Bench {
         client,
         base: base.clone(),
         book: Mutex::default(),
         counter: AtomicU64::new(1),
-    });
+    })
+}
 
+/// Users, organizations (each with every other user invited as a developer) and clusters of
+/// different sizes and policies.
+async fn setup(bench: &Bench, config: &Config) -> World {
     // Users (argon2id hashing makes registration slow; a few are plenty).
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let password = "correct horse battery";
     let mut users = Vec::new();
-    for i in 0..n_users {
+    for i in 0..config.n_users {
         let email = format!("bench-{run_id}-{i}@example.com");
         bench
             .json(
                 Method::POST,
                 "/v1/auth/register",
                 "",
-                Some(json!({"email": email, "password": password, "name": format!("User {i}")})),
+                Some(json!({"email": email, "password": PASSWORD, "name": format!("User {i}")})),
             )
             .await;
         let login = bench
@@ -360,7 +406,7 @@ async fn main() {
                 Method::POST,
                 "/v1/auth/login",
                 "",
-                Some(json!({"email": email, "password": password})),
+                Some(json!({"email": email, "password": PASSWORD})),
             )
             .await;
         users.push((
@@ -370,11 +416,9 @@ async fn main() {
             },
         ));
     }
-    // Organizations, each with every other user invited as a developer, and clusters of
-    // different sizes and policies.
     let mut clusters = Vec::new();
     let mut orgs = Vec::new();
-    for o in 0..n_orgs {
+    for o in 0..config.n_orgs {
         let owner = &users[o % users.len()].1.token;
         let org = bench
             .json(
@@ -406,7 +450,7 @@ async fn main() {
                 .await;
             deployers.push(u.token.clone());
         }
-        for c in 0..n_clusters {
+        for c in 0..config.n_clusters {
             let (queueing, preemption) = match c % 3 {
                 0 => ("best_effort", true),
                 1 => ("strict", false),
@@ -424,76 +468,95 @@ async fn main() {
             });
         }
     }
-    let clusters = Arc::new(clusters);
     let token = users[0].1.token.clone();
     println!(
-        "Berth load benchmark: {base}; {n_users} users, {n_orgs} organizations, {} clusters; {connections} connections, {seconds} s per phase",
-        clusters.len()
+        "Berth load benchmark: {}; {} users, {} organizations, {} clusters; {} connections, {} s per phase",
+        config.base,
+        config.n_users,
+        config.n_orgs,
+        clusters.len(),
+        config.connections,
+        config.seconds
     );
+    World {
+        users,
+        orgs,
+        clusters: Arc::new(clusters),
+        token,
+    }
+}
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut single =
-        |name: &str, key: &'static str, (secs, stats): (f64, BTreeMap<&'static str, Stats>)| {
-            let stats = stats.into_values().fold(Stats::default(), |mut a, s| {
-                a.merge(s);
-                a
-            });
-            rows.push(Row {
-                name: name.into(),
-                key,
-                seconds: secs,
-                stats,
-            });
-        };
+/// One row of the report from a phase's run, its routes taken together.
+fn row(name: &str, key: &'static str, (secs, stats): (f64, BTreeMap<&'static str, Stats>)) -> Row {
+    let stats = stats.into_values().fold(Stats::default(), |mut a, s| {
+        a.merge(s);
+        a
+    });
+    Row {
+        name: name.into(),
+        key,
+        seconds: secs,
+        stats,
+    }
+}
 
-    // 1. Baseline and simple authenticated reads.
-    let get = |route: &'static str, path: String, token: String| {
-        move |_: &Bench| Some((String::new(), Call::get(route, path.clone(), token.clone())))
-    };
-    single(
-        "GET /health (baseline)",
-        "health",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get("health", "/health".into(), String::new()),
-            )
-            .await,
-    );
-    single(
-        "GET /v1/me",
-        "me",
-        bench
-            .drive(
-                connections,
-                seconds,
-                get("me", "/v1/me".into(), token.clone()),
-            )
-            .await,
-    );
-    let (email0, _) = &users[0];
-    let login_body = json!({"email": email0, "password": password});
-    single(
-        "POST /v1/auth/login (argon2id, 4 conns)",
-        "login",
-        bench
-            .drive(4, seconds.min(5.0), move |_| {
-                Some((
-                    String::new(),
-                    Call {
-                        route: "login",
-                        method: Method::POST,
-                        path: "/v1/auth/login".into(),
-                        token: String::new(),
-                        body: Some(login_body.clone()),
-                    },
-                ))
-            })
-            .await,
-    );
+/// The same GET, over and over.
+fn get(
+    route: &'static str,
+    path: String,
+    token: String,
+) -> impl Fn(&Bench) -> Option<(String, Call)> + Send + Sync + Clone + 'static {
+    move |_: &Bench| Some((String::new(), Call::get(route, path.clone(), token.clone())))
+}
 
-    // 2. Admissions into one cluster.
+/// Phase 1: the baseline and simple authenticated reads.
+async fn baseline(bench: &Arc<Bench>, config: &Config, world: &World) -> Vec<Row> {
+    let (connections, seconds) = (config.connections, config.seconds);
+    let health = bench
+        .drive(
+            connections,
+            seconds,
+            get("health", "/health".into(), String::new()),
+        )
+        .await;
+    let me = bench
+        .drive(
+            connections,
+            seconds,
+            get("me", "/v1/me".into(), world.token.clone()),
+        )
+        .await;
+    let (email0, _) = &world.users[0];
+    let login_body = json!({"email": email0, "password": PASSWORD});
+    let login = bench
+        .drive(4, seconds.min(5.0), move |_| {
+            Some((
+                String::new(),
+                Call {
+                    route: "login",
+                    method: Method::POST,
+                    path: "/v1/auth/login".into(),
+                    token: String::new(),
+                    body: Some(login_body.clone()),
+                },
+            ))
+        })
+        .await;
+    vec![
+        row("GET /health (baseline)", "health", health),
+        row("GET /v1/me", "me", me),
+        row("POST /v1/auth/login (argon2id, 4 conns)", "login", login),
+    ]
+}
+
+/// Phase 2: submissions into one cluster at 16 and 64 connections; a row each, and the
+/// object's own rate (submissions/s while busy, from Server-Timing) at each.
+async fn admissions(
+    bench: &Arc<Bench>,
+    config: &Config,
+    world: &World,
+    rows: &mut Vec<Row>,
+) -> Vec<(usize, f64)> {
     let mut admissions = Vec::new();
     for conns in [16usize, 64] {
         {
@@ -501,9 +564,9 @@ async fn main() {
             book.busy_seconds = 0.0;
             book.timed = 0;
         }
-        let cl = clusters.clone();
-        let (secs, stats) = bench
-            .drive(conns, seconds, move |b| {
+        let cl = world.clusters.clone();
+        let run = bench
+            .drive(conns, config.seconds, move |b| {
                 Some((cl[0].id.clone(), b.submission(&cl[0])))
             })
             .await;
@@ -515,22 +578,36 @@ async fn main() {
         };
         admissions.push((conns, capacity));
         drop(book);
-        single(
+        rows.push(row(
             &format!("POST deployments, one cluster, {conns} conns"),
             if conns == 16 { "submit16" } else { "submit64" },
-            (secs, stats),
-        );
+            run,
+        ));
     }
+    admissions
+}
 
-    // 2b. The object's admission rate, apart from the HTTP front: a cluster with thousands
-    // queued grows, and one batch admits them all. Admitted = running after - before; the
-    // time is the whole PATCH as the client sees it (HTTP and object hop included).
+/// What the backlog phase measured.
+struct Backlog {
+    cluster: String,
+    submitted: usize,
+    admitted: f64,
+    /// Seconds the resize took.
+    took: f64,
+    rate: f64,
+}
+
+/// Phase 2b: the object's admission rate, apart from the HTTP front: a cluster with
+/// thousands queued grows, and one batch admits them all. Admitted = running after - before;
+/// the time is the whole PATCH as the client sees it (HTTP and object hop included).
+async fn backlog(bench: &Arc<Bench>, world: &World) -> Backlog {
+    let token = &world.token;
     let bulk_n: usize = env_or("BENCH_BULK", 4000);
     let bulk_cluster = bench
         .json(
             Method::POST,
-            &format!("/v1/orgs/{}/clusters", orgs[0]),
-            &token,
+            &format!("/v1/orgs/{}/clusters", world.orgs[0]),
+            token,
             Some(json!({"name": "bulk", "capacity": {"cpu_millis": 1000, "memory_mib": 1 << 30, "gpus": 0}})),
         )
         .await["id"]
@@ -580,25 +657,38 @@ async fn main() {
         .await;
     let running = |v: &Value| v["usage"]["running"].as_i64().unwrap_or(0);
     let cluster_path = format!("/v1/clusters/{bulk_cluster}");
-    let before = running(&bench.json(Method::GET, &cluster_path, &token, None).await);
+    let before = running(&bench.json(Method::GET, &cluster_path, token, None).await);
     let t = Instant::now();
     // The PATCH answers with the cluster's usage after its batch: no second read.
     let resized = bench
         .json(
             Method::PATCH,
             &cluster_path,
-            &token,
+            token,
             Some(json!({"capacity": {"cpu_millis": 1000 + 100 * bulk_n as i64, "memory_mib": 1 << 30, "gpus": 0}})),
         )
         .await;
     let took = t.elapsed().as_secs_f64();
     let after = running(&resized);
-    let bulk_admitted = (after - before).max(0) as f64;
-    let bulk_rate = bulk_admitted / took;
-    // 3. Mixed traffic over every cluster.
-    let cl = clusters.clone();
-    let (mixed_secs, mixed) = bench
-        .drive(connections, seconds * 2.0, move |b| {
+    let admitted = (after - before).max(0) as f64;
+    Backlog {
+        cluster: bulk_cluster,
+        submitted,
+        admitted,
+        took,
+        rate: admitted / took,
+    }
+}
+
+/// Phase 3: mixed traffic over every cluster; one Stats per route.
+async fn mixed(
+    bench: &Arc<Bench>,
+    config: &Config,
+    world: &World,
+) -> (f64, BTreeMap<&'static str, Stats>) {
+    let cl = world.clusters.clone();
+    bench
+        .drive(config.connections, config.seconds * 2.0, move |b| {
             let c = &cl[(b.random() % cl.len() as u64) as usize];
             let token = c.deployers[0].clone();
             let deployment_call =
@@ -643,10 +733,12 @@ async fn main() {
             };
             Some((c.id.clone(), call))
         })
-        .await;
+        .await
+}
 
-    // 4. Each read alone, on the busiest cluster.
-    let busy = clusters[0].id.clone();
+/// Phase 4: each read endpoint alone, on the busiest cluster.
+async fn reads(bench: &Arc<Bench>, config: &Config, world: &World) -> Vec<Row> {
+    let busy = world.clusters[0].id.clone();
     let one = bench
         .book
         .lock()
@@ -655,6 +747,7 @@ async fn main() {
         .get(&busy)
         .and_then(|s| s.iter().next().cloned())
         .unwrap_or_default();
+    let mut rows = Vec::new();
     for (name, key, path) in [
         (
             "GET /v1/clusters/{id} (usage)",
@@ -678,12 +771,27 @@ async fn main() {
         ),
     ] {
         let run = bench
-            .drive(connections, seconds, get(key, path, token.clone()))
+            .drive(
+                config.connections,
+                config.seconds,
+                get(key, path, world.token.clone()),
+            )
             .await;
-        single(name, key, run);
+        rows.push(row(name, key, run));
     }
+    rows
+}
 
-    // The report.
+/// Prints the report (and writes BENCH_RESULTS); answers the run's count of 5xx answers.
+fn report(
+    config: &Config,
+    world: &World,
+    mut rows: Vec<Row>,
+    (mixed_secs, mixed): (f64, BTreeMap<&'static str, Stats>),
+    backlog: &Backlog,
+    admissions: &[(usize, f64)],
+) -> usize {
+    let connections = config.connections;
     let health = rows[0].rps();
     println!(
         "\n{:<44} {:>9} {:>8} {:>8} {:>7} {:>6} {:>8}",
@@ -704,7 +812,7 @@ async fn main() {
         );
         results.push_str(&format!("{} {rps:.1}\n", row.key));
     }
-    println!("\nmixed traffic over {} clusters, {connections} connections, {mixed_secs:.0} s (409 = lost a race, expected):", clusters.len());
+    println!("\nmixed traffic over {} clusters, {connections} connections, {mixed_secs:.0} s (409 = lost a race, expected):", world.clusters.len());
     println!(
         "{:<44} {:>9} {:>8} {:>8} {:>7} {:>6} {:>6}",
         "route", "req/s", "p50 ms", "p99 ms", "errors", "5xx", "409"
@@ -729,24 +837,35 @@ async fn main() {
     println!("{:<44} {:>9.1}", "all routes", mixed_total);
     results.push_str(&format!("mixed {mixed_total:.1}\n"));
     println!();
+    let Backlog {
+        submitted,
+        admitted: bulk_admitted,
+        took,
+        rate: bulk_rate,
+        ..
+    } = backlog;
     println!(
         "one cluster's object admitting a backlog: {bulk_admitted:.0} of {submitted} queued admitted by one resize in {:.0} ms = {bulk_rate:.0} admissions/s",
         took * 1000.0
     );
     results.push_str(&format!("bulk {bulk_rate:.1}\n"));
-    for (conns, capacity) in &admissions {
+    for (conns, capacity) in admissions {
         println!("one cluster's object at {conns} connections: {capacity:.0} submissions/s while busy (Σ batch time ÷ batch size, from Server-Timing)");
         results.push_str(&format!("object{conns} {capacity:.1}\n"));
     }
     if let Ok(path) = std::env::var("BENCH_RESULTS") {
         std::fs::write(path, results).expect("write the results file");
     }
+    server_errors
+}
 
-    // The invariants, through the API, on every cluster including the bulk one.
-    let mut checked: Vec<&Cluster> = clusters.iter().collect();
+/// The invariants, through the API, on every cluster including the backlog's: allocated ≤
+/// capacity, allocated = Σ running, every acknowledged deployment stored; and no 5xx.
+async fn check_invariants(bench: &Bench, world: &World, bulk_cluster: &str, server_errors: usize) {
+    let mut checked: Vec<&Cluster> = world.clusters.iter().collect();
     let bulk = Cluster {
-        id: bulk_cluster.clone(),
-        deployers: vec![token.clone()],
+        id: bulk_cluster.to_string(),
+        deployers: vec![world.token.clone()],
     };
     checked.push(&bulk);
     let acknowledged_by_cluster =

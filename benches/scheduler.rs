@@ -19,8 +19,9 @@
 use std::hint::black_box;
 use std::time::{Duration as StdDuration, Instant};
 
+use berth::domain::ids::DeploymentId;
 use berth::domain::resources::Resources;
-use berth::domain::scheduler::{
+use berth::domain::scheduling::{
     schedule, Book, ClusterState, Decision, Policy, Queued, Queueing, Running,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -40,7 +41,7 @@ fn state(capacity_cpu: i64, preemption: bool) -> ClusterState {
     };
     let running = (0..100)
         .map(|i| Running {
-            id: Uuid::from_u128(i as u128 + 1),
+            id: DeploymentId(Uuid::from_u128(i as u128 + 1)),
             priority: (next() % 1001) as i32,
             resources: Resources::new(1000, 1024, 0),
             admitted_at: t0,
@@ -48,7 +49,7 @@ fn state(capacity_cpu: i64, preemption: bool) -> ClusterState {
         .collect();
     let queued = (0..QUEUED)
         .map(|i| Queued {
-            id: Uuid::from_u128(1_000_000 + i as u128),
+            id: DeploymentId(Uuid::from_u128(1_000_000 + i as u128)),
             priority: (next() % 1001) as i32,
             resources: Resources::new(100 + (next() % 900) as i64, 256, 0),
             enqueued_at: t0 + Duration::milliseconds(i as i64),
@@ -103,7 +104,7 @@ fn cases() -> Vec<Case> {
 
 /// Puts `book` back into `original`'s state after a call that made `decisions`.
 fn reset(book: &mut Book, original: &Book, decisions: &[Decision]) {
-    let mut touched: Vec<Uuid> = decisions
+    let mut touched: Vec<DeploymentId> = decisions
         .iter()
         .map(|d| match *d {
             Decision::Admit { id } => id,

@@ -9,6 +9,7 @@ cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 
 PORT=${BERTH_PORT:-8787}
+PG_PORT=${BERTH_PG_PORT:-15432}
 pids=()
 started_pg=
 cleanup() {
@@ -21,8 +22,8 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 if [ -z "${DATABASE_URL:-}" ]; then
-  log "starting the project-local PostgreSQL (.data/dev, port ${BERTH_PG_PORT:-55432})"
-  DATABASE_URL="$("$ROOT/scripts/pg.sh" start dev "${BERTH_PG_PORT:-55432}")/berth"
+  log "starting the project-local PostgreSQL (.data/dev, port $PG_PORT)"
+  DATABASE_URL="$("$ROOT/scripts/pg.sh" start dev "$PG_PORT")/berth"
   started_pg=1
 fi
 log "applying migrations"
@@ -34,6 +35,8 @@ if [ ! -f .dev.vars ]; then
 fi
 
 export CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="$DATABASE_URL"
+need_port "$PORT" "wrangler dev" BERTH_PORT
+need_port $((PORT + 1000)) "wrangler dev's inspector, BERTH_PORT + 1000" BERTH_PORT
 log "serving Berth on http://127.0.0.1:$PORT (docs: /docs, /redoc)"
 wrangler dev --local --ip 127.0.0.1 --port "$PORT" --inspector-port $((PORT + 1000)) \
   --show-interactive-dev-session=false --persist-to .data/wrangler &

@@ -29,6 +29,8 @@ stop() {
 
 start() {
   mkdir -p "$(dirname "$logfile")"
+  need_port "$PORT" "the end-to-end Worker" BERTH_E2E_PORT
+  need_port $((PORT + 1000)) "its inspector, BERTH_E2E_PORT + 1000" BERTH_E2E_PORT
   CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="${E2E_DATABASE_URL:?}" \
     setsid wrangler dev --local --ip 127.0.0.1 --port "$PORT" --inspector-port $((PORT + 1000)) \
     --test-scheduled --show-interactive-dev-session=false --log-level warn \

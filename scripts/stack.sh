@@ -2,7 +2,7 @@
 # transaction-pooling PgBouncer in front of it (Hyperdrive's stand-in), and the release
 # Worker under `workerd serve` (no development proxy). Defines start_workerd / kill_workerd,
 # and cleans everything up on exit.
-PG_PORT=${BERTH_BENCH_PG_PORT:-55434}
+PG_PORT=${BERTH_BENCH_PG_PORT:-15434}
 BOUNCER_PORT=${BERTH_BENCH_BOUNCER_PORT:-6434}
 PORT=${BERTH_BENCH_PORT:-8790}
 dir="$ROOT/.data/bench-run"; rm -rf "$dir"; mkdir -p "$dir/do"
@@ -44,6 +44,8 @@ server_login_retry = 1
 logfile = $dir/pgbouncer.log
 INI
 chmod -R a+rwX "$dir"
+need_port "$BOUNCER_PORT" PgBouncer BERTH_BENCH_BOUNCER_PORT
+need_port "$PORT" workerd BERTH_BENCH_PORT
 if [ "$(id -u)" = 0 ]; then
   runuser -u postgres -- pgbouncer -q "$dir/pgbouncer.ini" & pids+=($!)
 else

@@ -4,6 +4,7 @@
 //! `edge` is the thin wasm32-only adapter to the Workers runtime.
 
 pub mod auth;
+pub mod collections;
 pub mod db;
 pub mod domain;
 pub mod engine;

@@ -8,7 +8,7 @@ use super::{DbError, DbResult, Page};
 use crate::domain::ids::{ClusterId, OrgId, UserId};
 use crate::domain::policy::Role;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{Policy, Queueing};
+use crate::domain::scheduling::{Policy, Queueing};
 
 /// A cluster as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

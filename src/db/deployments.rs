@@ -8,14 +8,14 @@ use uuid::Uuid;
 
 use super::clusters::resources;
 use super::{DbError, DbResult, Page};
-use crate::domain::deployment::Status;
-use crate::domain::ids::{ClusterId, OrgId, UserId};
+use crate::domain::deployment::{EventKind, Status};
+use crate::domain::ids::{ClusterId, DeploymentId, OrgId, UserId};
 use crate::domain::resources::Resources;
 
 /// A deployment as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeploymentRow {
-    pub id: Uuid,
+    pub id: DeploymentId,
     pub cluster_id: ClusterId,
     pub org_id: OrgId,
     pub name: String,
@@ -29,7 +29,7 @@ pub struct DeploymentRow {
     pub deadline_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub preemptions: i32,
-    pub preempted_by: Option<Uuid>,
+    pub preempted_by: Option<DeploymentId>,
     pub message: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -46,7 +46,7 @@ impl TryFrom<&Row> for DeploymentRow {
     fn try_from(r: &Row) -> Result<Self, DbError> {
         let status: String = r.try_get("status")?;
         Ok(Self {
-            id: r.try_get("id")?,
+            id: DeploymentId(r.try_get("id")?),
             cluster_id: ClusterId(r.try_get("cluster_id")?),
             org_id: OrgId(r.try_get("org_id")?),
             name: r.try_get("name")?,
@@ -61,7 +61,9 @@ impl TryFrom<&Row> for DeploymentRow {
             deadline_at: r.try_get("deadline_at")?,
             finished_at: r.try_get("finished_at")?,
             preemptions: r.try_get("preemptions")?,
-            preempted_by: r.try_get("preempted_by")?,
+            preempted_by: r
+                .try_get::<_, Option<Uuid>>("preempted_by")?
+                .map(DeploymentId),
             message: r.try_get("message")?,
             idempotency_key: r.try_get("idempotency_key")?,
             created_at: r.try_get("created_at")?,
@@ -90,7 +92,7 @@ impl DeploymentRow {
     /// The row [`insert_many`] stores for a new submission at `now` (microseconds, as
     /// Postgres keeps them), so a writer can know it without reading it back.
     pub fn queued(
-        id: Uuid,
+        id: DeploymentId,
         cluster: ClusterId,
         org: OrgId,
         new: &NewDeployment,
@@ -126,14 +128,14 @@ pub async fn insert_many(
     db: &impl GenericClient,
     cluster: ClusterId,
     org: OrgId,
-    new: &[(Uuid, NewDeployment)],
+    new: &[(DeploymentId, NewDeployment)],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
     if new.is_empty() {
         return Ok(());
     }
     let col = |f: fn(&NewDeployment) -> i64| new.iter().map(|(_, d)| f(d)).collect::<Vec<i64>>();
-    let ids: Vec<Uuid> = new.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<Uuid> = new.iter().map(|(id, _)| id.0).collect();
     let names: Vec<&str> = new.iter().map(|(_, d)| d.name.as_str()).collect();
     let images: Vec<&str> = new.iter().map(|(_, d)| d.image.as_str()).collect();
     let (cpu, mem, gpus) = (
@@ -178,16 +180,16 @@ pub async fn insert_many(
 }
 
 /// One deployment.
-pub async fn get(db: &impl GenericClient, id: Uuid) -> DbResult<Option<DeploymentRow>> {
+pub async fn get(db: &impl GenericClient, id: DeploymentId) -> DbResult<Option<DeploymentRow>> {
     let sql = format!("select {COLUMNS} from deployments where id = $1");
-    let row = db.query_typed_opt(&sql, &[(&id, Type::UUID)]).await?;
+    let row = db.query_typed_opt(&sql, &[(&id.0, Type::UUID)]).await?;
     row.as_ref().map(DeploymentRow::try_from).transpose()
 }
 
 /// One deployment and `user`'s role in its organization, in one round trip.
 pub async fn get_with_role(
     db: &impl GenericClient,
-    id: Uuid,
+    id: DeploymentId,
     user: Option<UserId>,
 ) -> DbResult<Option<(DeploymentRow, Option<crate::domain::policy::Role>)>> {
     let sql = format!(
@@ -195,7 +197,10 @@ pub async fn get_with_role(
          left join memberships m on m.org_id = d.org_id and m.user_id = $2"
     );
     let row = db
-        .query_typed_opt(&sql, &[(&id, Type::UUID), (&user.map(|u| u.0), Type::UUID)])
+        .query_typed_opt(
+            &sql,
+            &[(&id.0, Type::UUID), (&user.map(|u| u.0), Type::UUID)],
+        )
         .await?;
     row.map(|r| {
         Ok((
@@ -256,10 +261,15 @@ pub async fn list(
 }
 
 /// Admits queued deployments: running from `now`, with their deadline.
-pub async fn admit(db: &impl GenericClient, ids: &[Uuid], now: DateTime<Utc>) -> DbResult<()> {
+pub async fn admit(
+    db: &impl GenericClient,
+    ids: &[DeploymentId],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     db.query_typed(
         "update deployments set status = 'running', admitted_at = $2, updated_at = $2, \
            deadline_at = $2 + make_interval(secs => max_runtime_seconds) \
@@ -270,17 +280,19 @@ pub async fn admit(db: &impl GenericClient, ids: &[Uuid], now: DateTime<Utc>) ->
     Ok(())
 }
 
-/// Sends preempted deployments back to the queue, each with its preemptor. They keep their
-/// original `enqueued_at`, so they return to their old place among equal priorities.
+/// Sends preempted deployments back to the queue, each (victim, preemptor) with its
+/// preemptor. They keep their original `enqueued_at`, so they return to their old place
+/// among equal priorities.
 pub async fn requeue_preempted(
     db: &impl GenericClient,
-    victims: &[Uuid],
-    by: &[Uuid],
+    preempted: &[(DeploymentId, DeploymentId)],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
-    if victims.is_empty() {
+    if preempted.is_empty() {
         return Ok(());
     }
+    let victims: Vec<Uuid> = preempted.iter().map(|(v, _)| v.0).collect();
+    let by: Vec<Uuid> = preempted.iter().map(|(_, b)| b.0).collect();
     db.query_typed(
         "update deployments d set status = 'queued', admitted_at = null, deadline_at = null, \
            preemptions = d.preemptions + 1, preempted_by = v.by, updated_at = $3 \
@@ -299,7 +311,7 @@ pub async fn requeue_preempted(
 /// A move of one live deployment out of `from` into a final `to` status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finishing {
-    pub id: Uuid,
+    pub id: DeploymentId,
     pub from: Status,
     pub to: Status,
     /// Replaces the stored message when given.
@@ -315,7 +327,7 @@ pub async fn finish(
     if moves.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.id.0).collect();
     let from: Vec<&str> = moves.iter().map(|m| m.from.as_str()).collect();
     let to: Vec<&str> = moves.iter().map(|m| m.to.as_str()).collect();
     let messages: Vec<Option<&str>> = moves.iter().map(|m| m.message.as_deref()).collect();
@@ -339,13 +351,13 @@ pub async fn finish(
 /// Changes live deployments' priorities, in one statement.
 pub async fn set_priorities(
     db: &impl GenericClient,
-    changes: &[(Uuid, i32)],
+    changes: &[(DeploymentId, i32)],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
     if changes.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<Uuid> = changes.iter().map(|(id, _)| id.0).collect();
     let priorities: Vec<i32> = changes.iter().map(|(_, p)| *p).collect();
     db.execute_typed(
         "update deployments d set priority = x.p, updated_at = $3 \
@@ -363,10 +375,10 @@ pub async fn set_priorities(
 /// One line of a deployment's history.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
-    pub deployment_id: Uuid,
-    pub kind: String,
+    pub deployment_id: DeploymentId,
+    pub kind: EventKind,
     pub reason: Option<String>,
-    pub by_deployment: Option<Uuid>,
+    pub by_deployment: Option<DeploymentId>,
 }
 
 /// Appends events, all at `now`, in one statement.
@@ -374,10 +386,13 @@ pub async fn record(db: &impl GenericClient, events: &[Event], now: DateTime<Utc
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = events.iter().map(|e| e.deployment_id).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.deployment_id.0).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let reasons: Vec<Option<&str>> = events.iter().map(|e| e.reason.as_deref()).collect();
-    let by: Vec<Option<Uuid>> = events.iter().map(|e| e.by_deployment).collect();
+    let by: Vec<Option<Uuid>> = events
+        .iter()
+        .map(|e| e.by_deployment.map(|b| b.0))
+        .collect();
     db.query_typed(
         "insert into deployment_events (deployment_id, kind, reason, by_deployment, at) \
          select d, k, r, b, $5 from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) as e(d, k, r, b)",
@@ -403,12 +418,12 @@ pub struct EventRow {
 }
 
 /// A deployment's history, oldest first.
-pub async fn events(db: &impl GenericClient, id: Uuid) -> DbResult<Vec<EventRow>> {
+pub async fn events(db: &impl GenericClient, id: DeploymentId) -> DbResult<Vec<EventRow>> {
     let rows = db
         .query_typed(
             "select at, kind, reason, by_deployment from deployment_events \
              where deployment_id = $1 order by id",
-            &[(&id, Type::UUID)],
+            &[(&id.0, Type::UUID)],
         )
         .await?;
     rows.iter()

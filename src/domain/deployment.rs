@@ -85,6 +85,64 @@ impl Status {
     }
 }
 
+/// What happened to a deployment: the kind of one line of its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Submitted (queued).
+    Created,
+    /// Admitted: running.
+    Admitted,
+    /// Evicted for a higher-priority deployment.
+    Preempted,
+    /// Back in the queue after a preemption.
+    Requeued,
+    /// Its base priority changed.
+    PriorityChanged,
+    /// Cancelled while queued.
+    Cancelled,
+    /// Stopped by a user.
+    Stopped,
+    /// Finished well.
+    Succeeded,
+    /// Finished badly.
+    Failed,
+    /// Failed for running past `max_runtime_seconds`.
+    Expired,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::Created,
+        EventKind::Admitted,
+        EventKind::Preempted,
+        EventKind::Requeued,
+        EventKind::PriorityChanged,
+        EventKind::Cancelled,
+        EventKind::Stopped,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Expired,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Admitted => "admitted",
+            EventKind::Preempted => "preempted",
+            EventKind::Requeued => "requeued",
+            EventKind::PriorityChanged => "priority_changed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Stopped => "stopped",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Expired => "expired",
+        }
+    }
+}
+
 /// Reads a `{cpu_millis, memory_mib, gpus}` object, each an integer in 0..2^40; with
 /// `require_positive`, at least one must be above zero. Errors are recorded on `f`.
 pub fn resources_field(f: &Fields<'_>, name: &str, require_positive: bool) -> Option<Resources> {
@@ -153,6 +211,16 @@ mod tests {
             resources_field(&f, "r", true),
             Some(Resources::new(500, 256, 0))
         );
+    }
+
+    #[test]
+    fn event_kinds_are_stored_by_their_serde_names() {
+        for k in EventKind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).expect("serializes"),
+                json!(k.as_str())
+            );
+        }
     }
 
     #[test]

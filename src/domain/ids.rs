@@ -60,6 +60,10 @@ typed_id!(
     /// A cluster.
     ClusterId
 );
+typed_id!(
+    /// A deployment.
+    DeploymentId
+);
 
 #[cfg(test)]
 mod tests {

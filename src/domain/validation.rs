@@ -225,7 +225,7 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
-    /// Minimum length, as API.md fixes it.
+    /// Minimum length (docs/api.md, "Authentication").
     pub const MIN_CHARS: usize = 12;
     /// Maximum length.
     pub const MAX_CHARS: usize = 1024;

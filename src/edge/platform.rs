@@ -10,11 +10,11 @@ use worker::Env;
 use super::cluster::{ClusterCall, ViewCall};
 use super::exchange::{call_object, ObjectMethod};
 use super::pg_socket::{PgSocket, StartTls};
-use super::throttle::{ThrottleCall, SHARDS};
+use super::throttle::{ThrottleCall, ThrottleOp, SHARDS};
 use crate::auth::Caller;
 use crate::db::{accounts, clusters, DbError};
 use crate::domain::ids::ClusterId;
-use crate::domain::throttle::shard_of;
+use crate::domain::throttle::{shard_of, Key};
 use crate::engine::{Command, EngineError, Executed, View, Viewed};
 use crate::http::{ApiError, Platform};
 
@@ -81,13 +81,13 @@ impl EdgePlatform {
     async fn throttle(&self, call: ThrottleCall) -> Result<Option<u64>, ApiError> {
         let mut worst = None;
         for shard in 0..SHARDS {
-            let keys: Vec<String> = call
+            let keys: Vec<Key> = call
                 .keys
                 .iter()
-                .filter(|k| shard_of(k, SHARDS) == shard)
+                .filter(|k| shard_of(&k.name(), SHARDS) == shard)
                 .cloned()
                 .collect();
-            if keys.is_empty() && call.op != "purge" {
+            if keys.is_empty() && call.op != ThrottleOp::Purge {
                 continue;
             }
             let part = ThrottleCall { op: call.op, keys };
@@ -116,7 +116,7 @@ impl EdgePlatform {
         }
         accounts::purge_expired_refresh_tokens(&db, now).await?;
         self.throttle(ThrottleCall {
-            op: "purge",
+            op: ThrottleOp::Purge,
             keys: vec![],
         })
         .await?;
@@ -156,27 +156,27 @@ impl Platform for EdgePlatform {
         Ok(result?)
     }
 
-    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError> {
+    async fn throttle_check(&self, keys: &[Key]) -> Result<Option<u64>, ApiError> {
         self.throttle(ThrottleCall {
-            op: "check",
+            op: ThrottleOp::Check,
             keys: keys.to_vec(),
         })
         .await
     }
 
-    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError> {
+    async fn throttle_fail(&self, keys: &[Key]) -> Result<(), ApiError> {
         self.throttle(ThrottleCall {
-            op: "fail",
+            op: ThrottleOp::Fail,
             keys: keys.to_vec(),
         })
         .await
         .map(drop)
     }
 
-    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError> {
+    async fn throttle_reset(&self, key: &Key) -> Result<(), ApiError> {
         self.throttle(ThrottleCall {
-            op: "reset",
-            keys: vec![key.to_string()],
+            op: ThrottleOp::Reset,
+            keys: vec![key.clone()],
         })
         .await
         .map(drop)

@@ -12,26 +12,33 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
 use super::exchange::{rpc_answer, rpc_argument};
-use crate::domain::throttle::ThrottleBook;
+use crate::domain::throttle::{Key, ThrottleBook};
 
 /// Number of shards keys are spread over.
 pub const SHARDS: u32 = 8;
 
 type Record = VecDeque<DateTime<Utc>>;
 
-/// A command to one shard.
-#[derive(Debug, Serialize)]
-pub struct ThrottleCall {
-    /// `check`, `fail`, `reset` or `purge`.
-    pub op: &'static str,
-    /// The keys it concerns (none for `purge`).
-    pub keys: Vec<String>,
+/// What a call to a shard does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThrottleOp {
+    /// Answers the seconds to wait if any of the keys is over its limit.
+    Check,
+    /// Records a failure against every key.
+    Fail,
+    /// Forgets the keys' failures.
+    Reset,
+    /// Drops every record of the shard that left the window (the keys are ignored).
+    Purge,
 }
 
-#[derive(Deserialize)]
-struct IncomingCall {
-    op: String,
-    keys: Vec<String>,
+/// A command to one shard.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ThrottleCall {
+    /// What to do.
+    pub op: ThrottleOp,
+    /// The keys it concerns (none for `Purge`).
+    pub keys: Vec<Key>,
 }
 
 #[durable_object]
@@ -40,51 +47,50 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    async fn run(&self, call: IncomingCall) -> Result<Option<u64>> {
+    async fn run(&self, call: ThrottleCall) -> Result<Option<u64>> {
         let now = Utc::now();
-        let keys = match call.op.as_str() {
-            "purge" => self.all_keys().await?,
-            _ => call.keys,
+        let names = match call.op {
+            ThrottleOp::Purge => self.all_names().await?,
+            _ => call.keys.iter().map(Key::name).collect(),
         };
         // Only storage operations are awaited between load and save, and those keep the
         // object's input gate closed, so concurrent calls cannot interleave here.
-        let mut book = self.load(&keys).await?;
-        match call.op.as_str() {
-            "check" => return Ok(book.retry_after(&keys, now)),
-            "fail" => book.record_failure(&keys, now),
-            "reset" => keys.iter().for_each(|k| book.reset(k)),
-            "purge" => {
+        let mut book = self.load(&names).await?;
+        match call.op {
+            ThrottleOp::Check => return Ok(book.retry_after(&call.keys, now)),
+            ThrottleOp::Fail => book.record_failure(&call.keys, now),
+            ThrottleOp::Reset => call.keys.iter().for_each(|k| book.reset(k)),
+            ThrottleOp::Purge => {
                 book.purge(now);
             }
-            other => return Err(worker::Error::RustError(format!("unknown op {other}"))),
         }
-        self.save(&book, &keys).await?;
+        self.save(&book, &names).await?;
         Ok(None)
     }
 
-    async fn load(&self, keys: &[String]) -> Result<ThrottleBook> {
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(r) = self.state.storage().get::<Record>(key).await? {
-                records.push((key.clone(), r));
+    async fn load(&self, names: &[String]) -> Result<ThrottleBook> {
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(r) = self.state.storage().get::<Record>(name).await? {
+                records.push((name.clone(), r));
             }
         }
         Ok(ThrottleBook::from_records(records))
     }
 
-    async fn save(&self, book: &ThrottleBook, keys: &[String]) -> Result<()> {
-        for key in keys {
-            match book.record(key) {
-                Some(r) => self.state.storage().put(key, r).await?,
+    async fn save(&self, book: &ThrottleBook, names: &[String]) -> Result<()> {
+        for name in names {
+            match book.record(name) {
+                Some(r) => self.state.storage().put(name, r).await?,
                 None => {
-                    self.state.storage().delete(key).await?;
+                    self.state.storage().delete(name).await?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn all_keys(&self) -> Result<Vec<String>> {
+    async fn all_names(&self) -> Result<Vec<String>> {
         let map = self.state.storage().list().await?;
         Ok(map
             .keys()
@@ -109,10 +115,10 @@ impl DurableObject for Throttle {
 /// RPC-capable.
 #[wasm_bindgen(js_sys = ::worker::js_sys, wasm_bindgen_futures = ::worker::wasm_bindgen_futures)]
 impl Throttle {
-    /// Runs a [`ThrottleCall`]: `check` answers the seconds to wait (or null), the others
+    /// Runs a [`ThrottleCall`]: `Check` answers the seconds to wait (or null), the others
     /// null.
     pub async fn throttle(&self, call: String) -> std::result::Result<JsValue, JsValue> {
-        let call: IncomingCall = rpc_argument(&call)?;
+        let call: ThrottleCall = rpc_argument(&call)?;
         self.run(call)
             .await
             .map_err(|e| JsValue::from_str(&e.to_string()))

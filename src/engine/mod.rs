@@ -5,23 +5,25 @@
 //! writer's in-memory view is only a cache of it.
 
 mod authorize;
-mod execute;
+mod batch;
+mod commands;
+mod live;
 mod writer;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
+use crate::domain::ids::DeploymentId;
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::Queueing;
+use crate::domain::scheduling::Queueing;
 use crate::domain::validation::FieldError;
 
-pub use execute::{QueuePage, QueuedRow};
+pub use live::{QueuePage, QueuedRow};
 pub use writer::ClusterWriter;
 
 /// A change to one cluster's queue or allocation.
@@ -35,17 +37,17 @@ pub enum Command {
         by: Caller,
     },
     /// queued → cancelled.
-    Cancel { id: Uuid },
+    Cancel { id: DeploymentId },
     /// running → stopped.
-    Stop { id: Uuid },
+    Stop { id: DeploymentId },
     /// running → succeeded | failed, as a cluster agent reports.
     Finish {
-        id: Uuid,
+        id: DeploymentId,
         succeeded: bool,
         message: Option<String>,
     },
     /// A new priority for a queued or running deployment.
-    SetPriority { id: Uuid, priority: i32 },
+    SetPriority { id: DeploymentId, priority: i32 },
     /// Rename, resize or change policy; absent fields keep their value (merged against the
     /// locked row, so concurrent changes of different fields do not undo each other).
     UpdateCluster {
@@ -69,7 +71,10 @@ pub enum View {
     /// The cluster with its allocation and queue totals.
     Cluster,
     /// A page of the queue in scheduling order, after the deployment `after`.
-    Queue { after: Option<Uuid>, limit: usize },
+    Queue {
+        after: Option<DeploymentId>,
+        limit: usize,
+    },
 }
 
 /// The actions the cluster's object authorizes itself (`authorize.rs`); the router declares
@@ -190,14 +195,15 @@ impl From<tokio_postgres::Error> for EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scheduler::{QueueEntry, WaitReason};
+    use crate::domain::scheduling::{QueueEntry, WaitReason};
+    use uuid::Uuid;
 
     /// Views cross from the cluster's object to the Worker as JSON: each must come back as
     /// it left (an internally tagged enum cannot carry a bare sequence, for one).
     #[test]
     fn views_cross_the_object_boundary_as_json() {
         let entry = QueueEntry {
-            id: Uuid::from_u128(7),
+            id: DeploymentId(Uuid::from_u128(7)),
             position: 1,
             effective_priority: 12,
             reason: WaitReason::WaitingForCapacity,

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::authorize::{authorize_reader, keys_presented};
-use super::execute::{execute_batch, Live};
+use super::batch::execute_batch;
+use super::live::Live;
 use super::{BatchStats, Command, EngineError, Executed, View, Viewed};
 use crate::auth::Caller;
 use crate::db::{api_keys, DbError};

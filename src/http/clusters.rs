@@ -15,9 +15,9 @@ use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::clusters::{self, ClusterRow, Usage};
 use crate::domain::deployment::resources_field;
-use crate::domain::ids::{ClusterId, OrgId};
+use crate::domain::ids::{ClusterId, DeploymentId, OrgId};
 use crate::domain::resources::Resources;
-use crate::domain::scheduler::{Policy, Queueing, WaitReason};
+use crate::domain::scheduling::{Policy, Queueing, WaitReason};
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Invalid};
 use crate::engine::{Command, Outcome, View, Viewed};
 
@@ -344,7 +344,7 @@ pub async fn get_queue(
     // No connection here: the cluster's object authorizes the caller (`View::action`, the
     // route's declared action) and keeps the queue in order (a page costs O(log n + page)).
     let view = View::Queue {
-        after: list.page.after,
+        after: list.page.after.map(DeploymentId),
         limit: list.page.fetch() as usize,
     };
     let page = match st.platform.cluster_view(id, view, caller).await? {
@@ -354,10 +354,10 @@ pub async fn get_queue(
     Ok(Json(Paged::new(
         page,
         &list.page,
-        |(e, _)| e.id,
+        |(e, _)| e.id.0,
         |(e, r)| QueueEntry {
             position: e.position,
-            deployment_id: e.id,
+            deployment_id: e.id.0,
             name: r.name,
             priority: r.priority,
             effective_priority: e.effective_priority,

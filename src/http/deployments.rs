@@ -20,7 +20,7 @@ use crate::domain::deployment::{
     resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS,
     MIN_PRIORITY,
 };
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
@@ -73,7 +73,7 @@ fn deployment(
     events: Option<Vec<EventRow>>,
 ) -> Deployment {
     Deployment {
-        id: d.id,
+        id: d.id.0,
         cluster_id: d.cluster_id.0,
         org_id: d.org_id.0,
         name: d.name,
@@ -84,7 +84,7 @@ fn deployment(
         status: d.status,
         position,
         preemptions: d.preemptions,
-        preempted_by: d.preempted_by,
+        preempted_by: d.preempted_by.map(|b| b.0),
         message: d.message,
         created_at: d.created_at,
         enqueued_at: d.enqueued_at,
@@ -266,7 +266,7 @@ pub async fn list_deployments(
     Ok(Json(Paged::new(
         rows,
         &list.page,
-        |d| d.id,
+        |d| d.id.0,
         |d| deployment(d, None, None),
     )))
 }
@@ -282,7 +282,7 @@ pub async fn get_deployment(
     State(st): State<AppState>,
     caller: Caller,
     Declared(action): Declared,
-    Ids(id): Ids<Uuid>,
+    Ids(id): Ids<DeploymentId>,
 ) -> Result<Json<Deployment>, ApiError> {
     let db = st.db().await?;
     let (d, _) = deployment_access(&st, &db, &caller, id, action).await?;
@@ -294,9 +294,9 @@ pub async fn get_deployment(
 async fn command(
     st: &AppState,
     caller: &Caller,
-    id: Uuid,
+    id: DeploymentId,
     action: Action,
-    cmd: impl FnOnce(Uuid) -> Command,
+    cmd: impl FnOnce(DeploymentId) -> Command,
 ) -> Result<Json<Deployment>, ApiError> {
     let (d, _) = {
         let db = st.db().await?;
@@ -344,7 +344,7 @@ pub async fn update_deployment(
     State(st): State<AppState>,
     caller: Caller,
     Declared(action): Declared,
-    Ids(id): Ids<Uuid>,
+    Ids(id): Ids<DeploymentId>,
     Valid(req): Valid<UpdateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, id, action, |id| Command::SetPriority {
@@ -367,7 +367,7 @@ pub async fn cancel_deployment(
     State(st): State<AppState>,
     caller: Caller,
     Declared(action): Declared,
-    Ids(id): Ids<Uuid>,
+    Ids(id): Ids<DeploymentId>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, id, action, |id| Command::Cancel { id }).await
 }
@@ -385,7 +385,7 @@ pub async fn stop_deployment(
     State(st): State<AppState>,
     caller: Caller,
     Declared(action): Declared,
-    Ids(id): Ids<Uuid>,
+    Ids(id): Ids<DeploymentId>,
 ) -> Result<Json<Deployment>, ApiError> {
     command(&st, &caller, id, action, |id| Command::Stop { id }).await
 }
@@ -446,7 +446,7 @@ pub async fn finish_deployment(
     State(st): State<AppState>,
     caller: Caller,
     Declared(action): Declared,
-    Ids(id): Ids<Uuid>,
+    Ids(id): Ids<DeploymentId>,
     Valid(req): Valid<FinishRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
     let succeeded = req.outcome == FinishOutcome::Succeeded;

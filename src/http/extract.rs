@@ -1,10 +1,13 @@
 //! Extractors: validated JSON bodies, the authenticated caller, path ids and the client IP.
 
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
@@ -43,7 +46,7 @@ impl<T: FromJson, S: Send + Sync> FromRequest<S> for Valid<T> {
             ));
         }
         let bytes = read_body(req.into_body()).await?;
-        let value: Value = serde_json::from_slice(&bytes)
+        let value = parse_json(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         let Value::Object(object) = &value else {
             return Err(ApiError::BadRequest(
@@ -53,6 +56,44 @@ impl<T: FromJson, S: Send + Sync> FromRequest<S> for Valid<T> {
         T::from_json(&Fields::new(object, ""))
             .map(Valid)
             .map_err(ApiError::Validation)
+    }
+}
+
+/// Parses a body. serde_json refuses a number beyond a double's range (`1e999`) although it
+/// is valid JSON; such a body is read again value by value ([`RawValue`] scans numbers
+/// without converting them), and each number that does not fit becomes the largest double
+/// of its sign: outside every field's range, so the field's own check names it in the 422,
+/// as it names any other invalid value.
+fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(bytes).or_else(|first| {
+        // Not JSON: the scan's error names the fault (the first may be a number's range).
+        let raw = serde_json::from_slice::<&RawValue>(bytes)?;
+        saturating(raw).map_err(|_| first)
+    })
+}
+
+fn saturating(raw: &RawValue) -> Result<Value, serde_json::Error> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'{') => serde_json::from_str::<HashMap<String, &RawValue>>(text)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, saturating(v)?)))
+            .collect::<Result<Map<_, _>, _>>()
+            .map(Value::Object),
+        Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(text)?
+            .into_iter()
+            .map(saturating)
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
+        Some(b'-' | b'0'..=b'9') => Ok(serde_json::from_str(text).unwrap_or_else(|_| {
+            let max = if text.starts_with('-') {
+                -f64::MAX
+            } else {
+                f64::MAX
+            };
+            Value::from(max)
+        })),
+        _ => serde_json::from_str(text),
     }
 }
 
@@ -169,5 +210,34 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .map(|s| s.trim().chars().take(64).collect())
             .unwrap_or_else(|| "unknown".to_string());
         Ok(ClientIp(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_json;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_beyond_a_double_saturate_wherever_they_are() {
+        let v = parse_json(br#" {"a": {"b": 1e999}, "c": [-1E+400, 2], "d": "1e999", "e": null} "#)
+            .expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({"a": {"b": f64::MAX}, "c": [-f64::MAX, 2], "d": "1e999", "e": null})
+        );
+    }
+
+    #[test]
+    fn invalid_json_keeps_the_parser_s_own_error() {
+        for bad in [&br#"{"a": 1e}"#[..], b"{\"a\": \"\\x\"}", b"{\"a\": 1", b""] {
+            let direct = serde_json::from_slice::<serde_json::Value>(bad).expect_err("invalid");
+            let ours = parse_json(bad).expect_err("invalid");
+            assert_eq!(ours.to_string(), direct.to_string());
+        }
+        // Beside a huge number, the real fault is named, not the number.
+        let e = parse_json(br#"{"a": 1e999,}"#).expect_err("invalid");
+        assert_eq!((e.line(), e.column()), (1, 13), "{e}");
+        assert!(!e.to_string().contains("out of range"), "{e}");
     }
 }

@@ -8,14 +8,13 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use tokio_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::extract::Caller;
 use super::{ApiError, AppState};
 use crate::db::clusters::{self, ClusterRow};
 use crate::db::deployments::{self, DeploymentRow};
 use crate::db::{api_keys, orgs};
-use crate::domain::ids::{ApiKeyId, ClusterId, OrgId, UserId};
+use crate::domain::ids::{ApiKeyId, ClusterId, DeploymentId, OrgId, UserId};
 use crate::domain::policy::{check, Action, Refusal, Role};
 
 /// The action a route declares beside its registration in `router.rs`, which puts it in the
@@ -146,7 +145,7 @@ pub async fn deployment_access(
     st: &AppState,
     db: &impl GenericClient,
     caller: &Caller,
-    id: Uuid,
+    id: DeploymentId,
     action: Action,
 ) -> Result<(DeploymentRow, Access), ApiError> {
     let (d, role) = deployments::get_with_role(db, id, caller.user_id())

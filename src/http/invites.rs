@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{role_field, Caller, ClientIp, Ids, Valid};
+use super::extract::{role_field, Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -18,6 +18,7 @@ use crate::db::invites::{self, InviteRow, NewInvite};
 use crate::db::orgs;
 use crate::domain::ids::{InviteId, OrgId};
 use crate::domain::policy::Role;
+use crate::domain::throttle::Key;
 use crate::domain::validation::{FieldError, Fields, FromJson};
 
 /// Default lifetime of an invite: 7 days.
@@ -227,7 +228,8 @@ pub struct Accepted {
     role: Role,
 }
 
-/// Accepts an invite code: the caller joins with the invite's role. Throttled like logins.
+/// Accepts an invite code: the caller joins with the invite's role. Throttled per user (5
+/// failures in 15 minutes), whatever address they call from.
 #[utoipa::path(post, path = "/v1/invites/accept", tag = "invites", request_body = AcceptRequest,
     security(("bearer" = [])),
     responses(
@@ -241,11 +243,10 @@ pub struct Accepted {
 pub async fn accept_invite(
     State(st): State<AppState>,
     caller: Caller,
-    ClientIp(ip): ClientIp,
     Valid(req): Valid<AcceptRequest>,
 ) -> Result<Json<Accepted>, ApiError> {
     let user = caller.user()?;
-    let keys = [format!("invite:user:{user}"), format!("invite:ip:{ip}")];
+    let keys = [Key::InviteUser(user)];
     if let Some(retry_after) = st.platform.throttle_check(&keys).await? {
         return Err(ApiError::Throttled { retry_after });
     }

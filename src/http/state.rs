@@ -12,6 +12,7 @@ use crate::auth::access::TokenKeys;
 use crate::auth::Caller;
 use crate::db::DbError;
 use crate::domain::ids::ClusterId;
+use crate::domain::throttle::Key;
 use crate::engine::{Command, Executed, View, Viewed};
 
 /// The platform port.
@@ -19,12 +20,12 @@ use crate::engine::{Command, Executed, View, Viewed};
 pub trait Platform: Send + Sync {
     /// Opens a database connection for this request.
     async fn connect(&self) -> Result<tokio_postgres::Client, DbError>;
-    /// Seconds to wait if any of `keys` is throttled, else `None`.
-    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError>;
+    /// Seconds to wait if any of `keys` is over its limit, else `None`.
+    async fn throttle_check(&self, keys: &[Key]) -> Result<Option<u64>, ApiError>;
     /// Records a failed attempt against every key.
-    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError>;
+    async fn throttle_fail(&self, keys: &[Key]) -> Result<(), ApiError>;
     /// Clears a key after a success.
-    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError>;
+    async fn throttle_reset(&self, key: &Key) -> Result<(), ApiError>;
     /// Runs a command through the cluster's single writer (its Durable Object on Workers).
     async fn cluster_command(&self, cluster: ClusterId, cmd: Command)
         -> Result<Executed, ApiError>;

@@ -3,7 +3,11 @@
 //! passes the addresses in; run alone, these tests fail with a message saying so.
 
 mod accounts;
+#[path = "../common/mod.rs"]
+mod common;
+mod json_numbers;
 mod ops;
 mod roles;
 mod scheduling;
 mod support;
+mod throttling;

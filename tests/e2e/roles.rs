@@ -130,25 +130,7 @@ impl World {
 
 /// Joins `token`'s user to the team's organization with `role`; returns the user id.
 async fn join(t: &Team, token: &str, role: Role) -> String {
-    let r =
-        t.c.call(
-            Method::POST,
-            &format!("/v1/orgs/{}/invites", t.org),
-            Some(&t.admin),
-            Some(json!({"role": role.as_str()})),
-        )
-        .await;
-    let r =
-        t.c.call(
-            Method::POST,
-            "/v1/invites/accept",
-            Some(token),
-            Some(json!({"code": r.body["code"]})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let me = t.c.call(Method::GET, "/v1/me", Some(token), None).await;
-    me.body["user"]["id"].as_str().expect("id").to_string()
+    t.c.join(&t.admin, &t.org, token, role).await
 }
 
 /// A valid body for each operation that takes one.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::{database, Client};
+use crate::support::{database, request, Client};
 
 pub struct Team {
     pub c: Client,
@@ -19,36 +19,21 @@ impl Team {
     pub async fn new() -> Self {
         let c = Client::new();
         let (_, admin, _) = c.user().await;
-        let r = c
-            .call(
-                Method::POST,
-                "/v1/orgs",
-                Some(&admin),
-                Some(json!({"name": "E2E"})),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let org = r.body["id"].as_str().expect("org").to_string();
+        let org = c.org(&admin, "E2E").await["id"]
+            .as_str()
+            .expect("org")
+            .to_string();
         Self { c, admin, org }
     }
 
     pub async fn cluster(&self, cpu: i64, mem: i64, gpus: i64, preemption: bool) -> String {
-        let r = self.c.call(Method::POST, &format!("/v1/orgs/{}/clusters", self.org), Some(&self.admin),
-            Some(json!({"name": format!("c-{}", uuid::Uuid::new_v4().simple()),
-                        "capacity": {"cpu_millis": cpu, "memory_mib": mem, "gpus": gpus}, "preemption": preemption}))).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body["id"].as_str().expect("id").to_string()
+        let body = json!({"name": format!("c-{}", uuid::Uuid::new_v4().simple()),
+            "capacity": {"cpu_millis": cpu, "memory_mib": mem, "gpus": gpus}, "preemption": preemption});
+        self.c.cluster(&self.admin, &self.org, body).await
     }
 
     pub async fn submit(&self, cluster: &str, body: Value) -> crate::support::Reply {
-        self.c
-            .call(
-                Method::POST,
-                &format!("/v1/clusters/{cluster}/deployments"),
-                Some(&self.admin),
-                Some(body),
-            )
-            .await
+        self.c.deploy(&self.admin, cluster, body).await
     }
 
     pub async fn cpu_job(&self, cluster: &str, name: &str, cpu: i64, priority: i64) -> Value {
@@ -233,18 +218,18 @@ async fn an_idempotency_key_replay_returns_the_same_deployment() {
     let body = json!({"name": "once", "image": "nginx", "resources": {"cpu_millis": 10, "memory_mib": 0, "gpus": 0}}).to_string();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let res = reqwest::Client::new()
-            .post(format!("{}/v1/clusters/{cluster}/deployments", t.c.base))
-            .bearer_auth(&t.admin)
-            .header("content-type", "application/json")
-            .header("idempotency-key", "k-1")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let v: Value = res.json().await.expect("json");
-        ids.push(v["id"].clone());
+        let mut req = request(
+            Method::POST,
+            &format!("/v1/clusters/{cluster}/deployments"),
+            Some(&t.admin),
+            Some("application/json"),
+            body.clone().into_bytes(),
+        );
+        let key = reqwest::header::HeaderValue::from_static("k-1");
+        req.headers_mut().insert("idempotency-key", key);
+        let r = t.c.send(req).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        ids.push(r.body["id"].clone());
     }
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
 }

@@ -65,7 +65,7 @@ async fn registration_lists_every_invalid_field_and_creates_nothing() {
 #[tokio::test]
 async fn wrong_password_is_401_and_five_failures_throttle_with_retry_after() {
     let app = TestApp::spawn().await;
-    app.user("lin@example.com").await;
+    app.user_as("lin@example.com").await;
     for _ in 0..5 {
         assert_eq!(
             app.login("lin@example.com", "wrong password!").await.status,
@@ -112,7 +112,7 @@ async fn unknown_emails_are_throttled_too() {
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     let app = TestApp::spawn().await;
-    let (_, first) = app.user("kim@example.com").await;
+    let (_, first) = app.user_as("kim@example.com").await;
     let r = app
         .call(
             Method::POST,
@@ -156,7 +156,7 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
 #[tokio::test]
 async fn concurrent_refreshes_of_one_token_yield_exactly_one_pair() {
     let app = TestApp::spawn().await;
-    let (_, token) = app.user("par@example.com").await;
+    let (_, token) = app.user_as("par@example.com").await;
     let calls = (0..8).map(|_| {
         app.call(
             Method::POST,
@@ -176,7 +176,7 @@ async fn concurrent_refreshes_of_one_token_yield_exactly_one_pair() {
 #[tokio::test]
 async fn refresh_tokens_expire_after_thirty_days() {
     let app = TestApp::spawn().await;
-    let (_, token) = app.user("old@example.com").await;
+    let (_, token) = app.user_as("old@example.com").await;
     app.advance(Duration::days(31));
     let r = app
         .call(
@@ -192,7 +192,7 @@ async fn refresh_tokens_expire_after_thirty_days() {
 #[tokio::test]
 async fn logout_revokes_the_family() {
     let app = TestApp::spawn().await;
-    let (access, refresh) = app.user("bye@example.com").await;
+    let (access, refresh) = app.user_as("bye@example.com").await;
     let r = app
         .call(
             Method::POST,
@@ -216,7 +216,7 @@ async fn logout_revokes_the_family() {
 #[tokio::test]
 async fn access_tokens_expire_after_fifteen_minutes() {
     let app = TestApp::spawn().await;
-    let (access, _) = app.user("tick@example.com").await;
+    let (access, _) = app.user_as("tick@example.com").await;
     app.advance(Duration::minutes(16));
     let r = app.call(Method::GET, "/v1/me", Some(&access), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -229,7 +229,7 @@ async fn access_tokens_expire_after_fifteen_minutes() {
 #[tokio::test]
 async fn a_rehash_happens_when_stored_parameters_are_weaker() {
     let app = TestApp::spawn().await;
-    app.user("weak@example.com").await;
+    app.user_as("weak@example.com").await;
     let (db, conn) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)
         .await
         .expect("db");

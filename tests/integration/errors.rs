@@ -1,33 +1,26 @@
 //! Malformed input and failures: always a problem document, never a 5xx (but 503).
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 
 use crate::support::TestApp;
 
-fn post(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("content-type", content_type)
-        .body(body.into())
-        .expect("request")
+async fn post(app: &TestApp, path: &str, content_type: &str, body: &str) -> crate::support::Reply {
+    app.raw(Method::POST, path, None, Some(content_type), body.into())
+        .await
 }
 
 #[tokio::test]
 async fn malformed_json_is_400() {
     let app = TestApp::spawn().await;
-    let r = app
-        .raw(post(
-            "/v1/auth/register",
-            "application/json",
-            "{\"email\": ",
-        ))
-        .await;
+    let r = post(
+        &app,
+        "/v1/auth/register",
+        "application/json",
+        "{\"email\": ",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = app
-        .raw(post("/v1/auth/register", "application/json", "[1,2]"))
-        .await;
+    let r = post(&app, "/v1/auth/register", "application/json", "[1,2]").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -35,16 +28,14 @@ async fn malformed_json_is_400() {
 async fn bodies_over_64_kib_are_413() {
     let app = TestApp::spawn().await;
     let big = format!("{{\"email\": \"{}\"}}", "a".repeat(70 * 1024));
-    let r = app
-        .raw(post("/v1/auth/register", "application/json", big))
-        .await;
+    let r = post(&app, "/v1/auth/register", "application/json", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn other_content_types_are_415() {
     let app = TestApp::spawn().await;
-    let r = app.raw(post("/v1/auth/login", "text/plain", "{}")).await;
+    let r = post(&app, "/v1/auth/login", "text/plain", "{}").await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 

@@ -1,6 +1,8 @@
 //! Integration tests: the whole HTTP app, natively, against a real PostgreSQL.
 
 mod accounts;
+#[path = "../common/mod.rs"]
+mod common;
 mod errors;
 mod openapi;
 mod orgs;

@@ -1,70 +1,34 @@
 //! Organizations, members, invites and API keys, natively against a real database.
 
 use axum::http::{Method, StatusCode};
+use berth::domain::policy::Role;
 use chrono::Duration;
 use serde_json::{json, Value};
 
 use crate::support::TestApp;
 
 async fn org(app: &TestApp, admin: &str) -> String {
-    let r = app
-        .call(
-            Method::POST,
-            "/v1/orgs",
-            Some(admin),
-            Some(json!({"name": "  Acme  "})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body["name"], "Acme");
-    assert_eq!(r.body["role"], "admin");
-    r.body["id"].as_str().expect("id").to_string()
-}
-
-async fn invite(app: &TestApp, admin: &str, org: &str, body: Value) -> Value {
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/v1/orgs/{org}/invites"),
-            Some(admin),
-            Some(body),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    r.body
-}
-
-async fn accept(app: &TestApp, token: &str, code: &str) -> crate::support::Reply {
-    app.call(
-        Method::POST,
-        "/v1/invites/accept",
-        Some(token),
-        Some(json!({"code": code})),
-    )
-    .await
+    let org = app.org(admin, "  Acme  ").await;
+    assert_eq!(org["name"], "Acme");
+    assert_eq!(org["role"], "admin");
+    org["id"].as_str().expect("id").to_string()
 }
 
 fn user_id(me: &Value) -> String {
     me["user"]["id"].as_str().expect("id").to_string()
 }
 
-async fn me(app: &TestApp, token: &str) -> Value {
-    app.call(Method::GET, "/v1/me", Some(token), None)
-        .await
-        .body
-}
-
 #[tokio::test]
 async fn the_team_flow_create_invite_accept_list() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("admin@example.com").await;
-    let (dev, _) = app.user("dev@example.com").await;
+    let (admin, _) = app.user_as("admin@example.com").await;
+    let (dev, _) = app.user_as("dev@example.com").await;
     let org = org(&app, &admin).await;
-    let inv = invite(&app, &admin, &org, json!({"role": "developer"})).await;
+    let inv = app.invite(&admin, &org, json!({"role": "developer"})).await;
     assert_eq!(inv["max_uses"], 1);
     let code = inv["code"].as_str().expect("code");
     assert!(code.starts_with("bic_"));
-    let r = accept(&app, &dev, code).await;
+    let r = app.accept(&dev, code).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body, json!({"org_id": org, "role": "developer"}));
 
@@ -84,11 +48,11 @@ async fn the_team_flow_create_invite_accept_list() {
         .map(|m| m["role"].as_str().expect("role"))
         .collect();
     assert_eq!(roles, ["admin", "developer"]);
-    assert_eq!(me(&app, &dev).await["memberships"][0]["role"], "developer");
+    assert_eq!(app.me(&dev).await["memberships"][0]["role"], "developer");
 
     // The code is single-use, and listing never shows codes.
-    let (late, _) = app.user("late@example.com").await;
-    let r = accept(&app, &late, code).await;
+    let (late, _) = app.user_as("late@example.com").await;
+    let r = app.accept(&late, code).await;
     assert_eq!(r.status, StatusCode::GONE);
     assert_eq!(r.body["title"], "Invite used up");
     let list = app
@@ -106,17 +70,17 @@ async fn the_team_flow_create_invite_accept_list() {
 #[tokio::test]
 async fn a_single_use_code_accepted_concurrently_admits_exactly_one() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
     let org = org(&app, &admin).await;
-    let code = invite(&app, &admin, &org, json!({"role": "viewer"})).await["code"]
+    let code = app.invite(&admin, &org, json!({"role": "viewer"})).await["code"]
         .as_str()
         .expect("code")
         .to_string();
     let mut tokens = Vec::new();
     for i in 0..6 {
-        tokens.push(app.user(&format!("racer{i}@example.com")).await.0);
+        tokens.push(app.user_as(&format!("racer{i}@example.com")).await.0);
     }
-    let replies = futures::future::join_all(tokens.iter().map(|t| accept(&app, t, &code))).await;
+    let replies = futures::future::join_all(tokens.iter().map(|t| app.accept(t, &code))).await;
     let joined = replies
         .iter()
         .filter(|r| r.status == StatusCode::OK)
@@ -144,25 +108,27 @@ async fn a_single_use_code_accepted_concurrently_admits_exactly_one() {
 #[tokio::test]
 async fn expired_revoked_unknown_and_duplicate_acceptances_change_nothing() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
-    let (bob, _) = app.user("bob@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
+    let (bob, _) = app.user_as("bob@example.com").await;
     let org = org(&app, &admin).await;
 
-    let short = invite(
-        &app,
-        &admin,
-        &org,
-        json!({"role": "viewer", "expires_in_seconds": 60}),
-    )
-    .await;
+    let short = app
+        .invite(
+            &admin,
+            &org,
+            json!({"role": "viewer", "expires_in_seconds": 60}),
+        )
+        .await;
     app.advance(Duration::seconds(61));
-    let r = accept(&app, &bob, short["code"].as_str().expect("code")).await;
+    let r = app
+        .accept(&bob, short["code"].as_str().expect("code"))
+        .await;
     assert_eq!(
         (r.status, r.body["title"].as_str()),
         (StatusCode::GONE, Some("Invite expired"))
     );
 
-    let revoked = invite(&app, &admin, &org, json!({"role": "viewer"})).await;
+    let revoked = app.invite(&admin, &org, json!({"role": "viewer"})).await;
     let id = revoked["id"].as_str().expect("id");
     let r = app
         .call(
@@ -173,32 +139,27 @@ async fn expired_revoked_unknown_and_duplicate_acceptances_change_nothing() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = accept(&app, &bob, revoked["code"].as_str().expect("code")).await;
+    let r = app
+        .accept(&bob, revoked["code"].as_str().expect("code"))
+        .await;
     assert_eq!(
         (r.status, r.body["title"].as_str()),
         (StatusCode::GONE, Some("Invite revoked"))
     );
 
-    let r = accept(
-        &app,
-        &bob,
-        "bic_0000000000000000000000000000000000000000000",
-    )
-    .await;
+    let r = app
+        .accept(&bob, "bic_0000000000000000000000000000000000000000000")
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = accept(&app, &bob, "nonsense").await;
+    let r = app.accept(&bob, "nonsense").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
     // Already a member: 409, and the multi-use code keeps its remaining use.
-    let multi = invite(
-        &app,
-        &admin,
-        &org,
-        json!({"role": "developer", "max_uses": 2}),
-    )
-    .await;
+    let multi = app
+        .invite(&admin, &org, json!({"role": "developer", "max_uses": 2}))
+        .await;
     let code = multi["code"].as_str().expect("code");
-    let r = accept(&app, &admin, code).await;
+    let r = app.accept(&admin, code).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     let list = app
         .call(
@@ -217,7 +178,7 @@ async fn expired_revoked_unknown_and_duplicate_acceptances_change_nothing() {
         .clone();
     assert_eq!(item["uses"], 0);
     assert!(
-        me(&app, &bob).await["memberships"]
+        app.me(&bob).await["memberships"]
             .as_array()
             .expect("m")
             .is_empty(),
@@ -228,7 +189,7 @@ async fn expired_revoked_unknown_and_duplicate_acceptances_change_nothing() {
 #[tokio::test]
 async fn invite_fields_are_validated_together() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
     let org = org(&app, &admin).await;
     let r = app
         .call(
@@ -245,15 +206,15 @@ async fn invite_fields_are_validated_together() {
 #[tokio::test]
 async fn guessing_invite_codes_is_throttled() {
     let app = TestApp::spawn().await;
-    let (bob, _) = app.user("bob@example.com").await;
+    let (bob, _) = app.user_as("bob@example.com").await;
     for _ in 0..5 {
         assert_eq!(
-            accept(&app, &bob, "bic_guess").await.status,
+            app.accept(&bob, "bic_guess").await.status,
             StatusCode::NOT_FOUND
         );
     }
     assert_eq!(
-        accept(&app, &bob, "bic_guess").await.status,
+        app.accept(&bob, "bic_guess").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
@@ -261,9 +222,9 @@ async fn guessing_invite_codes_is_throttled() {
 #[tokio::test]
 async fn the_last_admin_can_neither_be_demoted_nor_removed_nor_leave() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
     let org = org(&app, &admin).await;
-    let admin_id = user_id(&me(&app, &admin).await);
+    let admin_id = user_id(&app.me(&admin).await);
     let path = format!("/v1/orgs/{org}/members/{admin_id}");
     let r = app
         .call(
@@ -286,15 +247,15 @@ async fn the_last_admin_can_neither_be_demoted_nor_removed_nor_leave() {
 async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
     for round in 0..3 {
         let app = TestApp::spawn().await;
-        let (a, _) = app.user(&format!("a{round}@example.com")).await;
-        let (b, _) = app.user(&format!("b{round}@example.com")).await;
+        let (a, _) = app.user_as(&format!("a{round}@example.com")).await;
+        let (b, _) = app.user_as(&format!("b{round}@example.com")).await;
         let org = org(&app, &a).await;
-        let code = invite(&app, &a, &org, json!({"role": "admin"})).await["code"]
+        let code = app.invite(&a, &org, json!({"role": "admin"})).await["code"]
             .as_str()
             .expect("c")
             .to_string();
-        assert_eq!(accept(&app, &b, &code).await.status, StatusCode::OK);
-        let (a_id, b_id) = (user_id(&me(&app, &a).await), user_id(&me(&app, &b).await));
+        assert_eq!(app.accept(&b, &code).await.status, StatusCode::OK);
+        let (a_id, b_id) = (user_id(&app.me(&a).await), user_id(&app.me(&b).await));
         let (path_a, path_b) = (
             format!("/v1/orgs/{org}/members/{a_id}"),
             format!("/v1/orgs/{org}/members/{b_id}"),
@@ -335,15 +296,15 @@ async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
 #[tokio::test]
 async fn outsiders_get_404_and_low_roles_get_403() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
-    let (viewer, _) = app.user("v@example.com").await;
-    let (outsider, _) = app.user("o@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
+    let (viewer, _) = app.user_as("v@example.com").await;
+    let (outsider, _) = app.user_as("o@example.com").await;
     let org = org(&app, &admin).await;
-    let code = invite(&app, &admin, &org, json!({"role": "viewer"})).await["code"]
+    let code = app.invite(&admin, &org, json!({"role": "viewer"})).await["code"]
         .as_str()
         .expect("c")
         .to_string();
-    accept(&app, &viewer, &code).await;
+    app.accept(&viewer, &code).await;
     let path = format!("/v1/orgs/{org}/invites");
     assert_eq!(
         app.call(Method::GET, &path, Some(&viewer), None)
@@ -375,7 +336,7 @@ async fn outsiders_get_404_and_low_roles_get_403() {
         StatusCode::NOT_FOUND
     );
     // A member leaves on their own.
-    let vid = user_id(&me(&app, &viewer).await);
+    let vid = user_id(&app.me(&viewer).await);
     let r = app
         .call(
             Method::DELETE,
@@ -390,23 +351,14 @@ async fn outsiders_get_404_and_low_roles_get_403() {
 #[tokio::test]
 async fn api_keys_act_in_their_organization_with_their_role_until_revoked() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
     let org_a = org(&app, &admin).await;
     let org_b = org(&app, &admin).await;
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/v1/orgs/{org_a}/api-keys"),
-            Some(&admin),
-            Some(json!({"name": "ci", "role": "viewer"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let secret = r.body["secret"].as_str().expect("secret").to_string();
-    let key_id = r.body["id"].as_str().expect("id").to_string();
+    let key = app.api_key(&admin, &org_a, "ci", Role::Viewer).await;
+    let secret = key["secret"].as_str().expect("secret").to_string();
+    let key_id = key["id"].as_str().expect("id").to_string();
     assert!(
-        secret.starts_with("bak_")
-            && secret.starts_with(r.body["prefix"].as_str().expect("prefix"))
+        secret.starts_with("bak_") && secret.starts_with(key["prefix"].as_str().expect("prefix"))
     );
 
     assert_eq!(
@@ -485,10 +437,10 @@ async fn api_keys_act_in_their_organization_with_their_role_until_revoked() {
 #[tokio::test]
 async fn lists_paginate_with_an_opaque_cursor() {
     let app = TestApp::spawn().await;
-    let (admin, _) = app.user("a@example.com").await;
+    let (admin, _) = app.user_as("a@example.com").await;
     let org = org(&app, &admin).await;
     for _ in 0..5 {
-        invite(&app, &admin, &org, json!({"role": "viewer"})).await;
+        app.invite(&admin, &org, json!({"role": "viewer"})).await;
     }
     let mut seen = Vec::new();
     let mut cursor = String::new();

@@ -2,12 +2,13 @@
 
 use axum::http::{Method, StatusCode};
 use berth::domain::ids::ClusterId;
+use berth::domain::policy::Role;
 use berth::engine::Command;
 use berth::http::Platform;
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::support::TestApp;
+use crate::support::{request, TestApp};
 
 struct Fixture {
     app: TestApp,
@@ -18,31 +19,16 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Self {
         let app = TestApp::spawn().await;
-        let (admin, _) = app.user("admin@example.com").await;
-        let r = app
-            .call(
-                Method::POST,
-                "/v1/orgs",
-                Some(&admin),
-                Some(json!({"name": "Acme"})),
-            )
-            .await;
-        let org = r.body["id"].as_str().expect("org").to_string();
+        let (admin, _) = app.user_as("admin@example.com").await;
+        let org = app.org(&admin, "Acme").await["id"]
+            .as_str()
+            .expect("org")
+            .to_string();
         Self { app, admin, org }
     }
 
     async fn cluster(&self, body: Value) -> String {
-        let r = self
-            .app
-            .call(
-                Method::POST,
-                &format!("/v1/orgs/{}/clusters", self.org),
-                Some(&self.admin),
-                Some(body),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body["id"].as_str().expect("id").to_string()
+        self.app.cluster(&self.admin, &self.org, body).await
     }
 
     async fn submit(&self, cluster: &str, name: &str, cpu: i64, priority: i64) -> Value {
@@ -58,14 +44,7 @@ impl Fixture {
     }
 
     async fn submit_raw(&self, cluster: &str, body: Value) -> crate::support::Reply {
-        self.app
-            .call(
-                Method::POST,
-                &format!("/v1/clusters/{cluster}/deployments"),
-                Some(&self.admin),
-                Some(body),
-            )
-            .await
+        self.app.deploy(&self.admin, cluster, body).await
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -284,15 +263,16 @@ async fn an_idempotency_key_replay_returns_the_same_deployment() {
     let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
     let body = json!({"name": "once", "image": "nginx", "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0}});
     let send = |b: Value| {
-        let req = axum::http::Request::builder()
-            .method(Method::POST)
-            .uri(format!("/v1/clusters/{c}/deployments"))
-            .header("authorization", format!("Bearer {}", f.admin))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "abc-123")
-            .body(axum::body::Body::from(b.to_string()))
-            .expect("req");
-        f.app.raw(req)
+        let mut req = request(
+            Method::POST,
+            &format!("/v1/clusters/{c}/deployments"),
+            Some(&f.admin),
+            Some("application/json"),
+            b.to_string().into_bytes(),
+        );
+        let key = axum::http::HeaderValue::from_static("abc-123");
+        req.headers_mut().insert("idempotency-key", key);
+        f.app.send(req)
     };
     let first = send(body.clone()).await;
     let again = send(body.clone()).await;
@@ -510,21 +490,8 @@ async fn raising_a_priority_can_preempt_and_viewers_cannot_deploy() {
     assert_eq!(r.body["status"], "running");
     assert_eq!(f.status(&low).await, "queued");
 
-    let (viewer, _) = f.app.user("viewer@example.com").await;
-    let inv = f
-        .post(
-            &format!("/v1/orgs/{}/invites", f.org),
-            Some(json!({"role": "viewer"})),
-        )
-        .await;
-    f.app
-        .call(
-            Method::POST,
-            "/v1/invites/accept",
-            Some(&viewer),
-            Some(json!({"code": inv.body["code"]})),
-        )
-        .await;
+    let (viewer, _) = f.app.user_as("viewer@example.com").await;
+    f.app.join(&f.admin, &f.org, &viewer, Role::Viewer).await;
     let r = f.app.call(Method::POST, &format!("/v1/clusters/{c}/deployments"), Some(&viewer),
         Some(json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}}))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -614,13 +581,8 @@ async fn nul_characters_unreadable_paths_and_key_minting_keys_are_refused_cleanl
         StatusCode::NOT_FOUND
     );
 
-    let key = f
-        .post(
-            &format!("/v1/orgs/{}/api-keys", f.org),
-            Some(json!({"name": "ci", "role": "admin"})),
-        )
-        .await;
-    let secret = key.body["secret"].as_str().expect("secret").to_string();
+    let key = f.app.api_key(&f.admin, &f.org, "ci", Role::Admin).await;
+    let secret = key["secret"].as_str().expect("secret").to_string();
     for (path, body) in [
         ("api-keys", json!({"name": "child", "role": "viewer"})),
         ("invites", json!({"role": "admin"})),
@@ -698,19 +660,13 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
     let c = f
         .cluster(cpu_cluster(1_000_000, "best_effort", false))
         .await;
-    let key = |org: String, role: &'static str| {
+    let key = |org: String, role: Role| {
         let f = &f;
         async move {
-            let r = f
-                .post(
-                    &format!("/v1/orgs/{org}/api-keys"),
-                    Some(json!({"name": "ci", "role": role})),
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            let key = f.app.api_key(&f.admin, &org, "ci", role).await;
             (
-                r.body["secret"].as_str().expect("secret").to_string(),
-                r.body["id"].as_str().expect("id").to_string(),
+                key["secret"].as_str().expect("secret").to_string(),
+                key["id"].as_str().expect("id").to_string(),
             )
         }
     };
@@ -725,19 +681,16 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
             assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
         }
     };
-    let (developer_key, _) = key(f.org.clone(), "developer").await;
-    let (viewer_key, _) = key(f.org.clone(), "viewer").await;
-    let (revoked_key, revoked_id) = key(f.org.clone(), "admin").await;
+    let (developer_key, _) = key(f.org.clone(), Role::Developer).await;
+    let (viewer_key, _) = key(f.org.clone(), Role::Viewer).await;
+    let (revoked_key, revoked_id) = key(f.org.clone(), Role::Admin).await;
     revoke(revoked_id).await;
-    let other_org = f
-        .post("/v1/orgs", Some(json!({"name": "Other"})))
-        .await
-        .body["id"]
+    let other_org = f.app.org(&f.admin, "Other").await["id"]
         .as_str()
         .expect("org")
         .to_string();
-    let (foreign_key, _) = key(other_org, "admin").await;
-    let (outsider, _) = f.app.user("outsider@example.com").await;
+    let (foreign_key, _) = key(other_org, Role::Admin).await;
+    let (outsider, _) = f.app.user_as("outsider@example.com").await;
 
     let body = json!({"name": "x", "image": "nginx",
         "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}});
@@ -813,7 +766,7 @@ async fn submissions_and_reads_are_authorized_by_the_object_for_every_kind_of_ca
             assert_eq!(r.status, expected, "{}", r.body);
         }
     }
-    let (reader_key, reader_id) = key(f.org.clone(), "viewer").await;
+    let (reader_key, reader_id) = key(f.org.clone(), Role::Viewer).await;
     let cluster = read(&reader_key, format!("/v1/clusters/{c}")).await;
     assert_eq!(cluster.body["id"], c.as_str());
     assert_eq!(cluster.body["usage"]["running"], 8);

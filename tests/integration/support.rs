@@ -1,23 +1,25 @@
 //! Spawns the app in-process against a real PostgreSQL: each test gets its own database,
 //! cloned from the migrated template `make test` prepares, and a `Platform` implemented
-//! natively (TCP to Postgres, an in-memory throttle book, a clock the test can move).
+//! natively (TCP to Postgres, an in-memory throttle book, a clock the test can move). The
+//! requests go through the shared client of `tests/common`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use berth::auth::access::TokenKeys;
 use berth::auth::Caller;
 use berth::db::DbError;
 use berth::domain::ids::ClusterId;
-use berth::domain::throttle::ThrottleBook;
+use berth::domain::throttle::{Key, ThrottleBook};
 use berth::engine::{ClusterWriter, Command, Executed, View, Viewed};
 use berth::http::{app, ApiError, AppState, Platform};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::Value;
 use tower::ServiceExt;
+
+pub use crate::common::{request, Reply, TestClient, Transport};
 
 /// The server URL (without database) and the template database, from `make test`.
 fn pg_base() -> (String, String) {
@@ -42,19 +44,19 @@ impl Platform for NativePlatform {
         tokio::spawn(conn);
         Ok(client)
     }
-    async fn throttle_check(&self, keys: &[String]) -> Result<Option<u64>, ApiError> {
+    async fn throttle_check(&self, keys: &[Key]) -> Result<Option<u64>, ApiError> {
         Ok(self
             .book
             .lock()
             .expect("lock")
             .retry_after(keys, self.now()))
     }
-    async fn throttle_fail(&self, keys: &[String]) -> Result<(), ApiError> {
+    async fn throttle_fail(&self, keys: &[Key]) -> Result<(), ApiError> {
         let now = self.now();
         self.book.lock().expect("lock").record_failure(keys, now);
         Ok(())
     }
-    async fn throttle_reset(&self, key: &str) -> Result<(), ApiError> {
+    async fn throttle_reset(&self, key: &Key) -> Result<(), ApiError> {
         self.book.lock().expect("lock").reset(key);
         Ok(())
     }
@@ -96,37 +98,44 @@ impl NativePlatform {
     }
 }
 
-pub struct TestApp {
+/// The in-process transport: the app on its platform, and the database it owns.
+pub struct InProcess {
     pub platform: Arc<NativePlatform>,
     pub state: AppState,
     pub db_url: String,
+    _database: Option<TestDatabase>,
 }
 
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: axum::http::HeaderMap,
-    pub body: Value,
+impl Transport for InProcess {
+    async fn send(&self, req: Request<Vec<u8>>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let res = app(self.state.clone())
+            .oneshot(req.map(Body::from))
+            .await
+            .expect("infallible");
+        let (status, headers) = (res.status(), res.headers().clone());
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, headers, bytes.to_vec())
+    }
 }
+
+/// The app in-process on its own database.
+pub type TestApp = TestClient<InProcess>;
 
 impl TestApp {
     /// A fresh database cloned from the template, and the app on top of it.
     pub async fn spawn() -> Self {
-        let (base, template) = pg_base();
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let (admin, conn) =
-            tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test PostgreSQL");
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!("create database {name} template {template}"))
-            .await
-            .expect("clone the template database");
-        Self::on_database(&format!("{base}/{name}"))
+        let database = TestDatabase::create().await;
+        Self::on(&database.url.clone(), Some(database))
     }
 
     /// The app on an explicit database URL (used to point at an unreachable one).
     pub fn on_database(url: &str) -> Self {
+        Self::on(url, None)
+    }
+
+    fn on(url: &str, database: Option<TestDatabase>) -> Self {
         let platform = Arc::new(NativePlatform {
             url: url.to_string(),
             book: Mutex::new(ThrottleBook::default()),
@@ -137,99 +146,67 @@ impl TestApp {
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")
                 .expect("keys");
         let state = AppState::new(platform.clone(), keys);
-        Self {
+        TestClient::over(InProcess {
             platform,
             state,
             db_url: url.to_string(),
-        }
+            _database: database,
+        })
     }
 
     /// Moves the app's clock forward (time is passed in, never slept).
     pub fn advance(&self, by: Duration) {
         *self.platform.skew.lock().expect("lock") += by;
     }
+}
 
-    pub async fn raw(&self, req: Request<Body>) -> Reply {
-        let res = app(self.state.clone())
-            .oneshot(req)
+/// A database of one test, cloned from the template; dropped when the test ends, passed or
+/// failed (`scripts/testdb.sh` drops what a killed run left behind).
+struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> Self {
+        let (base, template) = pg_base();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        admin(&base)
             .await
-            .expect("infallible");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .batch_execute(&format!("create database {name} template {template}"))
             .await
-            .expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        if status.is_client_error() || status.is_server_error() {
-            let ct = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            assert_eq!(
-                ct, "application/problem+json",
-                "errors are problem documents: {body}"
-            );
-        }
-        Reply {
-            status,
-            headers,
-            body,
+            .expect("clone the template database");
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database on a thread of its own (the test's runtime cannot block on it),
+    /// closing the app's connections to it; a failure is reported, never a second panic.
+    fn drop(&mut self) {
+        let (base, _) = pg_base();
+        let sql = format!("drop database if exists {} with (force)", self.name);
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(async { admin(&base).await.batch_execute(&sql).await })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
         }
     }
+}
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.raw(req.body(body).expect("request")).await
-    }
-
-    pub async fn register(&self, email: &str) -> Reply {
-        self.call(Method::POST, "/v1/auth/register", None,
-            Some(serde_json::json!({"email": email, "password": "correct horse battery", "name": "Test User"})))
+/// A connection to the server's maintenance database.
+async fn admin(base: &str) -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
             .await
-    }
-
-    pub async fn login(&self, email: &str, password: &str) -> Reply {
-        self.call(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(serde_json::json!({"email": email, "password": password})),
-        )
-        .await
-    }
-
-    /// Registers and logs in; returns (access token, refresh token).
-    pub async fn user(&self, email: &str) -> (String, String) {
-        assert_eq!(self.register(email).await.status, StatusCode::CREATED);
-        let r = self.login(email, "correct horse battery").await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        (
-            r.body["access_token"].as_str().expect("access").to_string(),
-            r.body["refresh_token"]
-                .as_str()
-                .expect("refresh")
-                .to_string(),
-        )
-    }
+            .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
 }

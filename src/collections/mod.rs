@@ -1,0 +1,3 @@
+//! General-purpose data structures, with no knowledge of Berth's domain.
+
+pub mod treap;
