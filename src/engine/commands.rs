@@ -143,8 +143,9 @@ async fn update_cluster(
     }
     if let Some(name) = &update.name {
         if *name != c.name && clusters::name_taken(tx, c.org_id, name).await? {
+            // Checked before the write: a violation would abort the whole batch's transaction.
             return Ok(Err(EngineError::Conflict(
-                "a cluster with this name already exists".into(),
+                crate::db::unique_violation("clusters_org_name_key").into(),
             )));
         }
     }
