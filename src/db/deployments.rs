@@ -412,9 +412,9 @@ pub async fn record(db: &impl GenericClient, events: &[Event], now: DateTime<Utc
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EventKind,
     pub reason: Option<String>,
-    pub by_deployment: Option<Uuid>,
+    pub by_deployment: Option<DeploymentId>,
 }
 
 /// A deployment's history, oldest first.
@@ -428,11 +428,14 @@ pub async fn events(db: &impl GenericClient, id: DeploymentId) -> DbResult<Vec<E
         .await?;
     rows.iter()
         .map(|r| {
+            let kind: String = r.try_get(1)?;
+            let by: Option<Uuid> = r.try_get(3)?;
             Ok(EventRow {
                 at: r.try_get(0)?,
-                kind: r.try_get(1)?,
+                kind: EventKind::parse(&kind)
+                    .ok_or_else(|| DbError::Other(format!("unknown event kind {kind} stored")))?,
                 reason: r.try_get(2)?,
-                by_deployment: r.try_get(3)?,
+                by_deployment: by.map(DeploymentId),
             })
         })
         .collect()

@@ -86,7 +86,7 @@ impl Status {
 }
 
 /// What happened to a deployment: the kind of one line of its history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Submitted (queued).
@@ -140,6 +140,11 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Expired => "expired",
         }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -220,7 +225,9 @@ mod tests {
                 serde_json::to_value(k).expect("serializes"),
                 json!(k.as_str())
             );
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
+        assert_eq!(EventKind::parse("Admitted"), None);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use super::pagination::{List, ListParams, Paged, StatusFilter};
 use super::{ApiError, AppState};
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
 use crate::domain::deployment::{
-    resources_field, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY, MAX_RUNTIME_SECONDS,
-    MIN_PRIORITY,
+    resources_field, EventKind, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY,
+    MAX_RUNTIME_SECONDS, MIN_PRIORITY,
 };
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
@@ -30,10 +30,7 @@ use crate::engine::{Command, Outcome};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeploymentEvent {
     at: DateTime<Utc>,
-    /// created, admitted, preempted, requeued, priority_changed, cancelled, stopped,
-    /// succeeded, failed, expired.
-    #[schema(example = "admitted")]
-    kind: String,
+    kind: EventKind,
     reason: Option<String>,
     /// The deployment that caused it (the preemptor, for `preempted`).
     by_deployment: Option<Uuid>,
@@ -97,7 +94,7 @@ fn deployment(
                     at: e.at,
                     kind: e.kind,
                     reason: e.reason,
-                    by_deployment: e.by_deployment,
+                    by_deployment: e.by_deployment.map(|b| b.0),
                 })
                 .collect()
         }),
