@@ -24,34 +24,15 @@ fn id(r: &crate::support::Reply) -> String {
 async fn setup() -> Setup {
     let c = Client::new();
     let (_, admin, _) = c.user().await;
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/orgs",
-            Some(&admin),
-            Some(json!({"name": "Numbers"})),
-        )
+    let org = c.org(&admin, "Numbers").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let capacity = json!({"cpu_millis": 1000, "memory_mib": 1024, "gpus": 0});
+    let cluster = c
+        .cluster(&admin, &org, json!({"name": "n", "capacity": capacity}))
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let org = id(&r);
-    let r = c
-        .call(
-            Method::POST,
-            &format!("/v1/orgs/{org}/clusters"),
-            Some(&admin),
-            Some(json!({"name": "n", "capacity": {"cpu_millis": 1000, "memory_mib": 1024, "gpus": 0}})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let cluster = id(&r);
-    let r = c
-        .call(
-            Method::POST,
-            &format!("/v1/clusters/{cluster}/deployments"),
-            Some(&admin),
-            Some(deployment()),
-        )
-        .await;
+    let r = c.deploy(&admin, &cluster, deployment()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let deployment = id(&r);
     Setup {

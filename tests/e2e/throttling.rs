@@ -1,7 +1,7 @@
 //! Throttling through the real Worker: one caller's failures cost that caller, not everyone
 //! behind the same client address (an office NAT, a shared CI runner).
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::{unique_email, Client};
@@ -9,10 +9,7 @@ use crate::support::{unique_email, Client};
 const PASSWORD: &str = "correct horse battery";
 
 async fn accept(c: &Client, token: &str, code: &str) -> StatusCode {
-    let body = json!({"code": code});
-    c.call(Method::POST, "/v1/invites/accept", Some(token), Some(body))
-        .await
-        .status
+    c.accept(token, code).await.status
 }
 
 #[tokio::test]
@@ -20,16 +17,10 @@ async fn one_users_failures_leave_the_others_at_the_same_address_alone() {
     // One client: every request below comes from the same address.
     let c = Client::new();
     let (_, admin, _) = c.user().await;
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/orgs",
-            Some(&admin),
-            Some(json!({"name": "Office"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let org = r.body["id"].as_str().expect("id").to_string();
+    let org = c.org(&admin, "Office").await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     // Mallory mistypes her password and invite codes until her own limits bite.
     let (mallory_email, mallory, _) = c.user().await;
@@ -48,35 +39,20 @@ async fn one_users_failures_leave_the_others_at_the_same_address_alone() {
     }
     let r = c.login(&mallory_email, PASSWORD).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/invites/accept",
-            Some(&mallory),
-            Some(json!({"code": "z"})),
-        )
-        .await;
+    let r = c.accept(&mallory, "z").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
     assert!(r.headers.contains_key("retry-after"));
 
     // Bob, behind the same address, registers, logs in and joins with a valid invite.
     let (_, bob, _) = c.user().await;
-    let r = c
-        .call(
-            Method::POST,
-            &format!("/v1/orgs/{org}/invites"),
-            Some(&admin),
-            Some(json!({"role": "developer"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let code = r.body["code"].as_str().expect("code").to_string();
-    assert_eq!(accept(&c, &bob, &code).await, StatusCode::OK);
+    let invite = c.invite(&admin, &org, json!({"role": "developer"})).await;
+    let code = invite["code"].as_str().expect("code");
+    assert_eq!(accept(&c, &bob, code).await, StatusCode::OK);
 
     // Mallory's invite limit is hers wherever she calls from.
     let elsewhere = Client::new();
     assert_eq!(
-        accept(&elsewhere, &mallory, &code).await,
+        accept(&elsewhere, &mallory, code).await,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
