@@ -115,11 +115,13 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional integer within `min..=max`; `Err(Invalid)` after recording an error.
+    /// An integer is a number without a fractional part, as JSON Schema's `integer` (and so
+    /// the OpenAPI document) counts it: `5`, `5.0` and `5e0` are all 5.
     pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, Invalid> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => match v.as_i64() {
-                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            Some(v) => match whole_number(v) {
+                Some(Some(n)) if (min..=max).contains(&n) => Ok(Some(n)),
                 Some(_) => {
                     self.error(name, format!("must be between {min} and {max}"));
                     Err(Invalid)
@@ -347,10 +349,60 @@ pub mod schema {
     }
 }
 
+/// A JSON number without a fractional part: `Some(Some(n))`, or `Some(None)` when it lies
+/// beyond `i64` (outside every range); `None` for anything else.
+fn whole_number(v: &Value) -> Option<Option<i64>> {
+    let Value::Number(n) = v else {
+        return None;
+    };
+    if let Some(i) = n.as_i64() {
+        return Some(Some(i));
+    }
+    if n.is_u64() {
+        return Some(None);
+    }
+    // 2^63 as a double; every whole double in [-2^63, 2^63) converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let f = n.as_f64()?;
+    (f.fract() == 0.0).then(|| (-LIMIT..LIMIT).contains(&f).then_some(f as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integers_are_whole_numbers_in_any_notation() {
+        let body = json!({"a": 5.0, "b": 5e0, "c": 5.5, "d": 1e300, "e": -1e300, "f": u64::MAX,
+                          "g": "5", "h": -0.0});
+        let Value::Object(o) = &body else {
+            unreachable!()
+        };
+        let f = Fields::new(o, "");
+        assert_eq!(f.opt_int("a", 0, 10), Ok(Some(5)));
+        assert_eq!(f.opt_int("b", 0, 10), Ok(Some(5)));
+        assert_eq!(f.opt_int("h", 0, 10), Ok(Some(0)));
+        for name in ["c", "d", "e", "f", "g"] {
+            assert_eq!(f.opt_int(name, 0, 10), Err(Invalid), "{name}");
+        }
+        let messages: Vec<_> = f
+            .take_errors()
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect();
+        let range = "must be between 0 and 10".to_string();
+        assert_eq!(
+            messages,
+            vec![
+                ("c".into(), "must be an integer".into()),
+                ("d".into(), range.clone()),
+                ("e".into(), range.clone()),
+                ("f".into(), range),
+                ("g".into(), "must be an integer".into()),
+            ]
+        );
+    }
 
     #[test]
     fn every_invalid_field_is_listed() {
