@@ -19,8 +19,9 @@
 # operation is excluded: logout revokes only the refresh-token family of the token in its
 # body (never the fuzzer's), not the access token the fuzzer sends; deleting, stopping or
 # demoting is part of the test, and later cases then see the 403, 404 or 409 that the
-# document declares (the stateful phase, which follows ids from responses, may even
-# demote the fuzzer's own user near the end of a run).
+# document declares. Removing and changing members always take the setup's members, never
+# an id read from an answer: those include the fuzzer's own (GET /v1/me), and a fuzzer that
+# removed itself would see nothing but 404s for the rest of the run.
 #
 # Writes logs/fuzz/: schemathesis.txt (its output), report.json, summary.txt (one line).
 # Exits non-zero on any failure or error.

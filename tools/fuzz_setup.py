@@ -107,6 +107,7 @@ def main() -> None:
         "cluster": [c1, c2],
         "doomed_cluster": [doomed],
         "roomy_cluster": [c2],
+        "resized_cluster": [c1],
         "deployment": [big, waits, to_stop, to_finish],
         "queued_deployment": [waits],
         "stop_deployment": [to_stop],
@@ -140,11 +141,19 @@ def main() -> None:
     per_operation = {
         "delete_cluster": ("path.cluster_id", "doomed_cluster"),
         "create_deployment": ("path.cluster_id", "roomy_cluster"),
+        # Resizes never shrink the roomy cluster that submissions go to.
+        "update_cluster": ("path.cluster_id", "resized_cluster"),
         "cancel_deployment": ("path.deployment_id", "queued_deployment"),
         "stop_deployment": ("path.deployment_id", "stop_deployment"),
         "finish_deployment": ("path.deployment_id", "finish_deployment"),
         "delete_member": ("path.user_id", "leaver"),
+        "update_member": ("path.user_id", "member"),
     }
+    # Always the dictionary's, never an id the fuzzer read elsewhere: the user ids it sees
+    # include its own (GET /v1/me), and removing or demoting itself would turn the rest of
+    # the run into 404s or 403s (schemathesis then reports the submissions as "mostly
+    # rejected", for no fault of the schema's).
+    certain = {"delete_member", "update_member"}
     lines = ["# Written by tools/fuzz_setup.py for one run of scripts/fuzz.sh.", ""]
     for name, values in dictionaries.items():
         lines.append(f"[dictionaries.{name}]")
@@ -154,7 +163,8 @@ def main() -> None:
         lines.append(f'"{key_}" = {{ dictionary = "{name}", probability = {p} }}')
     for op, (key_, name) in per_operation.items():
         lines += ["", "[[operations]]", f'include-operation-id = "{op}"',
-                  f'parameters = {{ "{key_}" = {{ dictionary = "{name}", probability = 0.8 }} }}']
+                  f'parameters = {{ "{key_}" = {{ dictionary = "{name}", '
+                  f'probability = {1.0 if op in certain else 0.8} }} }}']
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "schemathesis.toml"), "w") as f:
         f.write("\n".join(lines) + "\n")
