@@ -172,6 +172,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_bare_image_name_counts_its_default_prefix() {
+        // The grammar bounds the repository path at 255 characters, and a bare name's path
+        // is `library/<name>`: the document's bound (247) is the longest bare name allowed.
+        assert!(ImageRef::parse(&"a".repeat(247)).is_ok());
+        assert!(ImageRef::parse(&"a".repeat(248)).is_err());
+        assert!(ImageRef::parse(&format!("{}:1.0", "a".repeat(243))).is_ok());
+        // With a domain or a namespace, the whole path counts, and nothing is added.
+        assert!(ImageRef::parse(&format!("ghcr.io/{}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
     fn image_references_follow_the_distribution_grammar() {
         for ok in [
             "nginx",

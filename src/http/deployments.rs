@@ -106,8 +106,10 @@ fn deployment(
 pub struct CreateDeploymentRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "trainer")]
     name: String,
-    /// OCI image reference (the document's pattern is a common subset of the grammar).
-    #[schema(value_type = String, max_length = 255, example = "ghcr.io/acme/trainer:1.4",
+    /// OCI image reference (the document's pattern is a common subset of the grammar; at most
+    /// 247 characters, so that a bare name stays within the grammar's 255 for a repository
+    /// path once it gets its default `library/`).
+    #[schema(value_type = String, max_length = 247, example = "ghcr.io/acme/trainer:1.4",
         pattern = r"^[a-z0-9]+([.-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")]
     image: ImageRef,
     #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
