@@ -24,6 +24,17 @@ pub struct Reply {
     pub body: Value,
 }
 
+impl Reply {
+    /// The `retry-after` header of a throttled answer, in seconds.
+    pub fn retry_after(&self) -> u64 {
+        self.headers["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds")
+    }
+}
+
 /// Carries one request to Berth and brings back its status, headers and body bytes.
 pub trait Transport {
     fn send(&self, req: Request<Vec<u8>>)
@@ -170,22 +181,20 @@ impl<T: Transport> TestClient<T> {
 
     /// A new organization of `token`'s user (its admin); answers the organization.
     pub async fn org(&self, token: &str, name: &str) -> Value {
-        let body = json!({"name": name});
-        let r = self
-            .call(Method::POST, "/v1/orgs", Some(token), Some(body))
-            .await;
+        self.create(token, "/v1/orgs", json!({"name": name})).await
+    }
+
+    /// POSTs `body` to `path`, which must answer 201; answers what it created.
+    pub async fn create(&self, token: &str, path: &str, body: Value) -> Value {
+        let r = self.call(Method::POST, path, Some(token), Some(body)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body
     }
 
     /// A new invite to `org` (`body` as the API takes it); answers it, with its code.
     pub async fn invite(&self, token: &str, org: &str, body: Value) -> Value {
-        let path = format!("/v1/orgs/{org}/invites");
-        let r = self
-            .call(Method::POST, &path, Some(token), Some(body))
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body
+        self.create(token, &format!("/v1/orgs/{org}/invites"), body)
+            .await
     }
 
     pub async fn accept(&self, token: &str, code: &str) -> Reply {
@@ -211,23 +220,18 @@ impl<T: Transport> TestClient<T> {
 
     /// A new API key of `org` with `role`; answers it, with its secret.
     pub async fn api_key(&self, token: &str, org: &str, name: &str, role: Role) -> Value {
-        let path = format!("/v1/orgs/{org}/api-keys");
         let body = json!({"name": name, "role": role.as_str()});
-        let r = self
-            .call(Method::POST, &path, Some(token), Some(body))
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body
+        self.create(token, &format!("/v1/orgs/{org}/api-keys"), body)
+            .await
     }
 
     /// A new cluster of `org` (`body` as the API takes it); answers its id.
     pub async fn cluster(&self, token: &str, org: &str, body: Value) -> String {
         let path = format!("/v1/orgs/{org}/clusters");
-        let r = self
-            .call(Method::POST, &path, Some(token), Some(body))
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body["id"].as_str().expect("id").to_string()
+        self.create(token, &path, body).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
     }
 
     /// Submits a deployment (`body` as the API takes it) to `cluster`.

@@ -73,11 +73,7 @@ async fn an_address_is_refused_after_a_hundred_failed_logins() {
     // The hundredth failure closes it, for every account.
     let r = c.login(&email, PASSWORD).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
-    let retry: u64 = r.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
+    let retry = r.retry_after();
     assert!((1..=900).contains(&retry), "{retry}");
     // The same account from another address is fine.
     assert_eq!(

@@ -74,11 +74,7 @@ async fn wrong_password_is_401_and_five_failures_throttle_with_retry_after() {
     }
     let r = app.login("lin@example.com", "correct horse battery").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = r.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
+    let retry = r.retry_after();
     assert!((1..=900).contains(&retry), "{retry}");
     // The window slides: 15 minutes later the right password works again.
     app.advance(Duration::minutes(16));
