@@ -3,6 +3,7 @@
 //! serde stops at the first error; API clients want the whole list in one 422, so request
 //! bodies are read as a JSON object and each field is taken through [`Fields`].
 
+use super::policy::Role;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -347,6 +348,17 @@ pub mod schema {
         }
         Schema::AnyOf(alternatives.build())
     }
+}
+
+/// Reads a `role` field of a request body.
+pub fn role_field(f: &Fields<'_>, name: &str) -> Option<Role> {
+    f.string(name).and_then(|s| {
+        let role = Role::parse(s);
+        if role.is_none() {
+            f.error(name, "must be one of viewer, developer, admin");
+        }
+        role
+    })
 }
 
 /// A JSON number without a fractional part: `Some(Some(n))`, or `Some(None)` when it lies

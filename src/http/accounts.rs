@@ -14,7 +14,7 @@ use super::{ApiError, AppState};
 use crate::auth::access::ACCESS_TOKEN_SECONDS;
 use crate::auth::opaque::{self, Kind};
 use crate::auth::password::{self, Verified};
-use crate::db::{accounts, DbError};
+use crate::db::{self, accounts};
 use crate::domain::ids::{TokenFamilyId, UserId};
 use crate::domain::throttle::Key;
 use crate::domain::validation::{display_name, Email, FieldError, Fields, FromJson, Password};
@@ -104,7 +104,9 @@ pub async fn register(
         .await?
         .is_some()
     {
-        return Err(DbError::Unique("users_email_lower_key".into()).into());
+        return Err(ApiError::Conflict(
+            db::unique_violation("users_email_lower_key").into(),
+        ));
     }
     let hash = password::hash(req.password.expose());
     let user =

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{role_field, Caller, Ids, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -18,7 +18,7 @@ use crate::auth::opaque::{self, Kind};
 use crate::db::api_keys::{self, ApiKeyRow};
 use crate::domain::ids::{ApiKeyId, OrgId};
 use crate::domain::policy::Role;
-use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
+use crate::domain::validation::{display_name, role_field, FieldError, Fields, FromJson};
 
 /// Characters of a key kept visible (the `bak_` prefix and 8 more) to recognise it.
 const VISIBLE_PREFIX: usize = 12;

@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::domain::ids::UserId;
-use crate::domain::policy::Role;
 use crate::domain::validation::{Fields, FromJson};
 
 /// Largest accepted request body.
@@ -112,17 +111,6 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
                 ApiError::BadRequest("the body could not be read".into())
             }
         })
-}
-
-/// Reads a `role` field of a request body.
-pub fn role_field(f: &Fields<'_>, name: &str) -> Option<Role> {
-    f.string(name).and_then(|s| {
-        let role = Role::parse(s);
-        if role.is_none() {
-            f.error(name, "must be one of viewer, developer, admin");
-        }
-        role
-    })
 }
 
 pub use crate::auth::Caller;

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{role_field, Caller, Ids, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
@@ -19,7 +19,7 @@ use crate::db::orgs;
 use crate::domain::ids::{InviteId, OrgId};
 use crate::domain::policy::Role;
 use crate::domain::throttle::Key;
-use crate::domain::validation::{FieldError, Fields, FromJson};
+use crate::domain::validation::{role_field, FieldError, Fields, FromJson};
 
 /// Default lifetime of an invite: 7 days.
 pub const DEFAULT_EXPIRES_SECONDS: i64 = 7 * 24 * 3600;

@@ -9,14 +9,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::Problem;
-use super::extract::{role_field, Caller, Ids, Valid};
+use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::db::orgs::{self, MemberRow, OrgRow};
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::policy::{Action, Role};
-use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
+use crate::domain::validation::{display_name, role_field, FieldError, Fields, FromJson};
 
 /// An organization.
 #[derive(Debug, Serialize, ToSchema)]
