@@ -188,7 +188,8 @@ impl<'a> Fields<'a> {
 }
 
 /// A syntactically plausible e-mail address, kept as given (uniqueness ignores case).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Email(String);
 
 impl Email {
@@ -218,7 +219,9 @@ impl Email {
 }
 
 /// A password of acceptable length (12..=1024 characters; the upper bound caps hashing cost).
-#[derive(Clone, PartialEq, Eq)]
+/// It serializes as the secret itself, for the request a client sends; `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Password(String);
 
 impl std::fmt::Debug for Password {

@@ -23,12 +23,12 @@ use crate::domain::validation::{display_name, Email, FieldError, Fields, FromJso
 pub const REFRESH_TOKEN_DAYS: i64 = 30;
 
 /// A user, as shown to clients.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct User {
-    id: Uuid,
-    email: String,
-    name: String,
-    created_at: DateTime<Utc>,
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
 }
 
 impl From<accounts::UserRow> for User {
@@ -43,23 +43,23 @@ impl From<accounts::UserRow> for User {
 }
 
 /// `{user}`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserEnvelope {
-    user: User,
+    pub user: User,
 }
 
 /// Registration request.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RegisterRequest {
     /// Unique, case-insensitively.
     #[schema(schema_with = crate::domain::validation::schema::email, example = "ada@example.com")]
-    email: Email,
+    pub email: Email,
     /// At least 12 characters.
     #[schema(value_type = String, min_length = 12, max_length = 1024)]
-    password: Password,
+    pub password: Password,
     /// Display name, 1–100 characters.
     #[schema(schema_with = crate::domain::validation::schema::display_name)]
-    name: String,
+    pub name: String,
 }
 
 impl FromJson for RegisterRequest {
@@ -118,12 +118,12 @@ pub async fn register(
 }
 
 /// Login request.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginRequest {
     #[schema(min_length = 1, max_length = 254)]
-    email: String,
+    pub email: String,
     #[schema(min_length = 1, max_length = 1024)]
-    password: String,
+    pub password: String,
 }
 
 impl FromJson for LoginRequest {
@@ -150,14 +150,14 @@ impl FromJson for LoginRequest {
 }
 
 /// An access token and the refresh token that renews it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenPair {
-    access_token: String,
+    pub access_token: String,
     #[schema(example = "Bearer")]
-    token_type: &'static str,
+    pub token_type: String,
     /// Seconds until the access token expires.
-    expires_in: i64,
-    refresh_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
 }
 
 /// Exchanges e-mail and password for tokens. Throttled per account (5 failures in 15
@@ -212,17 +212,17 @@ async fn issue_pair(
     accounts::insert_refresh_token(db, user, family, &refresh.hash, expires).await?;
     Ok(TokenPair {
         access_token: st.keys.issue(user, now),
-        token_type: "Bearer",
+        token_type: "Bearer".into(),
         expires_in: ACCESS_TOKEN_SECONDS,
         refresh_token: refresh.secret,
     })
 }
 
 /// A refresh token in a request body.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RefreshRequest {
     #[schema(value_type = String, example = "brt_…")]
-    refresh_token: String,
+    pub refresh_token: String,
 }
 
 impl FromJson for RefreshRequest {
@@ -286,19 +286,19 @@ pub async fn logout(
 }
 
 /// One organization the caller belongs to.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Membership {
-    org_id: Uuid,
-    org_name: String,
+    pub org_id: Uuid,
+    pub org_name: String,
     #[schema(example = "admin")]
-    role: String,
+    pub role: String,
 }
 
 /// The caller and their memberships.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Me {
-    user: User,
-    memberships: Vec<Membership>,
+    pub user: User,
+    pub memberships: Vec<Membership>,
 }
 
 /// The authenticated user and the organizations they belong to.

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -24,18 +24,18 @@ use crate::domain::validation::{display_name, role_field, FieldError, Fields, Fr
 const VISIBLE_PREFIX: usize = 12;
 
 /// An API key as listed (never with its secret).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ApiKey {
-    id: Uuid,
-    org_id: Uuid,
-    name: String,
-    role: Role,
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub role: Role,
     /// The key's first characters, to recognise it.
     #[schema(example = "bak_Xy12ab34")]
-    prefix: String,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl From<ApiKeyRow> for ApiKey {
@@ -54,21 +54,21 @@ impl From<ApiKeyRow> for ApiKey {
 }
 
 /// A new key, with its secret: shown only here.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
-    key: ApiKey,
+    pub key: ApiKey,
     /// Use as `Authorization: Bearer <key>`; it cannot be shown again.
     #[schema(example = "bak_…")]
-    secret: String,
+    pub secret: String,
 }
 
 /// `{name, role}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateApiKeyRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "ci-deployer")]
-    name: String,
-    role: Role,
+    pub name: String,
+    pub role: Role,
 }
 
 impl FromJson for CreateApiKeyRequest {

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -22,19 +22,19 @@ use crate::domain::validation::{display_name, FieldError, Fields, FromJson, Inva
 use crate::engine::{Command, Outcome, View, Viewed};
 
 /// Capacity and what is done with it, all derived from the deployments' records.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UsageView {
-    capacity: Resources,
+    pub capacity: Resources,
     /// Sum over running deployments.
-    allocated: Resources,
+    pub allocated: Resources,
     /// capacity − allocated.
-    available: Resources,
+    pub available: Resources,
     /// Sum over queued deployments.
-    queued_demand: Resources,
+    pub queued_demand: Resources,
     /// Running deployments.
-    running: i64,
+    pub running: i64,
     /// Queued deployments.
-    queued: i64,
+    pub queued: i64,
 }
 
 fn usage_view(capacity: Resources, u: Usage) -> UsageView {
@@ -49,19 +49,19 @@ fn usage_view(capacity: Resources, u: Usage) -> UsageView {
 }
 
 /// A cluster.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
-    id: Uuid,
-    org_id: Uuid,
-    name: String,
-    capacity: Resources,
-    queueing: Queueing,
-    preemption: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub capacity: Resources,
+    pub queueing: Queueing,
+    pub preemption: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     /// Present on single-cluster responses.
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<UsageView>,
+    pub usage: Option<UsageView>,
 }
 
 fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
@@ -91,16 +91,16 @@ fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, Invalid> {
 }
 
 /// `{name, capacity, queueing?, preemption?}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateClusterRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "gpu-east")]
-    name: String,
+    pub name: String,
     #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
-    capacity: Resources,
+    pub capacity: Resources,
     /// Default best_effort.
-    queueing: Option<Queueing>,
+    pub queueing: Option<Queueing>,
     /// Default false.
-    preemption: Option<bool>,
+    pub preemption: Option<bool>,
 }
 
 impl FromJson for CreateClusterRequest {
@@ -210,14 +210,14 @@ pub async fn get_cluster(
 }
 
 /// `{name?, capacity?, queueing?, preemption?}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UpdateClusterRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name)]
-    name: Option<String>,
+    pub name: Option<String>,
     #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
-    capacity: Option<Resources>,
-    queueing: Option<Queueing>,
-    preemption: Option<bool>,
+    pub capacity: Option<Resources>,
+    pub queueing: Option<Queueing>,
+    pub preemption: Option<bool>,
 }
 
 impl FromJson for UpdateClusterRequest {
@@ -313,19 +313,19 @@ pub async fn delete_cluster(
 }
 
 /// One queued deployment, in scheduling order.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueueEntry {
     /// 1-based place in scheduling order.
-    position: u32,
-    deployment_id: Uuid,
-    name: String,
-    priority: i32,
+    pub position: u32,
+    pub deployment_id: Uuid,
+    pub name: String,
+    pub priority: i32,
     /// Priority plus the aging boost (+1 per minute waited, at most +100).
-    effective_priority: i32,
-    resources: Resources,
-    enqueued_at: DateTime<Utc>,
+    pub effective_priority: i32,
+    pub resources: Resources,
+    pub enqueued_at: DateTime<Utc>,
     /// Why it waits.
-    reason: WaitReason,
+    pub reason: WaitReason,
 }
 
 /// The queue in scheduling order, each entry with its position and why it waits. Role: viewer.

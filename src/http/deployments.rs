@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -27,41 +27,41 @@ use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
 use crate::engine::{Command, Outcome};
 
 /// One line of a deployment's history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentEvent {
-    at: DateTime<Utc>,
-    kind: EventKind,
-    reason: Option<String>,
+    pub at: DateTime<Utc>,
+    pub kind: EventKind,
+    pub reason: Option<String>,
     /// The deployment that caused it (the preemptor, for `preempted`).
-    by_deployment: Option<Uuid>,
+    pub by_deployment: Option<Uuid>,
 }
 
 /// A deployment.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Deployment {
-    id: Uuid,
-    cluster_id: Uuid,
-    org_id: Uuid,
-    name: String,
-    image: String,
-    resources: Resources,
-    priority: i32,
-    max_runtime_seconds: Option<i32>,
-    status: Status,
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub image: String,
+    pub resources: Resources,
+    pub priority: i32,
+    pub max_runtime_seconds: Option<i32>,
+    pub status: Status,
     /// 1-based place in the queue, when queued and known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u32>,
-    preemptions: i32,
-    preempted_by: Option<Uuid>,
-    message: Option<String>,
-    created_at: DateTime<Utc>,
-    enqueued_at: DateTime<Utc>,
-    admitted_at: Option<DateTime<Utc>>,
-    deadline_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
+    pub position: Option<u32>,
+    pub preemptions: i32,
+    pub preempted_by: Option<Uuid>,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub enqueued_at: DateTime<Utc>,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
     /// History, oldest first (single-deployment responses).
     #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<Vec<DeploymentEvent>>,
+    pub events: Option<Vec<DeploymentEvent>>,
 }
 
 fn deployment(
@@ -102,24 +102,24 @@ fn deployment(
 }
 
 /// `{name, image, resources, priority?, max_runtime_seconds?}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateDeploymentRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "trainer")]
-    name: String,
+    pub name: String,
     /// OCI image reference (the document's pattern is a common subset of the grammar; at most
     /// 247 characters, so that a bare name stays within the grammar's 255 for a repository
     /// path once it gets its default `library/`).
     #[schema(value_type = String, max_length = 247, example = "ghcr.io/acme/trainer:1.4",
         pattern = r"^[a-z0-9]+([.-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")]
-    image: ImageRef,
+    pub image: ImageRef,
     #[schema(schema_with = crate::domain::validation::schema::requested_resources)]
-    resources: Resources,
+    pub resources: Resources,
     /// 0–1000, default 500; higher runs first.
     #[schema(minimum = 0, maximum = 1000)]
-    priority: Option<i32>,
+    pub priority: Option<i32>,
     /// Fails the deployment when it runs longer.
     #[schema(minimum = 1, maximum = 31536000)]
-    max_runtime_seconds: Option<i32>,
+    pub max_runtime_seconds: Option<i32>,
 }
 
 impl FromJson for CreateDeploymentRequest {
@@ -317,10 +317,10 @@ async fn command(
 }
 
 /// `{priority}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UpdateDeploymentRequest {
     #[schema(minimum = 0, maximum = 1000)]
-    priority: i32,
+    pub priority: i32,
 }
 
 impl FromJson for UpdateDeploymentRequest {
@@ -390,16 +390,16 @@ pub async fn stop_deployment(
 }
 
 /// `{outcome: "succeeded" | "failed", message?}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FinishRequest {
-    outcome: FinishOutcome,
+    pub outcome: FinishOutcome,
     #[schema(max_length = 1000)]
-    message: Option<String>,
+    pub message: Option<String>,
 }
 
 /// How a deployment ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
-#[schema(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum FinishOutcome {
     Succeeded,
     Failed,

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -29,19 +29,19 @@ pub const MAX_EXPIRES_SECONDS: i64 = 30 * 24 * 3600;
 pub const MAX_USES: i64 = 1000;
 
 /// An invite as listed (never with its code).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Invite {
-    id: Uuid,
-    org_id: Uuid,
-    role: Role,
-    expires_at: DateTime<Utc>,
-    max_uses: i32,
-    uses: i32,
-    revoked_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: i32,
+    pub uses: i32,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
     /// `active`, `expired`, `revoked` or `used_up`.
     #[schema(example = "active")]
-    status: &'static str,
+    pub status: String,
 }
 
 fn status(row: &InviteRow, now: DateTime<Utc>) -> &'static str {
@@ -58,7 +58,7 @@ fn status(row: &InviteRow, now: DateTime<Utc>) -> &'static str {
 
 fn invite(row: InviteRow, now: DateTime<Utc>) -> Invite {
     Invite {
-        status: status(&row, now),
+        status: status(&row, now).into(),
         id: row.id.0,
         org_id: row.org_id.0,
         role: row.role,
@@ -71,28 +71,28 @@ fn invite(row: InviteRow, now: DateTime<Utc>) -> Invite {
 }
 
 /// A new invite, with its code: shown only here.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedInvite {
-    id: Uuid,
+    pub id: Uuid,
     /// The secret code to hand to the invitee; it cannot be shown again.
     #[schema(example = "bic_…")]
-    code: String,
-    role: Role,
-    expires_at: DateTime<Utc>,
-    max_uses: i32,
-    uses: i32,
+    pub code: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: i32,
+    pub uses: i32,
 }
 
 /// `{role, expires_in_seconds?, max_uses?}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateInviteRequest {
-    role: Role,
+    pub role: Role,
     /// 60 s to 30 days; default 7 days.
     #[schema(minimum = 60, maximum = 2592000)]
-    expires_in_seconds: Option<i64>,
+    pub expires_in_seconds: Option<i64>,
     /// 1–1000; default 1.
     #[schema(minimum = 1, maximum = 1000)]
-    max_uses: Option<i64>,
+    pub max_uses: Option<i64>,
 }
 
 impl FromJson for CreateInviteRequest {
@@ -206,10 +206,10 @@ pub async fn delete_invite(
 }
 
 /// `{code}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AcceptRequest {
     #[schema(example = "bic_…")]
-    code: String,
+    pub code: String,
 }
 
 impl FromJson for AcceptRequest {
@@ -222,10 +222,10 @@ impl FromJson for AcceptRequest {
 }
 
 /// Where accepting an invite placed the caller.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
-    org_id: Uuid,
-    role: Role,
+    pub org_id: Uuid,
+    pub role: Role,
 }
 
 /// Accepts an invite code: the caller joins with the invite's role. Throttled per user (5

@@ -16,5 +16,33 @@ pub mod router;
 pub mod state;
 
 pub use error::ApiError;
+
+/// Every request and answer body of the API, as its clients (the `berth` CLI) build and read
+/// them: answers are `Deserialize`, requests `Serialize`, so a client that does not follow a
+/// change to one of them fails to compile.
+pub mod wire {
+    pub use super::accounts::{
+        LoginRequest, Me, Membership, RefreshRequest, RegisterRequest, TokenPair, User,
+        UserEnvelope,
+    };
+    pub use super::api_keys::{ApiKey, CreateApiKeyRequest, CreatedApiKey};
+    pub use super::clusters::{
+        Cluster, CreateClusterRequest, QueueEntry, UpdateClusterRequest, UsageView,
+    };
+    pub use super::deployments::{
+        CreateDeploymentRequest, Deployment, DeploymentEvent, FinishOutcome, FinishRequest,
+        UpdateDeploymentRequest,
+    };
+    pub use super::error::Problem;
+    pub use super::invites::{AcceptRequest, Accepted, CreateInviteRequest, CreatedInvite, Invite};
+    pub use super::ops::Health;
+    pub use super::orgs::{CreateOrgRequest, Member, Org, RoleRequest};
+    pub use super::pagination::Paged;
+    pub use crate::domain::deployment::{EventKind, ImageRef, Status};
+    pub use crate::domain::policy::Role;
+    pub use crate::domain::resources::Resources;
+    pub use crate::domain::scheduling::{Queueing, WaitReason};
+    pub use crate::domain::validation::{Email, FieldError, Password};
+}
 pub use router::{app, openapi};
 pub use state::{AppState, Platform};

@@ -4,20 +4,20 @@ use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::Problem;
 use super::{ApiError, AppState};
 
 /// Health status.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
-    status: &'static str,
+    pub status: String,
     /// Present with `?deep=1`: whether the database answered.
     #[serde(skip_serializing_if = "Option::is_none")]
-    database: Option<&'static str>,
+    pub database: Option<&'static str>,
 }
 
 /// `?deep=1` also checks the database.
@@ -49,14 +49,14 @@ pub async fn get_health(
     });
     if !deep {
         return Ok(Json(Health {
-            status: "ok",
+            status: "ok".into(),
             database: None,
         }));
     }
     let db = st.db().await?;
     db.query_typed("select 1", &[]).await?;
     Ok(Json(Health {
-        status: "ok",
+        status: "ok".into(),
         database: Some("ok"),
     }))
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -19,13 +19,13 @@ use crate::domain::policy::{Action, Role};
 use crate::domain::validation::{display_name, role_field, FieldError, Fields, FromJson};
 
 /// An organization.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Org {
-    id: Uuid,
-    name: String,
-    created_at: DateTime<Utc>,
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
     /// The caller's role in it.
-    role: Role,
+    pub role: Role,
 }
 
 fn org(row: OrgRow, role: Role) -> Org {
@@ -38,10 +38,10 @@ fn org(row: OrgRow, role: Role) -> Org {
 }
 
 /// `{name}`: 1–100 characters, trimmed.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateOrgRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "Acme Research")]
-    name: String,
+    pub name: String,
 }
 
 impl FromJson for CreateOrgRequest {
@@ -117,13 +117,13 @@ pub async fn get_org(
 }
 
 /// A member of an organization.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Member {
-    user_id: Uuid,
-    email: String,
-    name: String,
-    role: Role,
-    joined_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
 }
 
 impl From<MemberRow> for Member {
@@ -164,9 +164,9 @@ pub async fn list_members(
 }
 
 /// `{role}`.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RoleRequest {
-    role: Role,
+    pub role: Role,
 }
 
 impl FromJson for RoleRequest {

@@ -98,7 +98,7 @@ fn decode(cursor: &str) -> Option<Uuid> {
 }
 
 /// One page of results.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Paged<T> {
     /// The items of this page.
     pub items: Vec<T>,

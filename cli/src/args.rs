@@ -1,0 +1,398 @@
+//! The command line: every command, flag and example `--help` shows. What each command does
+//! is in `commands/`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::units;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: share clusters fairly. Deploy, queue and watch from the terminal.",
+    long_about = "Berth admits container deployments to clusters by priority the moment \
+capacity allows, queues them when it does not, and never overcommits a cluster.\n\n\
+The server is --server, else BERTH_URL, else the one you logged in to, else \
+http://127.0.0.1:8787 (`make dev`). BERTH_TOKEN (an API key or an access token) overrides \
+the stored login. The config file is $BERTH_CONFIG, else $XDG_CONFIG_HOME/berth/config.toml, \
+else ~/.config/berth/config.toml.",
+    after_help = "Examples:
+  berth register --email ada@example.com --name Ada
+  berth login --email ada@example.com
+  berth org create 'Acme Research'
+  berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8
+  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 --cpu 8 --memory 32Gi --gpus 2 --wait
+  berth queue gpu-east
+  berth ps -o json | jq '.[].status'
+
+Exit codes: 0 success, 1 error, 2 usage error, 3 `deploy --wait` on a deployment that ended \
+other than running or succeeded."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The Berth server, e.g. https://berth.example.com.
+    #[arg(long, global = true, env = "BERTH_URL", value_name = "URL")]
+    pub server: Option<String>,
+    /// The organization (name or id); default: the one `berth org use` chose.
+    #[arg(long, global = true, env = "BERTH_ORG", value_name = "ORG")]
+    pub org: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// More columns.
+    Wide,
+    /// The API's JSON: one object, or an array for lists.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an account.
+    #[command(after_help = "Examples:
+  berth register --email ada@example.com --name 'Ada Lovelace'
+  printf '%s' \"$PASSWORD\" | berth register --email ci@example.com --name CI --password-stdin")]
+    Register {
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Read the password from standard input instead of a hidden prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in; the login is kept in the config file (never the password).
+    #[command(after_help = "Examples:
+  berth login --email ada@example.com
+  berth login --email ada@example.com --server https://berth.example.com
+  printf '%s' \"$PASSWORD\" | berth login --email ci@example.com --password-stdin")]
+    Login {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input instead of a hidden prompt.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out: the server revokes the stored refresh token and the file forgets it.
+    #[command(after_help = "Example:\n  berth logout")]
+    Logout,
+    /// Who you are logged in as, and your organizations.
+    #[command(after_help = "Examples:\n  berth whoami\n  berth whoami -o json")]
+    Whoami,
+    /// Organizations: create, list, choose the default.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// The members of the organization; change a role or remove someone.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
+  berth members
+  berth members set-role grace@example.com admin
+  berth members remove grace@example.com"
+    )]
+    Members {
+        #[command(subcommand)]
+        command: Option<MembersCommand>,
+    },
+    /// Invite codes: create (the code is printed once), list, revoke.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Join an organization with an invite code.
+    #[command(after_help = "Example:\n  berth join bic_3q2…")]
+    Join { code: String },
+    /// API keys for scripts and CI: create (the key is printed once), list, revoke.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Clusters and their capacity.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// A cluster's queue in scheduling order, with positions and why each waits.
+    #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
+    Queue {
+        /// Cluster name or id.
+        cluster: String,
+    },
+    /// Submit a deployment to a cluster.
+    #[command(after_help = "Examples:
+  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 --cpu 8 --memory 32Gi --gpus 2
+  berth deploy batch --cluster cpu --image alpine:3.20 --cpu 500m --memory 512Mi --priority 700 --max-runtime 2h
+  berth deploy api --cluster cpu --image nginx:1.27 --cpu 1 --memory 1Gi --wait")]
+    Deploy(DeployArgs),
+    /// List deployments (every cluster of the organization, or one).
+    #[command(after_help = "Examples:
+  berth ps
+  berth ps --cluster gpu-east --status queued
+  berth ps -o wide")]
+    Ps {
+        /// Only this cluster (name or id).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+    },
+    /// Show one deployment with its events.
+    #[command(
+        after_help = "Examples:\n  berth get 0194…\n  berth get trainer --cluster gpu-east -o json"
+    )]
+    Get(DeploymentRef),
+    /// A deployment's history.
+    #[command(after_help = "Example:\n  berth events 0194…")]
+    Events(DeploymentRef),
+    /// Cancel a queued deployment.
+    #[command(after_help = "Example:\n  berth cancel 0194…")]
+    Cancel(DeploymentRef),
+    /// Stop a running deployment; what fits in the freed room is admitted.
+    #[command(after_help = "Example:\n  berth stop trainer --cluster gpu-east")]
+    Stop(DeploymentRef),
+    /// Report how a running deployment ended (what a cluster's agent does).
+    #[command(after_help = "Examples:
+  berth finish 0194… --outcome succeeded
+  berth finish 0194… --outcome failed --message 'exit code 137'")]
+    Finish {
+        #[command(flatten)]
+        deployment: DeploymentRef,
+        #[arg(long, value_enum)]
+        outcome: OutcomeArg,
+        /// Why it ended (at most 1000 characters).
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Change the priority of a queued or running deployment (0–1000; may admit or preempt).
+    #[command(after_help = "Example:\n  berth set-priority 0194… 900")]
+    SetPriority {
+        #[command(flatten)]
+        deployment: DeploymentRef,
+        #[arg(value_parser = clap::value_parser!(i32).range(0..=1000))]
+        priority: i32,
+    },
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  berth completions bash > ~/.local/share/bash-completion/completions/berth
+  berth completions zsh > \"${fpath[1]}/_berth\"
+  berth completions fish > ~/.config/fish/completions/berth.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization; you become its admin (and it becomes your default if you
+    /// had none).
+    #[command(after_help = "Example:\n  berth org create 'Acme Research'")]
+    Create { name: String },
+    /// Your organizations and your role in each.
+    #[command(after_help = "Example:\n  berth org list")]
+    List,
+    /// Choose the organization later commands use (`--org` overrides it).
+    #[command(after_help = "Examples:\n  berth org use 'Acme Research'\n  berth org use 0194…")]
+    Use { org: String },
+    /// Show an organization (default: the current one).
+    #[command(alias = "show", after_help = "Example:\n  berth org get")]
+    Get { org: Option<String> },
+    /// Leave an organization (default: the current one).
+    #[command(after_help = "Example:\n  berth org leave 'Acme Research'")]
+    Leave { org: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// List the members (the default).
+    List,
+    /// Change a member's role (admin only).
+    SetRole {
+        /// E-mail or user id.
+        member: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Remove a member (admin only; to leave yourself, `berth org leave`).
+    Remove {
+        /// E-mail or user id.
+        member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create an invite; the code is printed once, alone on the last line.
+    #[command(after_help = "Examples:
+  berth invite create --role developer
+  berth invite create --role viewer --expires 30d --max-uses 20")]
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// How long the code works (60s to 30d; default 7d).
+        #[arg(long, value_parser = units::seconds)]
+        expires: Option<i64>,
+        /// How many people may use it (1–1000; default 1).
+        #[arg(long)]
+        max_uses: Option<i64>,
+    },
+    /// The organization's invites (without their codes).
+    List,
+    /// Revoke an invite.
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; the key is printed once, alone on the last line.
+    #[command(after_help = "Example:\n  berth api-key create ci-deployer --role developer")]
+    Create {
+        name: String,
+        /// At most your own role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// The organization's API keys (without their secrets).
+    List,
+    /// Revoke an API key.
+    Revoke { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a cluster with a capacity.
+    #[command(after_help = "Examples:
+  berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8
+  berth cluster create cpu --cpu 16 --memory 64Gi --strict --preemption")]
+    Create {
+        name: String,
+        #[command(flatten)]
+        capacity: Capacity,
+        /// Strict queueing: nothing passes the head of the queue (default: best effort).
+        #[arg(long)]
+        strict: bool,
+        /// Let higher priorities preempt lower ones.
+        #[arg(long)]
+        preemption: bool,
+    },
+    /// The organization's clusters.
+    List,
+    /// A cluster with a usage bar per resource.
+    #[command(alias = "show", after_help = "Example:\n  berth cluster get gpu-east")]
+    Get { cluster: String },
+    /// Change a cluster's capacity (dimensions not given stay as they are).
+    #[command(after_help = "Example:\n  berth cluster resize gpu-east --gpus 16")]
+    Resize {
+        cluster: String,
+        #[arg(long, value_parser = units::cpu)]
+        cpu: Option<i64>,
+        #[arg(long, value_parser = units::memory)]
+        memory: Option<i64>,
+        #[arg(long, value_parser = units::gpus)]
+        gpus: Option<i64>,
+    },
+    /// Rename a cluster or change its policies.
+    #[command(after_help = "Examples:
+  berth cluster update gpu-east --name gpu-west
+  berth cluster update gpu-east --queueing strict --preemption true")]
+    Update {
+        cluster: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_enum)]
+        queueing: Option<QueueingArg>,
+        #[arg(long)]
+        preemption: Option<bool>,
+    },
+    /// Delete a cluster (refused while deployments are queued or running).
+    #[command(after_help = "Example:\n  berth cluster delete gpu-east")]
+    Delete { cluster: String },
+}
+
+#[derive(Debug, Args)]
+pub struct Capacity {
+    /// CPU: cores (64, 1.5) or millicores (1500m).
+    #[arg(long, value_parser = units::cpu, default_value = "0")]
+    pub cpu: i64,
+    /// Memory: 512Mi, 4Gi, 1Ti.
+    #[arg(long, value_parser = units::memory, default_value = "0Mi")]
+    pub memory: i64,
+    /// Whole GPUs.
+    #[arg(long, value_parser = units::gpus, default_value = "0")]
+    pub gpus: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The deployment's name.
+    pub name: String,
+    /// Cluster name or id.
+    #[arg(long)]
+    pub cluster: String,
+    /// OCI image reference, e.g. ghcr.io/acme/trainer:1.4.
+    #[arg(long)]
+    pub image: String,
+    #[command(flatten)]
+    pub resources: Capacity,
+    /// 0–1000 (default 500); higher runs first.
+    #[arg(long)]
+    pub priority: Option<i32>,
+    /// Fail it when it runs longer: 90s, 2h, 7d.
+    #[arg(long, value_parser = units::seconds)]
+    pub max_runtime: Option<i64>,
+    /// Wait until it runs (or ends), showing its place in the queue.
+    #[arg(long)]
+    pub wait: bool,
+    /// Makes a retried submission safe: the same key returns the first one's deployment.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A deployment: its id, or its name when that is unique (in `--cluster`, else in every
+/// cluster of the organization).
+#[derive(Debug, Args)]
+pub struct DeploymentRef {
+    /// Deployment id, or a name unique in the cluster.
+    pub deployment: String,
+    /// Look the name up in this cluster only.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Viewer,
+    Developer,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Stopped,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutcomeArg {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueueingArg {
+    BestEffort,
+    Strict,
+}

@@ -1,0 +1,301 @@
+//! Deployments: submit (and wait), list, show, change, end.
+
+use std::time::Duration;
+
+use berth::http::wire::{
+    CreateDeploymentRequest, Deployment, FinishRequest, ImageRef, Resources, Status,
+    UpdateDeploymentRequest,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::{wire, Ctx, Result};
+use crate::args::{DeployArgs, DeploymentRef, OutcomeArg, Output, StatusArg};
+use crate::error::CliError;
+use crate::output::{self, wire_name};
+
+/// The API's submission fields as the flags that set them.
+const DEPLOY_FLAGS: &[(&str, &str)] = &[
+    ("name", "NAME"),
+    ("image", "--image"),
+    ("resources", "--cpu/--memory/--gpus"),
+    ("resources.cpu_millis", "--cpu"),
+    ("resources.memory_mib", "--memory"),
+    ("resources.gpus", "--gpus"),
+    ("priority", "--priority"),
+    ("max_runtime_seconds", "--max-runtime"),
+];
+
+/// `--wait` asks the server at most this often.
+const POLL: Duration = Duration::from_secs(1);
+
+pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
+    let image = ImageRef::parse(&a.image).map_err(|m| CliError::Usage(format!("--image: {m}")))?;
+    let max_runtime_seconds = a
+        .max_runtime
+        .map(|s| {
+            i32::try_from(s).map_err(|_| CliError::Usage("--max-runtime: at most 365d".into()))
+        })
+        .transpose()?;
+    let cluster = ctx.cluster(&a.cluster).await?;
+    let body = CreateDeploymentRequest {
+        name: a.name,
+        image,
+        resources: Resources::new(a.resources.cpu, a.resources.memory, a.resources.gpus),
+        priority: a.priority,
+        max_runtime_seconds,
+    };
+    // Always a key, so that the one retry after a 503 cannot submit twice.
+    let key = a
+        .idempotency_key
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let reply = ctx
+        .client
+        .send(
+            Method::POST,
+            &format!("/v1/clusters/{}/deployments", cluster.id),
+            Some(&body),
+            Some(&key),
+        )
+        .await
+        .map_err(|e| e.with_flags(DEPLOY_FLAGS))?;
+    let d: Deployment = reply.parse()?;
+    if !a.wait {
+        return ctx.print(&reply, |d: Deployment| say_where(&d, &cluster.name));
+    }
+    if ctx.out != Output::Json {
+        say_where(&d, &cluster.name);
+    }
+    let (d, raw) = wait(ctx, d, reply.body).await?;
+    if ctx.out == Output::Json {
+        output::json(&raw);
+    }
+    match d.status {
+        Status::Running | Status::Succeeded => {
+            ctx.say(format!("{} is {}.", d.name, output::status(d.status)));
+            Ok(())
+        }
+        other => Err(CliError::Ended(format!(
+            "deployment {} ended {}{}",
+            d.name,
+            wire_name(&other),
+            d.message.map(|m| format!(": {m}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn say_where(d: &Deployment, cluster: &str) {
+    let place = match (d.status, d.position) {
+        (Status::Queued, Some(p)) => format!("queued at position {p}"),
+        (s, _) => wire_name(&s),
+    };
+    anstream::println!(
+        "Deployment {} ({}) on {cluster}: {}.",
+        output::bold(&d.name),
+        d.id,
+        place
+    );
+}
+
+/// Polls (once a second) until the deployment is no longer queued, with a spinner on a
+/// terminal showing its place in the queue.
+async fn wait(ctx: &Ctx, mut d: Deployment, mut raw: Value) -> Result<(Deployment, Value)> {
+    let spinner = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        spinner.set_style(style);
+    }
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    while d.status == Status::Queued {
+        spinner.set_message(match d.position {
+            Some(p) => format!("{} is queued at position {p}", d.name),
+            None => format!("{} is queued", d.name),
+        });
+        tokio::time::sleep(POLL).await;
+        let reply = ctx.client.get(&format!("/v1/deployments/{}", d.id)).await?;
+        d = reply.parse()?;
+        raw = reply.body;
+    }
+    spinner.finish_and_clear();
+    Ok((d, raw))
+}
+
+pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -> Result {
+    let clusters = match cluster {
+        Some(c) => vec![ctx.cluster(&c).await?],
+        None => ctx.clusters(ctx.org_id().await?).await?,
+    };
+    let query = status
+        .map(|s| format!("?status={}", wire_name(&wire::<_, Status>(s))))
+        .unwrap_or_default();
+    let (mut rows, mut raws) = (Vec::new(), Vec::new());
+    for c in &clusters {
+        let (ds, raw) = ctx
+            .client
+            .list::<Deployment>(&format!("/v1/clusters/{}/deployments{query}", c.id))
+            .await?;
+        raws.extend(raw);
+        rows.extend(ds.into_iter().map(|d| {
+            crate::row![
+                d.name,
+                output::status_cell(d.status),
+                c.name.clone(),
+                d.priority.to_string(),
+                output::cpu(d.resources.cpu_millis),
+                output::memory(d.resources.memory_mib),
+                d.resources.gpus.to_string(),
+                output::age(d.created_at),
+                d.id.to_string(),
+                d.image,
+                d.message.unwrap_or_default(),
+            ]
+        }));
+    }
+    output::list(
+        ctx.out,
+        raws,
+        &[
+            "NAME", "STATUS", "CLUSTER", "PRIORITY", "CPU", "MEMORY", "GPUS", "AGE", "ID",
+            "+IMAGE", "+MESSAGE",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
+    let id = ctx
+        .deployment_id(&r.deployment, r.cluster.as_deref())
+        .await?;
+    ctx.show(&format!("/v1/deployments/{id}"), |d: Deployment| {
+        let position = d
+            .position
+            .map(|p| format!(" (position {p})"))
+            .unwrap_or_default();
+        output::fields(&[
+            ("Name", output::bold(&d.name)),
+            ("Id", d.id.to_string()),
+            ("Status", format!("{}{position}", output::status(d.status))),
+            ("Image", d.image.clone()),
+            ("Resources", output::resources(&d.resources)),
+            ("Priority", d.priority.to_string()),
+            (
+                "Max runtime",
+                d.max_runtime_seconds
+                    .map(|s| humantime::format_duration(Duration::from_secs(s as u64)).to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            ("Cluster", d.cluster_id.to_string()),
+            ("Preemptions", d.preemptions.to_string()),
+            ("Message", d.message.clone().unwrap_or_else(|| "-".into())),
+            ("Created", output::time(Some(d.created_at))),
+            ("Admitted", output::time(d.admitted_at)),
+            ("Deadline", output::time(d.deadline_at)),
+            ("Finished", output::time(d.finished_at)),
+        ]);
+        anstream::println!("\nEvents:");
+        print_events(ctx.out, &d, Value::Null);
+    })
+    .await
+}
+
+pub async fn events(ctx: &Ctx, r: DeploymentRef) -> Result {
+    let id = ctx
+        .deployment_id(&r.deployment, r.cluster.as_deref())
+        .await?;
+    let reply = ctx.client.get(&format!("/v1/deployments/{id}")).await?;
+    let d: Deployment = reply.parse()?;
+    let raw = reply.body.get("events").cloned().unwrap_or(Value::Null);
+    print_events(ctx.out, &d, raw);
+    Ok(())
+}
+
+fn print_events(out: Output, d: &Deployment, raw: Value) {
+    let raw = match raw {
+        Value::Array(items) => items,
+        _ => vec![],
+    };
+    let rows = d
+        .events
+        .iter()
+        .flatten()
+        .map(|e| {
+            crate::row![
+                output::time(Some(e.at)),
+                wire_name(&e.kind),
+                e.reason.clone().unwrap_or_default(),
+                e.by_deployment.map(|b| b.to_string()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::list(out, raw, &["TIME", "EVENT", "REASON", "BY"], rows);
+}
+
+/// `cancel` or `stop`.
+pub async fn act(ctx: &Ctx, r: DeploymentRef, verb: &str) -> Result {
+    let id = ctx
+        .deployment_id(&r.deployment, r.cluster.as_deref())
+        .await?;
+    let reply = ctx
+        .client
+        .send(
+            Method::POST,
+            &format!("/v1/deployments/{id}/{verb}"),
+            None::<&()>,
+            None,
+        )
+        .await?;
+    changed(ctx, &reply)
+}
+
+pub async fn finish(
+    ctx: &Ctx,
+    r: DeploymentRef,
+    outcome: OutcomeArg,
+    message: Option<String>,
+) -> Result {
+    let id = ctx
+        .deployment_id(&r.deployment, r.cluster.as_deref())
+        .await?;
+    let body = FinishRequest {
+        outcome: wire(outcome),
+        message,
+    };
+    let reply = ctx
+        .client
+        .post(&format!("/v1/deployments/{id}/finish"), &body)
+        .await
+        .map_err(|e| e.with_flags(&[("outcome", "--outcome"), ("message", "--message")]))?;
+    changed(ctx, &reply)
+}
+
+pub async fn set_priority(ctx: &Ctx, r: DeploymentRef, priority: i32) -> Result {
+    let id = ctx
+        .deployment_id(&r.deployment, r.cluster.as_deref())
+        .await?;
+    let reply = ctx
+        .client
+        .patch(
+            &format!("/v1/deployments/{id}"),
+            &UpdateDeploymentRequest { priority },
+        )
+        .await
+        .map_err(|e| e.with_flags(&[("priority", "PRIORITY")]))?;
+    changed(ctx, &reply)
+}
+
+fn changed(ctx: &Ctx, reply: &crate::client::Reply) -> Result {
+    ctx.print(reply, |d: Deployment| {
+        let position = d
+            .position
+            .map(|p| format!(" at position {p}"))
+            .unwrap_or_default();
+        anstream::println!(
+            "{} ({}) is {}{position}, priority {}.",
+            output::bold(&d.name),
+            d.id,
+            output::status(d.status),
+            d.priority
+        )
+    })
+}

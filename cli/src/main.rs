@@ -1,0 +1,59 @@
+//! `berth`: the command-line tool for Berth. `args` is the command line, `commands` what
+//! each command does, `client` the server, `config` the stored login, `units` and `output`
+//! the human side.
+
+mod args;
+mod client;
+mod commands;
+mod config;
+mod error;
+mod output;
+mod units;
+
+use clap::{CommandFactory, Parser};
+
+use args::{Cli, Command};
+
+fn main() {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`berth ps | head`).
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A bug must still read as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("error: berth failed unexpectedly ({what}); please report it");
+    }));
+    let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(commands::run(cli.global, cli.command)) {
+        Ok(()) => 0,
+        Err(e) => {
+            anstream::eprintln!("error: {e}");
+            for line in e.field_lines() {
+                anstream::eprintln!("{line}");
+            }
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
