@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help dev test fuzz coverage bench crash build lint fmt clean
+.PHONY: help dev test fuzz coverage bench crash build cli lint fmt clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,9 +28,14 @@ crash: ## crash campaign: kill workerd 10 times and restart PostgreSQL under loa
 build: ## the release Worker bundle (build/index.js + build/index_bg.wasm)
 	@scripts/setup.sh && source scripts/env.sh && scripts/build-worker.sh
 
+cli: ## the berth command-line tool, release build: target/release/berth
+	cargo build --release -p berth-cli
+	@ls -l target/release/berth | awk '{printf "target/release/berth: %.1f MB\n", $$5/1048576}'
+
 lint: ## rustfmt and clippy (host and wasm32), warnings are errors
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --features e2e -- -D warnings
+	cargo clippy -p berth-cli --all-targets -- -D warnings
 	cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
 
 fmt: ## format the code

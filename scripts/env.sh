@@ -17,13 +17,14 @@ mkdir -p "$ROOT/logs" "$XDG_CONFIG_HOME" "$XDG_CACHE_HOME"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# The sockets on local TCP port $1, one a line (state, local, peer, process when visible);
-# TIME-WAIT ones only with $2 = all, since a server that sets SO_REUSEADDR (PostgreSQL,
-# workerd) binds over its own. Empty when nothing holds the port.
+# The sockets on local TCP port $1, one a line (state, local, peer, process when visible).
+# Those a closed server leaves behind while its peers finish (TIME-WAIT, FIN-WAIT-1/2,
+# CLOSING, LAST-ACK) only with $2 = all: a server that sets SO_REUSEADDR (PostgreSQL,
+# workerd) binds over them. Empty when nothing holds the port.
 port_holders() {
   if command -v ss >/dev/null; then
     ss -Htanp "sport = :$1" 2>/dev/null \
-      | awk -v all="${2:-}" 'all == "all" || $1 != "TIME-WAIT" {print "  " $1, $4, ($1 == "LISTEN" ? "" : "peer " $5), $6}'
+      | awk -v all="${2:-}" 'all == "all" || $1 !~ /^(TIME-WAIT|FIN-WAIT-[12]|CLOSING|LAST-ACK)$/ {print "  " $1, $4, ($1 == "LISTEN" ? "" : "peer " $5), $6}'
   elif (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null; then
     echo "  a listener on 127.0.0.1:$1"
   fi

@@ -27,6 +27,7 @@ source "$ROOT/scripts/testdb.sh"
 log "lint: rustfmt, clippy on the host and on wasm32 (warnings are errors)"
 cargo fmt --all -- --check || die "run 'make fmt'"
 cargo clippy --all-targets --features e2e --quiet -- -D warnings
+cargo clippy -p berth-cli --all-targets --quiet -- -D warnings
 cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
 
 log "unit + integration tests (native, under coverage)"
@@ -37,10 +38,18 @@ native_status=${PIPESTATUS[0]}
 cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true
 [ "$native_status" = 0 ] || die "native tests failed"
 
+# The CLI's own unit tests (units, config file, output); its end-to-end tests drive the
+# binary built here against the Worker, below.
+log "the berth CLI: unit tests and the binary the end-to-end tests run"
+cargo nextest run -p berth-cli --no-fail-fast 2>&1 | tee "$out/cli.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || die "CLI unit tests failed"
+cargo build -p berth-cli --quiet
+
 log "building the Worker (release wasm)"
 scripts/build-worker.sh 2>&1 | tail -3
 
-# The restart test restarts the server, so it runs alone, after the others.
+# The restart test restarts the server and the outage test stops PostgreSQL under it, so
+# they run alone, after the others.
 log "end-to-end tests against wrangler dev on port $E2E_PORT"
 migrate_fresh berth_e2e
 key=$("$ROOT/scripts/keygen.sh")
@@ -50,8 +59,11 @@ export E2E_DATABASE_URL="$base/berth_e2e"
 "$ROOT/scripts/e2e-server.sh" start
 BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_E2E_SIGNING_KEY="$key" \
 BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_RESTART="$ROOT/scripts/e2e-server.sh restart" \
-  bash -c 'cargo nextest run --features e2e --test e2e --no-fail-fast -E "not test(/restart/)" \
-    && cargo nextest run --features e2e --test e2e --no-fail-fast -E "test(/restart/)"' \
+BERTH_E2E_CLI="$ROOT/target/debug/berth" \
+BERTH_E2E_PG_STOP="$ROOT/scripts/pg.sh stop test" \
+BERTH_E2E_PG_START="PG_EXTRA_OPTS='-c fsync=off -c synchronous_commit=off' $ROOT/scripts/pg.sh start test $PG_PORT" \
+  bash -c 'cargo nextest run --features e2e --test e2e --no-fail-fast -E "not test(/restart|outage/)" \
+    && cargo nextest run --features e2e --test e2e --no-fail-fast -j 1 -E "test(/restart|outage/)"' \
   2>&1 | tee "$out/e2e.txt"
 e2e_status=${PIPESTATUS[0]}
 [ "$e2e_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "end-to-end tests failed"; }
@@ -76,7 +88,8 @@ echo
 echo "== Berth test summary"
 printf '  unit tests (native):                 %s passed\n' "$(count native.txt 'berth')"
 printf '  integration tests (native, postgres): %s passed\n' "$(count native.txt 'berth::integration')"
-printf '  end-to-end tests (workerd):           %s passed\n' "$(count e2e.txt 'berth::e2e')"
+printf '  CLI unit tests (native):             %s passed\n' "$(count cli.txt 'berth-cli::bin/berth')"
+printf '  end-to-end tests (workerd):           %s passed (CLI included)\n' "$(count e2e.txt 'berth::e2e')"
 printf '  fuzzing (workerd):                    %s (%s s)\n' "$(cat "$ROOT/logs/fuzz/summary.txt")" "$fuzz_seconds"
 printf '  wrangler deploy --dry-run:            ok\n'
 printf '  wasm bundle: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$wasm")" "$(gzip -9c "$wasm" | wc -c)"

@@ -239,7 +239,7 @@ pub enum InviteCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
         /// How long the code works (60s to 30d; default 7d).
-        #[arg(long, value_parser = units::seconds)]
+        #[arg(long, value_parser = units::seconds, allow_hyphen_values = true)]
         expires: Option<i64>,
         /// How many people may use it (1–1000; default 1).
         #[arg(long)]
@@ -293,11 +293,11 @@ pub enum ClusterCommand {
     #[command(after_help = "Example:\n  berth cluster resize gpu-east --gpus 16")]
     Resize {
         cluster: String,
-        #[arg(long, value_parser = units::cpu)]
+        #[arg(long, value_parser = units::cpu, allow_hyphen_values = true)]
         cpu: Option<i64>,
-        #[arg(long, value_parser = units::memory)]
+        #[arg(long, value_parser = units::memory, allow_hyphen_values = true)]
         memory: Option<i64>,
-        #[arg(long, value_parser = units::gpus)]
+        #[arg(long, value_parser = units::gpus, allow_hyphen_values = true)]
         gpus: Option<i64>,
     },
     /// Rename a cluster or change its policies.
@@ -321,13 +321,13 @@ pub enum ClusterCommand {
 #[derive(Debug, Args)]
 pub struct Capacity {
     /// CPU: cores (64, 1.5) or millicores (1500m).
-    #[arg(long, value_parser = units::cpu, default_value = "0")]
+    #[arg(long, value_parser = units::cpu, default_value = "0", allow_hyphen_values = true)]
     pub cpu: i64,
     /// Memory: 512Mi, 4Gi, 1Ti.
-    #[arg(long, value_parser = units::memory, default_value = "0Mi")]
+    #[arg(long, value_parser = units::memory, default_value = "0Mi", allow_hyphen_values = true)]
     pub memory: i64,
     /// Whole GPUs.
-    #[arg(long, value_parser = units::gpus, default_value = "0")]
+    #[arg(long, value_parser = units::gpus, default_value = "0", allow_hyphen_values = true)]
     pub gpus: i64,
 }
 
@@ -347,7 +347,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub priority: Option<i32>,
     /// Fail it when it runs longer: 90s, 2h, 7d.
-    #[arg(long, value_parser = units::seconds)]
+    #[arg(long, value_parser = units::seconds, allow_hyphen_values = true)]
     pub max_runtime: Option<i64>,
     /// Wait until it runs (or ends), showing its place in the queue.
     #[arg(long)]

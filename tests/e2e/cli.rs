@@ -1,0 +1,693 @@
+//! The `berth` binary, run as a subprocess against the running Worker: a whole team's work
+//! through it, its login kept and refreshed across processes, and every class of error with
+//! its exit code. `make test` builds the binary first (`BERTH_E2E_CLI` names another one).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use berth::domain::ids::UserId;
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::common::{unique_email, PASSWORD};
+use crate::support::Client;
+
+/// What one run of `berth` did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "berth failed: {self:?}");
+        assert!(self.stderr.is_empty(), "stderr: {}", self.stderr);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("-o json printed no JSON ({e}): {}", self.stdout))
+    }
+
+    /// The last line of stdout (where secrets are printed).
+    fn last_line(&self) -> String {
+        self.stdout.lines().last().unwrap_or("").trim().to_string()
+    }
+
+    /// An error: the exit code, `error: ` first, one line per problem, never a backtrace.
+    #[track_caller]
+    fn failed(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stderr.starts_with("error: "), "{self:?}");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"),
+            "{self:?}"
+        );
+        &self.stderr
+    }
+}
+
+/// One person at a terminal: their own config file.
+struct Person {
+    config: PathBuf,
+    email: String,
+    env: Vec<(String, String)>,
+}
+
+fn binary() -> PathBuf {
+    let path = std::env::var_os("BERTH_E2E_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/berth"));
+    assert!(
+        path.exists(),
+        "the berth binary {} is missing: `make test` builds it (cargo build -p berth-cli)",
+        path.display()
+    );
+    path
+}
+
+impl Person {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("berth-cli-e2e-{}", Uuid::new_v4()));
+        Self {
+            config: dir.join("berth").join("config.toml"),
+            email: unique_email(),
+            env: vec![],
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None).await
+    }
+
+    async fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = tokio::process::Command::new(binary());
+        cmd.args(args)
+            .env("BERTH_CONFIG", &self.config)
+            .env(
+                "BERTH_URL",
+                std::env::var("BERTH_E2E_URL").expect("BERTH_E2E_URL"),
+            )
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_ORG")
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run berth");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.unwrap_or("").as_bytes())
+            .await
+            .expect("write stdin");
+        drop(pipe);
+        let out = child.wait_with_output().await.expect("berth ran");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn register_and_login(&self) {
+        let stdin = format!("{PASSWORD}\n");
+        let email = self.email.as_str();
+        self.run_with(
+            &[
+                "register",
+                "--email",
+                email,
+                "--name",
+                "Test User",
+                "--password-stdin",
+            ],
+            Some(&stdin),
+        )
+        .await
+        .ok();
+        self.run_with(
+            &["login", "--email", email, "--password-stdin"],
+            Some(&stdin),
+        )
+        .await
+        .ok();
+    }
+
+    fn config(&self) -> toml::Table {
+        let text = std::fs::read_to_string(&self.config).expect("config file");
+        text.parse().expect("config is TOML")
+    }
+
+    fn session(&self, key: &str) -> String {
+        self.config()["session"][key]
+            .as_str()
+            .expect("session field")
+            .to_string()
+    }
+
+    /// Rewrites the stored login's access token (and when it is believed to expire).
+    fn set_access(&self, token: &str, expires_at: chrono::DateTime<Utc>) {
+        let mut c = self.config();
+        let session = c["session"].as_table_mut().expect("session");
+        session.insert("access_token".into(), token.into());
+        session.insert(
+            "access_expires_at".into(),
+            toml::Value::String(expires_at.to_rfc3339()),
+        );
+        std::fs::write(&self.config, toml::to_string(&c).expect("toml")).expect("write");
+    }
+
+    /// The stored user's id.
+    async fn user_id(&self) -> UserId {
+        let me = self.run(&["whoami", "-o", "json"]).await.ok().json();
+        UserId(
+            me["user"]["id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("uuid"),
+        )
+    }
+}
+
+impl Drop for Person {
+    fn drop(&mut self) {
+        if let Some(dir) = self.config.parent().and_then(Path::parent) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn statuses(list: &Value) -> Vec<(String, String)> {
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().expect("name").to_string(),
+                d["status"].as_str().expect("status").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_team_works_through_the_cli() {
+    let (ada, grace) = (Person::new(), Person::new());
+    ada.register_and_login().await;
+    grace.register_and_login().await;
+
+    // The config is private to its owner and holds no password.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&ada.config)
+        .expect("config")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!std::fs::read_to_string(&ada.config)
+        .expect("read")
+        .contains(PASSWORD));
+
+    let org_name = format!("Acme {}", Uuid::new_v4());
+    let created = ada.run(&["org", "create", &org_name]).await.ok();
+    assert!(
+        created.stdout.contains("now your default organization"),
+        "{created:?}"
+    );
+    let invite = ada
+        .run(&["invite", "create", "--role", "developer", "--expires", "2d"])
+        .await
+        .ok();
+    let code = invite.last_line();
+    assert!(
+        code.starts_with("bic_"),
+        "the code alone on the last line: {invite:?}"
+    );
+    let joined = grace.run(&["join", &code]).await.ok();
+    assert!(joined.stdout.contains("as developer"), "{joined:?}");
+
+    let members = ada.run(&["members", "-o", "json"]).await.ok().json();
+    let roles: Vec<_> = members
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["email"].as_str().expect("e").to_string(),
+                m["role"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&(ada.email.clone(), json!("admin"))),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&(grace.email.clone(), json!("developer"))),
+        "{roles:?}"
+    );
+
+    ada.run(&[
+        "cluster", "create", "gpu", "--cpu", "2", "--memory", "4Gi", "--gpus", "1",
+    ])
+    .await
+    .ok();
+    let cluster = ada
+        .run(&["cluster", "get", "gpu", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        cluster["capacity"],
+        json!({"cpu_millis": 2000, "memory_mib": 4096, "gpus": 1})
+    );
+
+    // Grace fills the cluster by name, and then two more wait.
+    for (name, cpu) in [("a", "1"), ("b", "1000m"), ("c", "1.0"), ("d", "1.5")] {
+        let r = grace
+            .run(&[
+                "deploy",
+                name,
+                "--cluster",
+                "gpu",
+                "--image",
+                "alpine:3.20",
+                "--cpu",
+                cpu,
+                "--memory",
+                "1Gi",
+            ])
+            .await
+            .ok();
+        assert!(r.stdout.contains(&format!("Deployment {name} (")), "{r:?}");
+    }
+    let queue = grace.run(&["queue", "gpu", "-o", "json"]).await.ok().json();
+    let waiting: Vec<_> = queue
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].clone(),
+                e["position"].clone(),
+                e["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![
+            (json!("c"), json!(1), json!("waiting_for_capacity")),
+            (json!("d"), json!(2), json!("waiting_for_capacity")),
+        ]
+    );
+    let table = grace.run(&["queue", "gpu"]).await.ok();
+    let header = table.stdout.lines().next().expect("header");
+    assert!(
+        header.starts_with("POS") && header.contains("REASON"),
+        "{table:?}"
+    );
+
+    // Stopping one admits the head (and what fits behind it) at once.
+    grace.run(&["stop", "a", "--cluster", "gpu"]).await.ok();
+    let all = grace.run(&["ps", "-o", "json"]).await.ok().json();
+    let mut got = statuses(&all);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("a", "stopped"),
+            ("b", "running"),
+            ("c", "running"),
+            ("d", "queued")
+        ]
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+    );
+    let shown = grace.run(&["get", "c", "-o", "json"]).await.ok().json();
+    let kinds: Vec<_> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind").to_string())
+        .collect();
+    assert_eq!(kinds, ["created", "admitted"]);
+    let events = grace.run(&["events", "c"]).await.ok();
+    assert!(events.stdout.contains("admitted"), "{events:?}");
+    let running = grace
+        .run(&[
+            "ps",
+            "--cluster",
+            "gpu",
+            "--status",
+            "running",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(statuses(&running).len(), 2);
+
+    // The usage bars.
+    let shown = ada.run(&["cluster", "get", "gpu"]).await.ok();
+    assert!(
+        shown.stdout.contains("2 / 2 allocated, 1.5 queued"),
+        "{shown:?}"
+    );
+    assert!(shown.stdout.contains("100%"), "{shown:?}");
+
+    // Priority, cancel, finish.
+    let d = grace
+        .run(&["set-priority", "d", "900", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(d["priority"], 900);
+    grace.run(&["cancel", "d"]).await.ok();
+    let done = grace
+        .run(&[
+            "finish",
+            "b",
+            "--outcome",
+            "succeeded",
+            "--message",
+            "done",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(done["status"], "succeeded");
+
+    // An API key works through BERTH_TOKEN, with the org by name.
+    let key = ada
+        .run(&["api-key", "create", "ci", "--role", "viewer"])
+        .await
+        .ok()
+        .last_line();
+    assert!(key.starts_with("bak_"), "{key}");
+    let mut ci = Person::new();
+    ci.env = vec![
+        ("BERTH_TOKEN".into(), key),
+        (
+            "BERTH_ORG".into(),
+            cluster["org_id"].as_str().expect("org").into(),
+        ),
+    ];
+    let listed = ci
+        .run(&["ps", "--cluster", "gpu", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(statuses(&listed).len(), 4);
+
+    // Logging out revokes the login on the server, not only in the file.
+    let refresh = grace.session("refresh_token");
+    grace.run(&["logout"]).await.ok();
+    let c = Client::new();
+    let r = c
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let after = grace.run(&["whoami"]).await;
+    assert!(after.failed(1).contains("run berth login"), "{after:?}");
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_and_the_new_refresh_token_kept() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    let user = ada.user_id().await;
+    let keys = Client::new().keys();
+
+    // The server refuses the stored token (it expired an hour ago, though the file thinks
+    // otherwise): the CLI refreshes and retries.
+    let expired = keys.issue(user, Utc::now() - chrono::Duration::hours(1));
+    ada.set_access(&expired, Utc::now() + chrono::Duration::minutes(10));
+    let before = ada.session("refresh_token");
+    ada.run(&["whoami"]).await.ok();
+    let after = ada.session("refresh_token");
+    assert_ne!(before, after, "rotated");
+    assert_ne!(ada.session("access_token"), expired);
+
+    // The file knows it expired: refreshed before it is sent.
+    ada.set_access(&expired, Utc::now() - chrono::Duration::minutes(1));
+    ada.run(&["org", "list"]).await.ok();
+    assert_ne!(ada.session("refresh_token"), after);
+}
+
+#[tokio::test]
+async fn concurrent_commands_after_the_access_token_expired_keep_the_login() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    for round in 0..3 {
+        ada.set_access("expired", Utc::now() - chrono::Duration::minutes(1));
+        let runs =
+            futures::future::join_all((0..4).map(|_| ada.run(&["whoami", "-o", "json"]))).await;
+        for r in runs {
+            let r = r.ok();
+            assert_eq!(
+                r.json()["user"]["email"],
+                ada.email.as_str(),
+                "round {round}"
+            );
+        }
+    }
+    // The family was never revoked: the stored refresh token still works.
+    let r = Client::new()
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": ada.session("refresh_token")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn every_error_class_has_one_clear_line_and_its_exit_code() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Errors"]).await.ok();
+    ada.run(&[
+        "cluster", "create", "small", "--cpu", "1", "--memory", "1Gi",
+    ])
+    .await
+    .ok();
+    let deploy = |extra: &'static [&'static str]| {
+        let mut args = vec!["deploy", "x", "--cluster", "small", "--image", "alpine"];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    // Usage errors: 2, before anything is sent.
+    for bad in [
+        &["--cpu", "1.5.5", "--memory", "1Gi"][..],
+        &["--cpu", "-1", "--memory", "1Gi"],
+        &["--cpu", "1", "--memory", "10Qi"],
+        &["--cpu", "1", "--memory", "512"],
+        &["--cpu", "99999999999999", "--memory", "1Gi"],
+        &["--cpu", "1", "--memory", "1Gi", "--max-runtime", "soon"],
+    ] {
+        let mut args = deploy(&[]);
+        args.extend_from_slice(bad);
+        let r = ada.run(&args).await;
+        r.failed(2);
+        assert_eq!(
+            r.stderr.lines().next().map(|l| l.contains("--")),
+            Some(true),
+            "{r:?}"
+        );
+    }
+    ada.run(&["frobnicate"]).await.failed(2);
+    ada.run(&["deploy", "x", "--cpu", "1"]).await.failed(2);
+    let r = ada
+        .run(&[
+            "deploy",
+            "x",
+            "--cluster",
+            "small",
+            "--image",
+            "Not An Image",
+            "--cpu",
+            "1",
+            "--memory",
+            "1Gi",
+        ])
+        .await;
+    assert!(r.failed(2).starts_with("error: --image: "), "{r:?}");
+    let r = ada
+        .run(&deploy(&["--cpu", "1", "--memory", "1Gi", "-o", "yaml"]))
+        .await;
+    r.failed(2);
+
+    // A problem document: its title and detail, then each field as its flag.
+    let r = ada.run(&deploy(&["--cpu", "2", "--memory", "1Gi"])).await;
+    let err = r.failed(1);
+    assert!(
+        err.contains("--cpu/--memory/--gpus: exceeds the cluster's total capacity"),
+        "{r:?}"
+    );
+    let r = ada.run(&deploy(&["--priority", "5000"])).await;
+    let err = r.failed(1);
+    assert!(
+        err.lines().any(|l| l.starts_with("  --priority: ")),
+        "{r:?}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("  --cpu/--memory/--gpus: ")),
+        "{r:?}"
+    );
+    assert!(!err.contains('{'), "no raw JSON: {r:?}");
+    let r = ada.run(&["get", &Uuid::now_v7().to_string()]).await;
+    assert!(r.failed(1).starts_with("error: Not found"), "{r:?}");
+    ada.run(&["cluster", "get", "nowhere"]).await.failed(1);
+
+    // `deploy --wait` on one that ends badly: 3.
+    ada.run(&deploy(&["--cpu", "1", "--memory", "1Gi"]))
+        .await
+        .ok();
+    let waiting = ada.run(&[
+        "deploy",
+        "w",
+        "--cluster",
+        "small",
+        "--image",
+        "alpine",
+        "--cpu",
+        "1",
+        "--memory",
+        "1Gi",
+        "--wait",
+        "-o",
+        "json",
+    ]);
+    let cancel = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ada.run(&["cancel", "w", "--cluster", "small"]).await.ok();
+    };
+    let started = Instant::now();
+    let (r, ()) = tokio::join!(waiting, cancel);
+    assert!(r.failed(3).contains("ended cancelled"), "{r:?}");
+    assert_eq!(r.json()["status"], "cancelled", "the final state, as JSON");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+
+    // The server cannot be reached.
+    let mut away = Person::new();
+    away.env = vec![
+        ("BERTH_URL".into(), "http://127.0.0.1:9".into()),
+        ("BERTH_TOKEN".into(), "bak_x".into()),
+    ];
+    let r = away.run(&["org", "list"]).await;
+    assert!(
+        r.failed(1)
+            .contains("cannot reach the Berth server at http://127.0.0.1:9"),
+        "{r:?}"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+
+    // The login has ended on the server (revoked family): one line saying what to do.
+    let refresh = ada.session("refresh_token");
+    let r = Client::new()
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let again = Client::new()
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNAUTHORIZED,
+        "reuse revokes the family"
+    );
+    ada.set_access("expired", Utc::now() - chrono::Duration::minutes(1));
+    let r = ada.run(&["ps"]).await;
+    assert_eq!(
+        r.failed(1).trim(),
+        "error: your login has expired: run berth login"
+    );
+}
+
+/// Runs after the others (its name matches `outage`): PostgreSQL is stopped under the
+/// Worker, which answers 503 with `retry-after`; the CLI waits that long once and tries again.
+#[tokio::test]
+async fn outage_a_503_is_retried_once_after_its_retry_after() {
+    let stop = std::env::var("BERTH_E2E_PG_STOP").expect("BERTH_E2E_PG_STOP (set by make test)");
+    let start = std::env::var("BERTH_E2E_PG_START").expect("BERTH_E2E_PG_START (set by make test)");
+    let sh = |cmd: &str| {
+        let ok = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(cmd)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run");
+        assert!(ok.success(), "{cmd}");
+    };
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Outage"]).await.ok();
+
+    // Still down at the retry: one line, after one wait.
+    sh(&stop);
+    let started = Instant::now();
+    let r = ada.run(&["org", "list"]).await;
+    let waited = started.elapsed();
+    sh(&start);
+    let err = r.failed(1);
+    assert_eq!(err.lines().count(), 1, "{r:?}");
+    assert!(err.to_lowercase().contains("unavailable"), "{r:?}");
+    assert!(
+        waited >= Duration::from_secs(5),
+        "honoured retry-after: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(25), "retried once: {waited:?}");
+
+    // Back before the retry: the command succeeds.
+    wait_for_database(&ada).await;
+    sh(&stop);
+    let run = ada.run(&["org", "list", "-o", "json"]);
+    let heal = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sh(&start);
+    };
+    let (r, ()) = tokio::join!(run, heal);
+    let r = r.ok();
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1), "{r:?}");
+}
+
+async fn wait_for_database(p: &Person) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.run(&["org", "list"]).await.code != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the Worker reaches PostgreSQL again"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
