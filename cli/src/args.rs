@@ -22,12 +22,13 @@ else ~/.config/berth/config.toml.",
   berth login --email ada@example.com
   berth org create 'Acme Research'
   berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8
-  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 --cpu 8 --memory 32Gi --gpus 2 --wait
+  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 \\
+      --cpu 8 --memory 32Gi --gpus 2 --wait
   berth queue gpu-east
   berth ps -o json | jq '.[].status'
 
-Exit codes: 0 success, 1 error, 2 usage error, 3 `deploy --wait` on a deployment that ended \
-other than running or succeeded."
+Exit codes: 0 success, 1 error, 2 usage error, 3 `deploy --wait` on a deployment
+that ended other than running or succeeded."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -64,7 +65,8 @@ pub enum Command {
     /// Create an account.
     #[command(after_help = "Examples:
   berth register --email ada@example.com --name 'Ada Lovelace'
-  printf '%s' \"$PASSWORD\" | berth register --email ci@example.com --name CI --password-stdin")]
+  printf '%s' \"$PASSWORD\" | berth register --email ci@example.com --name CI \\
+      --password-stdin")]
     Register {
         #[arg(long)]
         email: String,
@@ -94,7 +96,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  berth whoami\n  berth whoami -o json")]
     Whoami,
     /// Organizations: create, list, choose the default.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  berth org create 'Acme Research'\n  berth org use 'Acme Research'"
+    )]
     Org(OrgCommand),
     /// The members of the organization; change a role or remove someone.
     #[command(
@@ -109,16 +114,28 @@ pub enum Command {
         command: Option<MembersCommand>,
     },
     /// Invite codes: create (the code is printed once), list, revoke.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  berth invite create --role developer\n  berth invite list"
+    )]
     Invite(InviteCommand),
     /// Join an organization with an invite code.
     #[command(after_help = "Example:\n  berth join bic_3q2…")]
     Join { code: String },
     /// API keys for scripts and CI: create (the key is printed once), list, revoke.
-    #[command(subcommand, name = "api-key")]
+    #[command(
+        subcommand,
+        name = "api-key",
+        after_help = "Examples:
+  berth api-key create ci-deployer --role developer
+  BERTH_TOKEN=bak_… berth ps"
+    )]
     ApiKey(ApiKeyCommand),
     /// Clusters and their capacity.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8\n  berth cluster get gpu-east"
+    )]
     Cluster(ClusterCommand),
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
@@ -128,8 +145,10 @@ pub enum Command {
     },
     /// Submit a deployment to a cluster.
     #[command(after_help = "Examples:
-  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 --cpu 8 --memory 32Gi --gpus 2
-  berth deploy batch --cluster cpu --image alpine:3.20 --cpu 500m --memory 512Mi --priority 700 --max-runtime 2h
+  berth deploy trainer --cluster gpu-east --image ghcr.io/acme/trainer:1.4 \\
+      --cpu 8 --memory 32Gi --gpus 2
+  berth deploy batch --cluster cpu --image alpine:3.20 --cpu 500m \\
+      --memory 512Mi --priority 700 --max-runtime 2h
   berth deploy api --cluster cpu --image nginx:1.27 --cpu 1 --memory 1Gi --wait")]
     Deploy(DeployArgs),
     /// List deployments (every cluster of the organization, or one).
@@ -214,8 +233,10 @@ pub enum OrgCommand {
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {
     /// List the members (the default).
+    #[command(after_help = "Examples:\n  berth members list\n  berth members -o json")]
     List,
     /// Change a member's role (admin only).
+    #[command(after_help = "Example:\n  berth members set-role grace@example.com admin")]
     SetRole {
         /// E-mail or user id.
         member: String,
@@ -223,6 +244,7 @@ pub enum MembersCommand {
         role: RoleArg,
     },
     /// Remove a member (admin only; to leave yourself, `berth org leave`).
+    #[command(after_help = "Example:\n  berth members remove grace@example.com")]
     Remove {
         /// E-mail or user id.
         member: String,
@@ -246,8 +268,10 @@ pub enum InviteCommand {
         max_uses: Option<i64>,
     },
     /// The organization's invites (without their codes).
+    #[command(after_help = "Example:\n  berth invite list")]
     List,
     /// Revoke an invite.
+    #[command(after_help = "Example:\n  berth invite revoke 0194…")]
     Revoke { id: Uuid },
 }
 
@@ -262,8 +286,10 @@ pub enum ApiKeyCommand {
         role: RoleArg,
     },
     /// The organization's API keys (without their secrets).
+    #[command(after_help = "Example:\n  berth api-key list")]
     List,
     /// Revoke an API key.
+    #[command(after_help = "Example:\n  berth api-key revoke 0194…")]
     Revoke { id: Uuid },
 }
 
@@ -285,6 +311,7 @@ pub enum ClusterCommand {
         preemption: bool,
     },
     /// The organization's clusters.
+    #[command(after_help = "Examples:\n  berth cluster list\n  berth cluster list -o wide")]
     List,
     /// A cluster with a usage bar per resource.
     #[command(alias = "show", after_help = "Example:\n  berth cluster get gpu-east")]
@@ -395,4 +422,59 @@ pub enum OutcomeArg {
 pub enum QueueingArg {
     BestEffort,
     Strict,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--help` of every command, at every level, ends with examples.
+    #[test]
+    fn every_command_has_examples() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", c.get_name());
+            if c.get_name() != "help" {
+                let help = c
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if !help.contains("Example") {
+                    missing.push(path.clone());
+                }
+                // Examples are copied into a shell: none may wrap on an 80-column terminal.
+                for line in help.lines().filter(|l| l.chars().count() > 80) {
+                    missing.push(format!("{path}: too long for 80 columns: {line}"));
+                }
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = vec![];
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no examples: {missing:?}");
+    }
+
+    #[test]
+    fn completions_for_every_shell() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut out);
+            let text = String::from_utf8(out).expect("utf-8");
+            assert!(
+                text.contains("set-priority") && text.contains("api-key"),
+                "{shell}"
+            );
+        }
+    }
 }

@@ -160,10 +160,10 @@ impl Client {
                 let (status, reply) = self
                     .exchange(&method, path, body, idempotency_key, Some(&fresh))
                     .await?;
-                return self.finish(status, reply);
+                return self.finish(status, reply, true);
             }
         }
-        self.finish(status, reply)
+        self.finish(status, reply, true)
     }
 
     /// A request without a token (register, login, refresh).
@@ -175,10 +175,17 @@ impl Client {
         let (status, reply) = self
             .exchange(&Method::POST, path, Some(body), None, None)
             .await?;
-        self.finish(status, reply)
+        self.finish(status, reply, false)
     }
 
-    fn finish(&self, status: StatusCode, body: Value) -> Result<Reply, CliError> {
+    /// The answer, or its problem as an error. A 401 to a request that carried a token means
+    /// that token is no good; to one without (a wrong password), it is the problem itself.
+    fn finish(
+        &self,
+        status: StatusCode,
+        body: Value,
+        authenticated: bool,
+    ) -> Result<Reply, CliError> {
         if status.is_success() {
             return Ok(Reply { body });
         }
@@ -195,7 +202,7 @@ impl Client {
             detail: None,
             errors: None,
         });
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED && authenticated {
             return Err(match self.auth {
                 Auth::Fixed(_) => CliError::Other(format!(
                     "the token in BERTH_TOKEN was refused: {}",
@@ -319,7 +326,7 @@ impl Client {
             config::save(&self.config_path, &current)?;
             return Err(CliError::Login("your login has expired".into()));
         }
-        let pair: TokenPair = self.finish(status, body)?.parse()?;
+        let pair: TokenPair = self.finish(status, body, false)?.parse()?;
         let renewed = Session {
             email: session.email,
             ..session_from(pair)

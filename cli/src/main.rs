@@ -10,9 +10,9 @@ mod error;
 mod output;
 mod units;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
-use args::{Cli, Command};
+use args::Cli;
 
 fn main() {
     // Like other Unix tools, end quietly when the reader of stdout goes away (`berth ps | head`).
@@ -31,10 +31,6 @@ fn main() {
         eprintln!("error: berth failed unexpectedly ({what}); please report it");
     }));
     let cli = Cli::parse();
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
-        return;
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

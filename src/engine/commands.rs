@@ -172,10 +172,21 @@ async fn submit(
         return Ok(replay);
     }
     if !scheduling::can_ever_fit(&c.capacity, &new.resources) {
-        return Ok(Err(EngineError::Validation(vec![FieldError::new(
-            "resources",
-            "exceeds the cluster's total capacity on some dimension: it could never run",
-        )])));
+        // Each dimension that asks for more than the whole cluster has, by its field.
+        let errors = new
+            .resources
+            .named()
+            .into_iter()
+            .zip(c.capacity.dims())
+            .filter(|((_, asked), total)| asked > total)
+            .map(|((name, asked), total)| {
+                FieldError::new(
+                    format!("resources.{name}"),
+                    format!("asks for {asked}, more than the cluster's total of {total}: it could never run"),
+                )
+            })
+            .collect();
+        return Ok(Err(EngineError::Validation(errors)));
     }
     let id = DeploymentId::new();
     batch.inserts.push((id, new));

@@ -283,6 +283,11 @@ impl Live {
         self.deadlines.first().map(|(d, _)| *d)
     }
 
+    /// The 1-based queue position of `id`, when it is queued.
+    pub fn position(&self, id: &DeploymentId) -> Option<u32> {
+        self.book.position(id)
+    }
+
     /// Queue positions of the batch's queued subjects, as of the last schedule.
     pub(super) fn positions(
         &self,
@@ -291,7 +296,7 @@ impl Live {
         subjects
             .iter()
             .filter_map(|s| match s {
-                Ok(Subject::Deployment { id, .. }) => self.book.position(id).map(|p| (*id, p)),
+                Ok(Subject::Deployment { id, .. }) => self.position(id).map(|p| (*id, p)),
                 _ => None,
             })
             .collect()

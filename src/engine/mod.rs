@@ -75,6 +75,8 @@ pub enum View {
         after: Option<DeploymentId>,
         limit: usize,
     },
+    /// The place of one deployment in the queue (none when it is not queued).
+    Position { id: DeploymentId },
 }
 
 /// The actions the cluster's object authorizes itself (`authorize.rs`); the router declares
@@ -91,6 +93,7 @@ impl View {
         match self {
             Self::Cluster => READ_CLUSTER_ACTION,
             Self::Queue { .. } => READ_QUEUE_ACTION,
+            Self::Position { .. } => Action::ReadDeployment,
         }
     }
 }
@@ -105,6 +108,9 @@ pub enum Viewed {
     },
     Queue {
         entries: QueuePage,
+    },
+    Position {
+        position: Option<u32>,
     },
 }
 

@@ -151,6 +151,9 @@ impl ClusterWriter {
             View::Queue { after, limit } => Viewed::Queue {
                 entries: live.queue_page(now, after, limit),
             },
+            View::Position { id } => Viewed::Position {
+                position: live.position(&id),
+            },
         })
     }
 

@@ -24,7 +24,7 @@ use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
-use crate::engine::{Command, Outcome};
+use crate::engine::{Command, Outcome, View, Viewed};
 
 /// One line of a deployment's history.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -286,7 +286,20 @@ pub async fn get_deployment(
     let db = st.db().await?;
     let (d, _) = deployment_access(&st, &db, &caller, id, action).await?;
     let events = deployments::events(&db, d.id).await?;
-    Ok(Json(deployment(d, None, Some(events))))
+    // The place in the queue is the cluster object's to know (it keeps the queue in order).
+    let position = if d.status == Status::Queued {
+        match st
+            .platform
+            .cluster_view(d.cluster_id, View::Position { id: d.id }, caller)
+            .await?
+        {
+            Viewed::Position { position } => position,
+            other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
+        }
+    } else {
+        None
+    };
+    Ok(Json(deployment(d, position, Some(events))))
 }
 
 /// Authorizes, then runs one command on the deployment's cluster and answers with it.

@@ -117,6 +117,30 @@ impl Person {
         }
     }
 
+    /// Runs `berth ARGS` on a pseudo-terminal (util-linux `script`): what a person sees.
+    async fn run_in_terminal(&self, args: &str, no_color: bool) -> String {
+        let mut cmd = tokio::process::Command::new("script");
+        cmd.args([
+            "-qec",
+            &format!("{} {args}", binary().display()),
+            "/dev/null",
+        ])
+        .env("BERTH_CONFIG", &self.config)
+        .env(
+            "BERTH_URL",
+            std::env::var("BERTH_E2E_URL").expect("BERTH_E2E_URL"),
+        )
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .stdin(Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let out = cmd.output().await.expect("script (util-linux) runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     async fn register_and_login(&self) {
         let stdin = format!("{PASSWORD}\n");
         let email = self.email.as_str();
@@ -428,6 +452,49 @@ async fn a_team_works_through_the_cli() {
 }
 
 #[tokio::test]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Colours"]).await.ok();
+    ada.run(&["cluster", "create", "c", "--cpu", "1", "--memory", "1Gi"])
+        .await
+        .ok();
+    ada.run(&[
+        "deploy",
+        "x",
+        "--cluster",
+        "c",
+        "--image",
+        "alpine",
+        "--cpu",
+        "1",
+    ])
+    .await
+    .ok();
+    let esc = '\u{1b}';
+    let terminal = ada.run_in_terminal("ps", false).await;
+    assert!(
+        terminal.contains(esc) && terminal.contains("running"),
+        "{terminal:?}"
+    );
+    let plain = ada.run_in_terminal("ps", true).await;
+    assert!(
+        !plain.contains(esc) && plain.contains("running"),
+        "{plain:?}"
+    );
+    let mut piped = Person::new();
+    piped.config = ada.config.clone();
+    piped.env = vec![("CLICOLOR".into(), "1".into())];
+    let r = piped.run(&["cluster", "get", "c"]).await;
+    std::mem::forget(piped); // shares ada's folder, which ada removes
+    let r = r.ok();
+    assert!(
+        !r.stdout.contains(esc) && r.stdout.contains("100%"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_expired_access_token_is_refreshed_and_the_new_refresh_token_kept() {
     let ada = Person::new();
     ada.register_and_login().await;
@@ -587,6 +654,22 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
     assert!(r.failed(3).contains("ended cancelled"), "{r:?}");
     assert_eq!(r.json()["status"], "cancelled", "the final state, as JSON");
     assert!(started.elapsed() >= Duration::from_millis(1500));
+
+    // A wrong password is the server's own problem, not advice to log in.
+    let r = ada
+        .run_with(
+            &["login", "--email", &ada.email, "--password-stdin"],
+            Some("wrong password!"),
+        )
+        .await;
+    let err = r.failed(1);
+    assert!(
+        err.contains("wrong e-mail or password") && !err.contains("run berth login"),
+        "{r:?}"
+    );
+    // Without a terminal and without --password-stdin, nothing is read.
+    let r = ada.run(&["login", "--email", &ada.email]).await;
+    assert!(r.failed(2).contains("--password-stdin"), "{r:?}");
 
     // The server cannot be reached.
     let mut away = Person::new();

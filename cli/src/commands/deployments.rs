@@ -31,7 +31,8 @@ const DEPLOY_FLAGS: &[(&str, &str)] = &[
 const POLL: Duration = Duration::from_secs(1);
 
 pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
-    let image = ImageRef::parse(&a.image).map_err(|m| CliError::Usage(format!("--image: {m}")))?;
+    let image = ImageRef::parse(&a.image)
+        .map_err(|m| CliError::Usage(format!("--image: '{}' {m}", a.image)))?;
     let max_runtime_seconds = a
         .max_runtime
         .map(|s| {
@@ -167,7 +168,22 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
     let id = ctx
         .deployment_id(&r.deployment, r.cluster.as_deref())
         .await?;
-    ctx.show(&format!("/v1/deployments/{id}"), |d: Deployment| {
+    let reply = ctx.client.get(&format!("/v1/deployments/{id}")).await?;
+    let cluster = match (ctx.out, reply.parse::<Deployment>()) {
+        (Output::Json, _) | (_, Err(_)) => String::new(),
+        (_, Ok(d)) => match ctx
+            .client
+            .get(&format!("/v1/clusters/{}", d.cluster_id))
+            .await
+        {
+            Ok(c) => c
+                .parse::<berth::http::wire::Cluster>()
+                .map(|c| format!("{} ({})", c.name, c.id))
+                .unwrap_or_else(|_| d.cluster_id.to_string()),
+            Err(_) => d.cluster_id.to_string(),
+        },
+    };
+    ctx.print(&reply, |d: Deployment| {
         let position = d
             .position
             .map(|p| format!(" (position {p})"))
@@ -185,7 +201,7 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
                     .map(|s| humantime::format_duration(Duration::from_secs(s as u64)).to_string())
                     .unwrap_or_else(|| "-".into()),
             ),
-            ("Cluster", d.cluster_id.to_string()),
+            ("Cluster", cluster.clone()),
             ("Preemptions", d.preemptions.to_string()),
             ("Message", d.message.clone().unwrap_or_else(|| "-".into())),
             ("Created", output::time(Some(d.created_at))),
@@ -196,7 +212,6 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
         anstream::println!("\nEvents:");
         print_events(ctx.out, &d, Value::Null);
     })
-    .await
 }
 
 pub async fn events(ctx: &Ctx, r: DeploymentRef) -> Result {
@@ -284,18 +299,23 @@ pub async fn set_priority(ctx: &Ctx, r: DeploymentRef, priority: i32) -> Result 
     changed(ctx, &reply)
 }
 
+/// What a change left: `trainer (…) stopped.`, or after a new priority, where it stands.
 fn changed(ctx: &Ctx, reply: &crate::client::Reply) -> Result {
     ctx.print(reply, |d: Deployment| {
-        let position = d
-            .position
-            .map(|p| format!(" at position {p}"))
-            .unwrap_or_default();
-        anstream::println!(
-            "{} ({}) is {}{position}, priority {}.",
-            output::bold(&d.name),
-            d.id,
-            output::status(d.status),
-            d.priority
-        )
+        let name = output::bold(&d.name);
+        match (d.status, d.position) {
+            (Status::Queued, Some(p)) => anstream::println!(
+                "{name} ({}) has priority {} and is queued at position {p}.",
+                d.id,
+                d.priority
+            ),
+            (Status::Queued | Status::Running, _) => anstream::println!(
+                "{name} ({}) has priority {} and is {}.",
+                d.id,
+                d.priority,
+                output::status(d.status)
+            ),
+            (ended, _) => anstream::println!("{name} ({}) {}.", d.id, output::status(ended)),
+        }
     })
 }

@@ -25,6 +25,12 @@ pub struct Ctx {
 }
 
 pub async fn run(global: Global, command: Command) -> Result {
+    if let Command::Completions { shell } = command {
+        use clap::CommandFactory;
+        let mut cli = crate::args::Cli::command();
+        clap_complete::generate(shell, &mut cli, "berth", &mut std::io::stdout());
+        return Ok(());
+    }
     let config_path = config::path()?;
     let ctx = Ctx {
         client: Client::new(global.server, config_path)?,
@@ -65,7 +71,7 @@ pub async fn run(global: Global, command: Command) -> Result {
             deployment,
             priority,
         } => deployments::set_priority(&ctx, deployment, priority).await,
-        Command::Completions { .. } => unreachable!("answered before any I/O"),
+        Command::Completions { .. } => Ok(()),
     }
 }
 
@@ -91,7 +97,17 @@ impl Ctx {
             let org: Org = self.client.get(&format!("/v1/orgs/{id}")).await?.parse()?;
             return Ok((org.id, org.name));
         }
-        let (orgs, _) = self.client.list::<Org>("/v1/orgs").await?;
+        let (orgs, _) = match self.client.list::<Org>("/v1/orgs").await {
+            Err(CliError::Api { problem, .. })
+                if problem.status == 403 && self.client.uses_env_token() =>
+            {
+                return Err(CliError::Usage(format!(
+                    "an API key cannot look up organizations by name: give --org '{o}' as the \
+                     organization's id"
+                )))
+            }
+            other => other?,
+        };
         unique(orgs, |x| &x.name, o, "organization", "your organizations")
             .map(|org| (org.id, org.name))
     }

@@ -195,10 +195,11 @@ pub async fn invite(ctx: &Ctx, c: InviteCommand) -> Result {
                 })?;
             ctx.print(&reply, |i: CreatedInvite| {
                 anstream::println!(
-                    "Invite {} for a {}, {} use(s), expires {}. Share this code (it is shown only once):",
+                    "Invite {} for a {}, {} use{}, expires {}. Share this code (it is shown only once):",
                     i.id,
                     wire_name(&i.role),
                     i.max_uses,
+                    if i.max_uses == 1 { "" } else { "s" },
                     output::time(Some(i.expires_at)),
                 );
                 anstream::println!("{}", i.code);
