@@ -153,6 +153,13 @@ impl<T: Transport> TestClient<T> {
             .await
     }
 
+    /// Exchanges a refresh token for a new pair.
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        let body = json!({"refresh_token": refresh_token});
+        self.call(Method::POST, "/v1/auth/refresh", None, Some(body))
+            .await
+    }
+
     /// Registers `email` and logs in: (access token, refresh token).
     pub async fn user_as(&self, email: &str) -> (String, String) {
         let r = self.register(email).await;

@@ -26,14 +26,7 @@ async fn register_login_me_refresh_logout() {
     assert_eq!(me.body["user"]["email"], email.as_str());
 
     let refresh = login.body["refresh_token"].as_str().expect("refresh");
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = c.refresh(refresh).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let next = r.body["refresh_token"].as_str().expect("next");
     let new_access = r.body["access_token"].as_str().expect("access");
@@ -46,14 +39,7 @@ async fn register_login_me_refresh_logout() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": next})),
-        )
-        .await;
+    let r = c.refresh(next).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -93,36 +79,15 @@ async fn five_failures_throttle_logins_with_retry_after() {
 async fn refresh_token_reuse_revokes_the_family() {
     let c = Client::new();
     let (_, _, first) = c.user().await;
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let r = c.refresh(&first).await;
     assert_eq!(r.status, StatusCode::OK);
     let second = r.body["refresh_token"]
         .as_str()
         .expect("second")
         .to_string();
-    let reuse = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let reuse = c.refresh(&first).await;
     assert_eq!(reuse.status, StatusCode::UNAUTHORIZED);
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": second})),
-        )
-        .await;
+    let r = c.refresh(&second).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the family is revoked");
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use berth::domain::ids::UserId;
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -438,14 +438,7 @@ async fn a_team_works_through_the_cli() {
     let refresh = grace.session("refresh_token");
     grace.run(&["logout"]).await.ok();
     let c = Client::new();
-    let r = c
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = c.refresh(&refresh).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     let after = grace.run(&["whoami"]).await;
     assert!(after.failed(1).contains("run berth login"), "{after:?}");
@@ -535,14 +528,7 @@ async fn concurrent_commands_after_the_access_token_expired_keep_the_login() {
         }
     }
     // The family was never revoked: the stored refresh token still works.
-    let r = Client::new()
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": ada.session("refresh_token")})),
-        )
-        .await;
+    let r = Client::new().refresh(&ada.session("refresh_token")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
@@ -607,7 +593,9 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
     let r = ada.run(&deploy(&["--cpu", "2", "--memory", "1Gi"])).await;
     let err = r.failed(1);
     assert!(
-        err.contains("--cpu/--memory/--gpus: exceeds the cluster's total capacity"),
+        err.contains(
+            "\n  --cpu: asks for 2000, more than the cluster's total of 1000: it could never run"
+        ),
         "{r:?}"
     );
     let r = ada.run(&deploy(&["--priority", "5000"])).await;
@@ -687,23 +675,9 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
 
     // The login has ended on the server (revoked family): one line saying what to do.
     let refresh = ada.session("refresh_token");
-    let r = Client::new()
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = Client::new().refresh(&refresh).await;
     assert_eq!(r.status, StatusCode::OK);
-    let again = Client::new()
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let again = Client::new().refresh(&refresh).await;
     assert_eq!(
         again.status,
         StatusCode::UNAUTHORIZED,

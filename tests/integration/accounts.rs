@@ -109,14 +109,7 @@ async fn unknown_emails_are_throttled_too() {
 async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     let app = TestApp::spawn().await;
     let (_, first) = app.user_as("kim@example.com").await;
-    let r = app
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let r = app.refresh(&first).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let second = r.body["refresh_token"]
         .as_str()
@@ -125,27 +118,13 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     assert_ne!(second, first);
 
     // Presenting the spent token again: 401, and the live one of its family dies with it.
-    let reuse = app
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": first})),
-        )
-        .await;
+    let reuse = app.refresh(&first).await;
     assert_eq!(reuse.status, StatusCode::UNAUTHORIZED);
     assert!(reuse.body["detail"]
         .as_str()
         .expect("detail")
         .contains("reuse"));
-    let after = app
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": second})),
-        )
-        .await;
+    let after = app.refresh(&second).await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -174,14 +153,7 @@ async fn refresh_tokens_expire_after_thirty_days() {
     let app = TestApp::spawn().await;
     let (_, token) = app.user_as("old@example.com").await;
     app.advance(Duration::days(31));
-    let r = app
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": token})),
-        )
-        .await;
+    let r = app.refresh(&token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -198,14 +170,7 @@ async fn logout_revokes_the_family() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = app
-        .call(
-            Method::POST,
-            "/v1/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
+    let r = app.refresh(&refresh).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
