@@ -1,5 +1,5 @@
 //! Credentials: password hashing, access tokens (EdDSA JWT) and opaque secrets
-//! (refresh tokens, API keys, invite codes). Pure: time and randomness come in from outside
+//! (refresh tokens, API keys, invite codes, agent tokens). Pure: time and randomness come in from outside
 //! or from the OS generator.
 
 pub mod access;

@@ -14,6 +14,8 @@ pub enum Kind {
     ApiKey,
     /// Organization invite code, `bic_…`.
     Invite,
+    /// A cluster's agent token, `bat_…`: it only connects that cluster's agent.
+    AgentToken,
 }
 
 impl Kind {
@@ -23,6 +25,7 @@ impl Kind {
             Kind::Refresh => "brt_",
             Kind::ApiKey => "bak_",
             Kind::Invite => "bic_",
+            Kind::AgentToken => "bat_",
         }
     }
 }
@@ -85,6 +88,23 @@ mod tests {
             Some(a.hash.clone())
         );
         assert!(!format!("{a:?}").contains(&a.secret));
+    }
+
+    #[test]
+    fn every_kind_has_its_own_prefix() {
+        let kinds = [Kind::Refresh, Kind::ApiKey, Kind::Invite, Kind::AgentToken];
+        for a in kinds {
+            for b in kinds {
+                assert_eq!(a == b, a.prefix() == b.prefix(), "{a:?} {b:?}");
+            }
+        }
+        let token = mint(Kind::AgentToken);
+        assert!(token.secret.starts_with("bat_"));
+        assert_eq!(hash_presented(Kind::ApiKey, &token.secret), None);
+        assert_eq!(
+            hash_presented(Kind::AgentToken, &token.secret),
+            Some(token.hash)
+        );
     }
 
     #[test]

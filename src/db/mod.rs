@@ -3,6 +3,7 @@
 //! trip without named prepared statements (friendly to Hyperdrive and transaction poolers).
 
 pub mod accounts;
+pub mod agent_tokens;
 pub mod api_keys;
 pub mod clusters;
 pub mod deployments;

@@ -61,6 +61,10 @@ typed_id!(
     ClusterId
 );
 typed_id!(
+    /// A cluster agent's token record.
+    AgentTokenId
+);
+typed_id!(
     /// A deployment.
     DeploymentId
 );

@@ -18,7 +18,8 @@ pub enum Role {
     Viewer,
     /// Also deploys: submits, changes, cancels, stops and finishes deployments.
     Developer,
-    /// Also manages the organization: members, invites, API keys and clusters.
+    /// Also manages the organization: members, invites, API keys, clusters and their agent
+    /// tokens.
     Admin,
 }
 
@@ -59,6 +60,9 @@ pub enum Action {
     ReadCluster,
     UpdateCluster,
     DeleteCluster,
+    CreateAgentToken,
+    ListAgentTokens,
+    RevokeAgentToken,
     ReadQueue,
     CreateDeployment,
     ListDeployments,
@@ -80,16 +84,19 @@ impl Action {
             | FinishDeployment => Role::Developer,
             ChangeMemberRole | RemoveMember | CreateInvite | ListInvites | RevokeInvite
             | CreateApiKey | ListApiKeys | RevokeApiKey | CreateCluster | UpdateCluster
-            | DeleteCluster => Role::Admin,
+            | DeleteCluster | CreateAgentToken | ListAgentTokens | RevokeAgentToken => Role::Admin,
         }
     }
 }
 
 impl Action {
     /// Actions that mint credentials only a user may perform, so that a leaked API key cannot
-    /// create more keys or invites that outlive its revocation.
+    /// create more keys, invites or agent tokens that outlive its revocation.
     pub fn needs_user(self) -> bool {
-        matches!(self, Action::CreateApiKey | Action::CreateInvite)
+        matches!(
+            self,
+            Action::CreateApiKey | Action::CreateInvite | Action::CreateAgentToken
+        )
     }
 }
 
@@ -106,7 +113,7 @@ pub enum Refusal {
     #[error("not a member of the organization")]
     NotMember,
     /// API keys may not mint credentials.
-    #[error("API keys cannot create API keys or invites; a user must")]
+    #[error("API keys cannot create API keys, invites or agent tokens; a user must")]
     KeyCannotMint,
     /// A member whose role is too low.
     #[error("this needs the {} role or higher; you are {}", needed.as_str(), have.as_str())]
@@ -139,14 +146,17 @@ mod tests {
         let minting: Vec<_> = [
             CreateApiKey,
             CreateInvite,
+            CreateAgentToken,
             CreateCluster,
             CreateDeployment,
             ChangeMemberRole,
+            ListAgentTokens,
+            RevokeAgentToken,
         ]
         .into_iter()
         .filter(|a| a.needs_user())
         .collect();
-        assert_eq!(minting, [CreateApiKey, CreateInvite]);
+        assert_eq!(minting, [CreateApiKey, CreateInvite, CreateAgentToken]);
     }
 
     #[test]
@@ -198,6 +208,9 @@ mod tests {
             (ReadCluster, true, true, true),
             (UpdateCluster, false, false, true),
             (DeleteCluster, false, false, true),
+            (CreateAgentToken, false, false, true),
+            (ListAgentTokens, false, false, true),
+            (RevokeAgentToken, false, false, true),
             (ReadQueue, true, true, true),
             (CreateDeployment, false, true, true),
             (ListDeployments, true, true, true),

@@ -132,6 +132,13 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
+        // An agent token only connects its cluster's agent: it is neither an access token
+        // nor an API key, and no route of the API takes it.
+        if token.starts_with(Kind::AgentToken.prefix()) {
+            return Err(ApiError::Unauthorized(
+                "an agent token only connects a cluster's agent; it cannot call the API".into(),
+            ));
+        }
         if token.starts_with(Kind::ApiKey.prefix()) {
             return opaque::hash_presented(Kind::ApiKey, token)
                 .map(Caller::ApiKey)

@@ -2,6 +2,7 @@
 //! resource, extractors, and the one error type that becomes problem+json.
 
 mod accounts;
+mod agent_tokens;
 mod api_keys;
 mod clusters;
 mod deployments;
@@ -25,6 +26,7 @@ pub mod wire {
         LoginRequest, Me, Membership, RefreshRequest, RegisterRequest, TokenPair, User,
         UserEnvelope,
     };
+    pub use super::agent_tokens::{AgentToken, CreateAgentTokenRequest, CreatedAgentToken};
     pub use super::api_keys::{ApiKey, CreateApiKeyRequest, CreatedApiKey};
     pub use super::clusters::{
         Cluster, CreateClusterRequest, QueueEntry, UpdateClusterRequest, UsageView,

@@ -15,7 +15,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
-use super::{accounts, api_keys, clusters, deployments, invites, ops, orgs, ApiError, AppState};
+use super::{
+    accounts, agent_tokens, api_keys, clusters, deployments, invites, ops, orgs, ApiError, AppState,
+};
 use crate::domain::policy::Action;
 use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
 
@@ -33,6 +35,7 @@ use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
         (name = "invites", description = "Invite codes"),
         (name = "api-keys", description = "API keys for automation"),
         (name = "clusters", description = "Clusters, their usage and queue"),
+        (name = "agent-tokens", description = "Tokens a cluster's agent connects with"),
         (name = "deployments", description = "Deployments, admitted by priority"),
         (name = "ops", description = "Health and documentation"),
     )
@@ -231,6 +234,18 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(org(routes!(clusters::list_clusters), ListClusters))
         .routes(org(routes!(clusters::update_cluster), UpdateCluster))
         .routes(org(routes!(clusters::delete_cluster), DeleteCluster))
+        .routes(org(
+            routes!(agent_tokens::create_agent_token),
+            CreateAgentToken,
+        ))
+        .routes(org(
+            routes!(agent_tokens::list_agent_tokens),
+            ListAgentTokens,
+        ))
+        .routes(org(
+            routes!(agent_tokens::delete_agent_token),
+            RevokeAgentToken,
+        ))
         .routes(org(routes!(deployments::list_deployments), ListDeployments))
         .routes(org(routes!(deployments::get_deployment), ReadDeployment))
         .routes(org(

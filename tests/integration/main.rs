@@ -1,6 +1,7 @@
 //! Integration tests: the whole HTTP app, natively, against a real PostgreSQL.
 
 mod accounts;
+mod agent_tokens;
 #[path = "../common/mod.rs"]
 mod common;
 mod errors;
