@@ -6,7 +6,7 @@ Usage: fuzz_setup.py BASE_URL OUT_DIR. Writes OUT_DIR/schemathesis.toml and OUT_
 
 What it makes, through the API only: user A (the fuzzer acts as A, the admin) and an
 organization with three clusters, four deployments (three running, one queued), two more
-members who joined through invites, one open invite and an API key.
+members who joined through invites, one open invite, an API key and an agent token.
 """
 
 import json
@@ -101,6 +101,7 @@ def main() -> None:
     open_invite = api.call("POST", f"/v1/orgs/{org}/invites",
                            {"role": "viewer", "max_uses": 5}, tok)
     key = api.call("POST", f"/v1/orgs/{org}/api-keys", {"name": "fuzz", "role": "developer"}, tok)
+    agent = api.call("POST", f"/v1/clusters/{c1}/agent-tokens", {"name": "fuzz-agent"}, tok)
 
     dictionaries = {
         "org": [org],
@@ -116,6 +117,7 @@ def main() -> None:
         "leaver": [c_id],
         "invite": [used_invite, open_invite["id"]],
         "key": [key["id"]],
+        "agent_token": [agent["id"]],
         "invite_code": [open_invite["code"]],
         "refresh": [b["refresh_token"]],
         "email": [b_email],
@@ -133,6 +135,7 @@ def main() -> None:
         "path.user_id": ("member", 0.8),
         "path.invite_id": ("invite", 0.8),
         "path.key_id": ("key", 0.8),
+        "path.token_id": ("agent_token", 0.8),
         "body.code": ("invite_code", 0.5),
         "body.refresh_token": ("refresh", 0.3),
         "body.email": ("email", 0.3),
@@ -173,7 +176,7 @@ def main() -> None:
     with os.fdopen(fd, "w") as f:
         f.write(tok)
     print(f"fuzz setup: organization {org}: 3 clusters, 4 deployments (3 running, 1 queued), "
-          "3 members, 3 invites, 1 API key")
+          "3 members, 3 invites, 1 API key, 1 agent token")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,15 @@ pub enum Command {
         after_help = "Examples:\n  berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8\n  berth cluster get gpu-east"
     )]
     Cluster(ClusterCommand),
+    /// Tokens a cluster's agent connects with: create (printed once), list, revoke.
+    #[command(
+        subcommand,
+        name = "agent-token",
+        after_help = "Examples:
+  berth agent-token create gpu-east rack-7
+  berth agent-token list gpu-east"
+    )]
+    AgentToken(AgentTokenCommand),
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
     Queue {
@@ -345,6 +354,38 @@ pub enum ClusterCommand {
     Delete { cluster: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AgentTokenCommand {
+    /// Create a token for a cluster's agent (admin); printed once, alone on the last line.
+    ///
+    /// The token only connects that cluster's agent: no command and no API route accepts it.
+    #[command(after_help = "Examples:
+  berth agent-token create gpu-east rack-7
+  berth agent-token create gpu-east rack-7 -o json | jq -r .token")]
+    Create {
+        /// Cluster name or id.
+        cluster: String,
+        /// A label for the token, e.g. the machine the agent runs on.
+        name: String,
+    },
+    /// The cluster's agent tokens, without their secrets (admin).
+    #[command(
+        after_help = "Examples:\n  berth agent-token list gpu-east\n  berth agent-token list gpu-east -o json"
+    )]
+    List {
+        /// Cluster name or id.
+        cluster: String,
+    },
+    /// Revoke an agent token (admin); its agent can no longer connect.
+    #[command(after_help = "Example:\n  berth agent-token revoke gpu-east 0194…")]
+    Revoke {
+        /// Cluster name or id.
+        cluster: String,
+        /// The token's id (`berth agent-token list`).
+        id: Uuid,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct Capacity {
     /// CPU: cores (64, 1.5) or millicores (1500m).
@@ -472,7 +513,9 @@ mod tests {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut out);
             let text = String::from_utf8(out).expect("utf-8");
             assert!(
-                text.contains("set-priority") && text.contains("api-key"),
+                text.contains("set-priority")
+                    && text.contains("api-key")
+                    && text.contains("agent-token"),
                 "{shell}"
             );
         }

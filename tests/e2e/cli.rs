@@ -445,6 +445,80 @@ async fn a_team_works_through_the_cli() {
 }
 
 #[tokio::test]
+async fn agent_tokens_are_created_listed_and_revoked_through_the_cli() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", &format!("Agents {}", Uuid::new_v4())])
+        .await
+        .ok();
+    ada.run(&["cluster", "create", "gpu", "--cpu", "2", "--memory", "4Gi"])
+        .await
+        .ok();
+
+    // The token alone on the last line, shown once; -o json is the API's answer.
+    let created = ada
+        .run(&["agent-token", "create", "gpu", "rack-7"])
+        .await
+        .ok();
+    let token = created.last_line();
+    assert!(token.starts_with("bat_"), "{created:?}");
+    assert!(created.stdout.contains("rack-7 ("), "{created:?}");
+    let second = ada
+        .run(&["agent-token", "create", "gpu", "rack-8", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(second["token"].as_str().expect("token").starts_with("bat_"));
+    assert_eq!(second["name"], "rack-8");
+
+    let listed = ada
+        .run(&["agent-token", "list", "gpu", "-o", "json"])
+        .await
+        .ok();
+    assert!(!listed.stdout.contains(&token[4..]), "{listed:?}");
+    let items = listed.json();
+    let items = items.as_array().expect("array");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(token.starts_with(items[0]["prefix"].as_str().expect("prefix")));
+    let id = items[0]["id"].as_str().expect("id").to_string();
+    let table = ada.run(&["agent-token", "list", "gpu"]).await.ok();
+    let header = table.stdout.lines().next().expect("header");
+    assert!(
+        header.starts_with("ID") && header.contains("PREFIX") && header.contains("LAST USED"),
+        "{table:?}"
+    );
+    assert!(table.stdout.contains("rack-7") && table.stdout.contains("active"));
+
+    // The token is no credential for any command.
+    let mut agent = Person::new();
+    agent.env = vec![("BERTH_TOKEN".into(), token.clone())];
+    let r = agent.run(&["cluster", "list"]).await;
+    assert!(r.failed(1).contains("agent token"), "{r:?}");
+
+    let revoked = ada.run(&["agent-token", "revoke", "gpu", &id]).await.ok();
+    assert!(
+        revoked
+            .stdout
+            .contains(&format!("Revoked agent token {id}")),
+        "{revoked:?}"
+    );
+    let items = ada
+        .run(&["agent-token", "list", "gpu", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(items[0]["revoked_at"].is_string(), "{items}");
+    assert!(items[1]["revoked_at"].is_null(), "{items}");
+    let table = ada.run(&["agent-token", "list", "gpu"]).await.ok();
+    assert!(table.stdout.contains("revoked"), "{table:?}");
+    // Revoking an id the cluster does not have: one line, exit 1.
+    let r = ada
+        .run(&["agent-token", "revoke", "gpu", &Uuid::now_v7().to_string()])
+        .await;
+    assert!(r.failed(1).contains("agent token"), "{r:?}");
+}
+
+#[tokio::test]
 async fn colour_only_on_a_terminal_and_never_with_no_color() {
     let ada = Person::new();
     ada.register_and_login().await;

@@ -124,6 +124,17 @@ impl World {
                 .await;
             path = path.replace("{key_id}", r.body["id"].as_str().expect("key"));
         }
+        if path.contains("{token_id}") {
+            let r =
+                t.c.call(
+                    Method::POST,
+                    &format!("/v1/clusters/{cluster}/agent-tokens"),
+                    Some(&t.admin),
+                    Some(json!({"name": "x"})),
+                )
+                .await;
+            path = path.replace("{token_id}", r.body["id"].as_str().expect("token"));
+        }
         path
     }
 }
@@ -142,6 +153,7 @@ fn body(op: &str) -> Option<Value> {
         "create_cluster" => json!({"name": format!("m-{}", uuid::Uuid::new_v4().simple()),
                                    "capacity": {"cpu_millis": 10, "memory_mib": 0, "gpus": 0}}),
         "update_cluster" => json!({"preemption": false}),
+        "create_agent_token" => json!({"name": "matrix"}),
         "create_deployment" => {
             json!({"name": "m", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}})
         }
@@ -202,7 +214,7 @@ async fn every_operation_answers_every_kind_of_caller_as_the_policy_table_says()
             }
         }
     }
-    assert!(checked >= 23 * 7, "{checked} cases");
+    assert!(checked >= 26 * 7, "{checked} cases");
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
-//! Clusters and their queues.
+//! Clusters, their queues and their agents' tokens.
 
 use berth::http::wire::{
-    Cluster, CreateClusterRequest, QueueEntry, Queueing, Resources, UpdateClusterRequest,
+    AgentToken, Cluster, CreateAgentTokenRequest, CreateClusterRequest, CreatedAgentToken,
+    QueueEntry, Queueing, Resources, UpdateClusterRequest,
 };
 
 use super::{wire, Ctx, Result};
-use crate::args::ClusterCommand;
+use crate::args::{AgentTokenCommand, ClusterCommand};
 use crate::output::{self, wire_name};
 
 /// The API's capacity fields as the flags that set them.
@@ -246,4 +247,74 @@ pub async fn queue(ctx: &Ctx, cluster: &str) -> Result {
         rows,
     );
     Ok(())
+}
+
+pub async fn agent_token(ctx: &Ctx, c: AgentTokenCommand) -> Result {
+    match c {
+        AgentTokenCommand::Create { cluster, name } => {
+            let cluster = ctx.cluster(&cluster).await?;
+            let reply = ctx
+                .client
+                .post(
+                    &format!("/v1/clusters/{}/agent-tokens", cluster.id),
+                    &CreateAgentTokenRequest { name },
+                )
+                .await
+                .map_err(|e| e.with_flags(&[("name", "NAME")]))?;
+            ctx.print(&reply, |t: CreatedAgentToken| {
+                anstream::println!(
+                    "Agent token {} ({}) for cluster {}. Give it to the cluster's agent; it is \
+                     shown only once:",
+                    t.name,
+                    t.id,
+                    output::bold(&cluster.name),
+                );
+                anstream::println!("{}", t.token);
+            })
+        }
+        AgentTokenCommand::List { cluster } => {
+            let cluster = ctx.cluster(&cluster).await?;
+            let (tokens, raw) = ctx
+                .client
+                .list::<AgentToken>(&format!("/v1/clusters/{}/agent-tokens", cluster.id))
+                .await?;
+            let rows = tokens
+                .into_iter()
+                .map(|t| {
+                    crate::row![
+                        t.id.to_string(),
+                        t.name,
+                        t.prefix,
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        t.last_used_at
+                            .map(output::age)
+                            .unwrap_or_else(|| "never".into()),
+                        output::age(t.created_at),
+                    ]
+                })
+                .collect();
+            output::list(
+                ctx.out,
+                raw,
+                &["ID", "NAME", "PREFIX", "STATUS", "LAST USED", "AGE"],
+                rows,
+            );
+            Ok(())
+        }
+        AgentTokenCommand::Revoke { cluster, id } => {
+            let cluster = ctx.cluster(&cluster).await?;
+            ctx.client
+                .delete(&format!("/v1/clusters/{}/agent-tokens/{id}", cluster.id))
+                .await?;
+            ctx.say(format!(
+                "Revoked agent token {id} of cluster {}.",
+                cluster.name
+            ));
+            Ok(())
+        }
+    }
 }
