@@ -492,7 +492,8 @@ async fn agent_tokens_are_created_listed_and_revoked_through_the_cli() {
     // The token is no credential for any command.
     let mut agent = Person::new();
     agent.env = vec![("BERTH_TOKEN".into(), token.clone())];
-    let r = agent.run(&["cluster", "list"]).await;
+    let cluster_id = second["cluster_id"].as_str().expect("cluster_id");
+    let r = agent.run(&["cluster", "get", cluster_id]).await;
     assert!(r.failed(1).contains("agent token"), "{r:?}");
 
     let revoked = ada.run(&["agent-token", "revoke", "gpu", &id]).await.ok();
