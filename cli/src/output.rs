@@ -127,9 +127,11 @@ pub fn memory(mib: i64) -> String {
     const GI: i128 = 1024;
     const TI: i128 = 1024 * 1024;
     let m = i128::from(mib);
-    if m != 0 && m % TI == 0 {
+    if m == 0 {
+        "0".to_string()
+    } else if m % TI == 0 {
         format!("{}Ti", m / TI)
-    } else if m != 0 && m % GI == 0 {
+    } else if m % GI == 0 {
         format!("{}Gi", m / GI)
     } else if m >= GI && (m * 10) % GI == 0 {
         format!("{:.1}Gi", mib as f64 / GI as f64)
@@ -216,7 +218,7 @@ mod tests {
         assert_eq!(memory(4096), "4Gi");
         assert_eq!(memory(1536), "1.5Gi");
         assert_eq!(memory(1_048_576), "1Ti");
-        assert_eq!(memory(0), "0Mi");
+        assert_eq!(memory(0), "0");
         assert_eq!(memory(i64::MAX), format!("{}Mi", i64::MAX));
         assert!(!memory(i64::MIN).is_empty());
         assert_eq!(cpu(i64::MAX), format!("{}m", i64::MAX));

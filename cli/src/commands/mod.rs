@@ -113,8 +113,8 @@ impl Ctx {
                 if problem.status == 403 && self.client.uses_env_token() =>
             {
                 return Err(CliError::Usage(format!(
-                    "an API key cannot look up organizations by name: give --org '{o}' as the \
-                     organization's id"
+                    "an API key cannot look up an organization by its name ('{o}'): give --org \
+                     the organization's id"
                 )))
             }
             other => other?,
