@@ -2,6 +2,7 @@
 //! resource, extractors, and the one error type that becomes problem+json.
 
 mod accounts;
+pub mod agents;
 mod api_keys;
 mod clusters;
 mod deployments;
