@@ -45,7 +45,8 @@ pub enum ApiError {
     /// 422: every invalid field.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    /// 426: a WebSocket route asked without `Upgrade: websocket`.
+    /// 426: a WebSocket route asked without `Upgrade: websocket`. (RFC 9110 wants an
+    /// `Upgrade` header on it, but workerd drops that hop-by-hop header from any answer.)
     #[error("{0}")]
     UpgradeRequired(String),
     /// 429.
@@ -199,11 +200,7 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Self::UpgradeRequired(_) = &self {
-            // RFC 9110 §15.5.22: a 426 names the protocol to switch to.
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        }
+
         res
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the whole HTTP app, natively, against a real PostgreSQL.
 
 mod accounts;
+mod agents;
 #[path = "../common/mod.rs"]
 mod common;
 mod errors;
