@@ -64,6 +64,10 @@ typed_id!(
     /// A deployment.
     DeploymentId
 );
+typed_id!(
+    /// An agent: one machine that runs a cluster's deployments.
+    AgentId
+);
 
 #[cfg(test)]
 mod tests {

@@ -122,14 +122,14 @@ impl Resources {
     }
 
     /// The three dimensions in a fixed order, for code that treats them uniformly.
+    pub fn dims(&self) -> [i64; 3] {
+        [self.cpu_millis, self.memory_mib, self.gpus]
+    }
+
     /// Each dimension with its field name in the API, in [`Resources::dims`] order.
     pub fn named(&self) -> [(&'static str, i64); 3] {
         let [cpu, memory, gpus] = self.dims();
         [("cpu_millis", cpu), ("memory_mib", memory), ("gpus", gpus)]
-    }
-
-    pub fn dims(&self) -> [i64; 3] {
-        [self.cpu_millis, self.memory_mib, self.gpus]
     }
 }
 

@@ -8,7 +8,9 @@
 //! * [`book`]: the incremental [`Book`] the engine keeps per cluster, which decides exactly
 //!   what the reference decides (its differential property test checks that);
 //! * [`lifecycle`]: the transitions the decisions drive (admission with its deadline,
-//!   preemption counted, expiry, endings) and the net changes of a scheduling call.
+//!   preemption counted, expiry, endings) and the net changes of a scheduling call;
+//! * [`placement`]: which connected agent runs an admitted deployment (best fit, never more
+//!   than a machine has).
 //!
 //! A new rule goes in `reference` (with a property test), in `book` (the differential test
 //! fails until it matches), and, if it changes what happens to a deployment, in `lifecycle`.
@@ -17,6 +19,7 @@ pub mod book;
 pub mod lifecycle;
 pub mod model;
 pub mod order;
+pub mod placement;
 pub mod reference;
 mod wide;
 
