@@ -21,7 +21,8 @@ use worker::{
 
 use super::exchange::response_to_js;
 use crate::domain::agent::protocol::{self, Violation, PING, PONG};
-use crate::domain::agent::{step, Admitted, AgentId, Session};
+use crate::domain::agent::{step, Admitted, Session};
+use crate::domain::ids::AgentId;
 use crate::http::{agents, ApiError, AppState};
 
 /// The header that carries [`Admitted`] (JSON) from the Worker to the object. The object's

@@ -4,37 +4,12 @@
 
 pub mod protocol;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
+use super::ids::AgentId;
 use super::ids::ClusterId;
 use super::resources::Resources;
+use chrono::{DateTime, Utc};
 use protocol::{AgentInfo, AgentMessage, Hello, ObjectMessage, Violation, VERSION};
-
-/// One agent connection: a new id for each socket the object accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AgentId(pub Uuid);
-
-impl AgentId {
-    /// A new time-ordered (v7) id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for AgentId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Display for AgentId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use serde::{Deserialize, Serialize};
 
 /// Who the Worker admitted: what the object needs to know about the credential behind a
 /// socket. Sent from the Worker to the object with the upgrade request.
@@ -51,7 +26,7 @@ pub struct Admitted {
 /// `running` list of a hello is therefore not kept here).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    /// This connection.
+    /// The agent (the spike mints one per socket; see `Session::new`).
     pub agent_id: AgentId,
     /// The credential it was admitted with ([`Admitted::token`]).
     pub token: String,
@@ -64,7 +39,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session just accepted, before its hello.
+    /// A session just accepted, before its hello. `agent_id` is the caller's choice: the
+    /// spike mints a new one per socket; an agent that reconnects should get its stable id
+    /// back (its token's, or a row of its own), so that what it runs stays placed on it.
     pub fn new(admitted: &Admitted, agent_id: AgentId, now: DateTime<Utc>) -> Self {
         Self {
             agent_id,

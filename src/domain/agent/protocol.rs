@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AgentId;
+use crate::domain::ids::AgentId;
 use crate::domain::ids::DeploymentId;
 use crate::domain::resources::Resources;
 
