@@ -8,11 +8,16 @@
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::wasm_bindgen::JsCast;
+use worker::{
+    durable_object, DurableObject, Env, Error, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage,
+};
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
 
+use super::agents::{self, HibernationState};
 use super::exchange::{rpc_answer, rpc_argument};
 use super::platform::connect_db;
 use crate::auth::Caller;
@@ -39,6 +44,8 @@ pub struct ViewCall {
 #[durable_object]
 pub struct ClusterObject {
     state: State,
+    /// The same `DurableObjectState`, for the hibernation calls `State` does not bind.
+    hibernation: HibernationState,
     env: Env,
     writer: ClusterWriter,
     /// Whether this instance has stored its cluster's id for the alarm.
@@ -72,8 +79,13 @@ impl ClusterObject {
 
 impl DurableObject for ClusterObject {
     fn new(state: State, env: Env) -> Self {
+        let raw: JsValue = state._inner().into();
+        let hibernation: HibernationState = raw.clone().unchecked_into();
+        let state = State::from(raw.unchecked_into::<worker::worker_sys::DurableObjectState>());
+        agents::set_auto_response(&state);
         Self {
             state,
+            hibernation,
             env,
             writer: ClusterWriter::new(),
             remembered: std::cell::Cell::new(false),
@@ -81,9 +93,37 @@ impl DurableObject for ClusterObject {
     }
 
     /// The Worker calls [`ClusterObject::command`] and [`ClusterObject::view`] over RPC;
-    /// nothing is served by fetch.
-    async fn fetch(&self, _req: Request) -> Result<Response> {
+    /// fetch serves only the agent WebSocket's upgrade, forwarded by the Worker once admitted
+    /// (a socket cannot be returned over RPC as a 101 can be).
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        if agents::is_agent_connect(&req) {
+            return agents::accept(&self.state, &req);
+        }
         Response::error("this object answers RPC calls only", 404)
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        agents::on_message(&self.state, &self.hibernation, &ws, message)
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        agents::on_close(&ws, code);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, error: Error) -> Result<()> {
+        worker::console_error!("agent socket error: {error}");
+        Ok(())
     }
 
     async fn alarm(&self) -> Result<Response> {

@@ -1,6 +1,7 @@
 //! The Workers adapter (wasm32 only, kept thin): the fetch and scheduled events, the
 //! Durable Objects, and the `Platform` port implemented with Hyperdrive and object stubs.
 
+mod agents;
 mod cluster;
 mod exchange;
 mod pg_socket;
@@ -64,7 +65,13 @@ async fn fetch(
     let res = match exchange::request_from_js(req).await {
         Ok(req) => match token_keys(&env) {
             Ok(keys) => {
-                let state = AppState::new(std::sync::Arc::new(EdgePlatform::new(env)), keys);
+                let state =
+                    AppState::new(std::sync::Arc::new(EdgePlatform::new(env.clone())), keys);
+                // The agent WebSocket is answered beside the router: axum cannot carry the
+                // runtime's 101 with its socket.
+                if let Some(segment) = http::agents::connect_path(req.uri().path()) {
+                    return agents::connect(&state, &env, segment, &req).await;
+                }
                 match http::app(state).call(req).await {
                     Ok(res) => res,
                     Err(never) => match never {},

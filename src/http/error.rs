@@ -45,6 +45,10 @@ pub enum ApiError {
     /// 422: every invalid field.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// 426: a WebSocket route asked without `Upgrade: websocket`. (RFC 9110 wants an
+    /// `Upgrade` header on it, but workerd drops that hop-by-hop header from any answer.)
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// 429.
     #[error("too many attempts")]
     Throttled { retry_after: u64 },
@@ -93,6 +97,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +118,7 @@ impl ApiError {
                 ("unsupported-media-type", "Unsupported media type".into())
             }
             Self::Validation(_) => ("validation", "Invalid request fields".into()),
+            Self::UpgradeRequired(_) => ("upgrade-required", "Upgrade required".into()),
             Self::Throttled { .. } => ("throttled", "Too many attempts".into()),
             Self::Unavailable(_) => ("unavailable", "Service temporarily unavailable".into()),
             Self::Internal(_) => ("internal", "Internal error".into()),
@@ -194,6 +200,7 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+
         res
     }
 }

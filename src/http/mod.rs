@@ -3,6 +3,7 @@
 
 mod accounts;
 mod agent_tokens;
+pub mod agents;
 mod api_keys;
 mod clusters;
 mod deployments;

@@ -232,6 +232,12 @@ impl<T: Transport> TestClient<T> {
             .await
     }
 
+    /// A new agent token of `cluster`; answers it, with its secret (`token`).
+    pub async fn agent_token(&self, admin: &str, cluster: &str, name: &str) -> Value {
+        let path = format!("/v1/clusters/{cluster}/agent-tokens");
+        self.create(admin, &path, json!({"name": name})).await
+    }
+
     /// A new cluster of `org` (`body` as the API takes it); answers its id.
     pub async fn cluster(&self, token: &str, org: &str, body: Value) -> String {
         let path = format!("/v1/orgs/{org}/clusters");

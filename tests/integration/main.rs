@@ -2,6 +2,7 @@
 
 mod accounts;
 mod agent_tokens;
+mod agents;
 #[path = "../common/mod.rs"]
 mod common;
 mod errors;

@@ -1,0 +1,100 @@
+//! The agent's WebSocket, `GET /v1/clusters/{cluster_id}/agent/connect`: its admission.
+//!
+//! axum cannot answer with a workerd WebSocket, so this route is not in the router: the
+//! Worker's fetch event (`edge::fetch`) recognizes its path ([`connect_path`]), asks
+//! [`admit`] here, and on success forwards the upgrade to the cluster's object, whose 101
+//! (with the socket) it returns as is. A refusal is an ordinary problem+json answer.
+//!
+//! Not in the OpenAPI document: a WebSocket is not an operation the fuzzer or the role
+//! matrix can call, and the agent protocol is described in `domain::agent::protocol`.
+
+use axum::http::{header, HeaderMap, Method};
+use tokio_postgres::GenericClient;
+
+use chrono::{DateTime, Utc};
+
+use super::{ApiError, AppState};
+use crate::auth::opaque::Kind;
+use crate::db::agent_tokens;
+use crate::domain::agent::Admitted;
+use crate::domain::ids::ClusterId;
+
+/// The cluster id segment of `path` when it is the agent connect route, whatever it holds
+/// (an id that does not parse is [`admit`]'s 404).
+pub fn connect_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/clusters/")?;
+    let id = rest.strip_suffix("/agent/connect")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// Decides whether a request to the connect route may open an agent socket on the cluster:
+/// 405 unless GET; 401 without an agent token (`Authorization: Bearer bat_…`); 426 without
+/// `Upgrade: websocket`; then [`authenticate_agent`]'s 401 or 404. Only that last step
+/// reads the database.
+pub async fn admit(
+    st: &AppState,
+    method: &Method,
+    cluster_segment: &str,
+    headers: &HeaderMap,
+) -> Result<Admitted, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let cluster = ClusterId::parse(cluster_segment)
+        .ok_or_else(|| ApiError::NotFound("no such cluster".into()))?;
+    let secret = agent_bearer(headers)?;
+    if !is_websocket_upgrade(headers) {
+        return Err(ApiError::UpgradeRequired(
+            "this route is a WebSocket: send Upgrade: websocket".into(),
+        ));
+    }
+    let db = st.db().await?;
+    authenticate_agent(&db, cluster, secret, st.now()).await
+}
+
+/// Which agent token `secret` is, for the cluster the path names: 401 for a secret that is
+/// no valid (or a revoked) token, 404 when the cluster is not the token's — an agent token
+/// of one cluster says nothing of another's existence. The token's id is the key its
+/// sockets are tagged with, so that revoking it closes them.
+pub async fn authenticate_agent(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<Admitted, ApiError> {
+    let row = agent_tokens::authenticate(db, secret, now)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("invalid or revoked agent token".into()))?;
+    if row.cluster_id != cluster {
+        return Err(ApiError::NotFound("no such cluster".into()));
+    }
+    Ok(Admitted {
+        cluster,
+        token: row.id.to_string(),
+    })
+}
+
+/// The agent token of `Authorization: Bearer bat_…`, or 401.
+fn agent_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let refused =
+        || ApiError::Unauthorized("expected Authorization: Bearer bat_… (an agent token)".into());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(refused)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(refused)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(Kind::AgentToken.prefix()) {
+        return Err(refused());
+    }
+    Ok(token)
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
