@@ -157,7 +157,7 @@ pub fn on_message(
                     last_auto_pong(hibernation, ws)
                 );
             }
-            ws.send_with_str(&step.reply.to_text())
+            ws.send_with_str(step.reply.to_text())
         }
         Err(v) => {
             worker::console_log!("agent {} closed: {} {}", session.agent_id, v.code, v.reason);
