@@ -66,6 +66,10 @@ start() {
       sleep 0.5
     done
   fi
+  # What an earlier, interrupted test run left behind.
+  local left
+  left=$(docker_cli ps -aq --filter label=berth.deployment)
+  [ -z "$left" ] || docker_cli rm -f $left >/dev/null
   if ! docker_cli image inspect "$IMAGE" >/dev/null 2>&1; then
     log "importing $IMAGE from /bin/busybox"
     local rootfs
