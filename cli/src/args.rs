@@ -30,6 +30,7 @@ else ~/.config/berth/config.toml.",
 Exit codes: 0 success, 1 error, 2 usage error, 3 `deploy --wait` on a deployment
 that ended other than running or succeeded."
 )]
+#[command(subcommand_required = true, arg_required_else_help = false)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -98,6 +99,8 @@ pub enum Command {
     /// Organizations: create, list, choose the default.
     #[command(
         subcommand,
+        subcommand_required = true,
+        arg_required_else_help = false,
         after_help = "Examples:\n  berth org create 'Acme Research'\n  berth org use 'Acme Research'"
     )]
     Org(OrgCommand),
@@ -116,6 +119,8 @@ pub enum Command {
     /// Invite codes: create (the code is printed once), list, revoke.
     #[command(
         subcommand,
+        subcommand_required = true,
+        arg_required_else_help = false,
         after_help = "Examples:\n  berth invite create --role developer\n  berth invite list"
     )]
     Invite(InviteCommand),
@@ -125,6 +130,8 @@ pub enum Command {
     /// API keys for scripts and CI: create (the key is printed once), list, revoke.
     #[command(
         subcommand,
+        subcommand_required = true,
+        arg_required_else_help = false,
         name = "api-key",
         after_help = "Examples:
   berth api-key create ci-deployer --role developer
@@ -134,6 +141,8 @@ pub enum Command {
     /// Clusters and their capacity.
     #[command(
         subcommand,
+        subcommand_required = true,
+        arg_required_else_help = false,
         after_help = "Examples:\n  berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8\n  berth cluster get gpu-east"
     )]
     Cluster(ClusterCommand),
@@ -149,7 +158,9 @@ pub enum Command {
       --cpu 8 --memory 32Gi --gpus 2
   berth deploy batch --cluster cpu --image alpine:3.20 --cpu 500m \\
       --memory 512Mi --priority 700 --max-runtime 2h
-  berth deploy api --cluster cpu --image nginx:1.27 --cpu 1 --memory 1Gi --wait")]
+  berth deploy api --cluster cpu --image nginx:1.27 --cpu 1 --memory 1Gi --wait
+  berth deploy job --cluster cpu --image alpine:3.20 --cpu 1 --memory 256Mi \\
+      --env MODE=fast -- sh -c 'echo hello'")]
     Deploy(DeployArgs),
     /// List deployments (every cluster of the organization, or one).
     #[command(after_help = "Examples:
@@ -261,10 +272,10 @@ pub enum InviteCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
         /// How long the code works (60s to 30d; default 7d).
-        #[arg(long, value_parser = units::seconds, allow_hyphen_values = true)]
+        #[arg(long, value_parser = invite_lifetime, allow_hyphen_values = true)]
         expires: Option<i64>,
         /// How many people may use it (1–1000; default 1).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
         max_uses: Option<i64>,
     },
     /// The organization's invites (without their codes).
@@ -371,17 +382,59 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub resources: Capacity,
     /// 0–1000 (default 500); higher runs first.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=1000))]
     pub priority: Option<i32>,
-    /// Fail it when it runs longer: 90s, 2h, 7d.
-    #[arg(long, value_parser = units::seconds, allow_hyphen_values = true)]
+    /// Fail it when it runs longer: 90s, 2h, 7d (at most 365d).
+    #[arg(long, value_parser = max_runtime, allow_hyphen_values = true)]
     pub max_runtime: Option<i64>,
     /// Wait until it runs (or ends), showing its place in the queue.
     #[arg(long)]
     pub wait: bool,
     /// Makes a retried submission safe: the same key returns the first one's deployment.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,
+    /// An environment variable of the process (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE", value_parser = env_var)]
+    pub env: Vec<(String, String)>,
+    /// After `--`: the program and its arguments, replacing the image's command.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn max_runtime(s: &str) -> Result<i64, String> {
+    let secs = units::seconds(s)?;
+    if secs > berth::domain::deployment::MAX_RUNTIME_SECONDS {
+        return Err(format!("'{s}' is longer than 365d"));
+    }
+    Ok(secs)
+}
+
+fn invite_lifetime(s: &str) -> Result<i64, String> {
+    let secs = units::seconds(s)?;
+    if !(60..=30 * 86_400).contains(&secs) {
+        return Err(format!("'{s}' must be between 60s and 30d"));
+    }
+    Ok(secs)
+}
+
+/// 1 to 255 visible ASCII characters (spaces inside allowed), as the server takes it.
+fn idempotency_key(s: &str) -> Result<String, String> {
+    let ok = !s.trim().is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be 1 to 255 visible ASCII characters".into())
+    }
+}
+
+/// `NAME=VALUE` (the value may be empty or contain `=`).
+fn env_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("'{s}' is not NAME=VALUE")),
+    }
 }
 
 /// A deployment: its id, or its name when that is unique (in `--cluster`, else in every

@@ -62,20 +62,39 @@ pub struct Client {
 impl Client {
     /// `server` from `--server` / `BERTH_URL`, else the config file's, else [`DEFAULT_SERVER`].
     pub fn new(server: Option<String>, config_path: PathBuf) -> Result<Self, CliError> {
-        let stored = config::load(&config_path)?;
-        let server = server
-            .filter(|s| !s.is_empty())
-            .or(stored.server)
-            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        // A broken file is reported by the commands that need its login; `login` replaces it.
+        let stored = config::load(&config_path).ok().and_then(|c| c.server);
+        let (server, from) = match server.filter(|s| !s.is_empty()) {
+            Some(s) => (s, "--server (or BERTH_URL)"),
+            None => match stored {
+                Some(s) => (s, "the server in the config file"),
+                None => (DEFAULT_SERVER.to_string(), "the default server"),
+            },
+        };
         let url = reqwest::Url::parse(&server)
-            .map_err(|e| CliError::Usage(format!("--server '{server}' is not a URL: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("{from} '{server}' is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(CliError::Usage(format!(
-                "--server '{server}' must be an http:// or https:// URL"
+                "{from} '{server}' must be an http:// or https:// URL"
+            )));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(CliError::Usage(format!(
+                "{from} '{server}' must not have a query or a fragment"
             )));
         }
         let auth = match std::env::var("BERTH_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => Auth::Fixed(t.trim().to_string()),
+            Ok(t) if !t.trim().is_empty() => {
+                let t = t.trim().to_string();
+                if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(CliError::Usage(
+                        "BERTH_TOKEN holds characters a token never has (spaces or control \
+                         characters)"
+                            .into(),
+                    ));
+                }
+                Auth::Fixed(t)
+            }
             _ => Auth::Stored,
         };
         let http = reqwest::Client::builder()
@@ -135,6 +154,11 @@ impl Client {
                 raw.extend(items.iter().cloned());
             }
             match page.next_cursor {
+                Some(c) if cursor.as_deref() == Some(c.as_str()) => {
+                    return Err(CliError::Other(
+                        "the server answered the same page twice: is it a Berth server?".into(),
+                    ))
+                }
                 Some(c) => cursor = Some(c),
                 None => return Ok((typed, raw)),
             }
@@ -164,6 +188,14 @@ impl Client {
             }
         }
         self.finish(status, reply, true)
+    }
+
+    /// A GET with `token` rather than the caller's (login checks the login it just made).
+    pub async fn get_as(&self, path: &str, token: &str) -> Result<Reply, CliError> {
+        let (status, reply) = self
+            .exchange(&Method::GET, path, None::<&()>, None, Some(token))
+            .await?;
+        self.finish(status, reply, false)
     }
 
     /// A request without a token (register, login, refresh).
@@ -249,7 +281,10 @@ impl Client {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
-            if status == StatusCode::SERVICE_UNAVAILABLE && !retried {
+            // Sent again only when a second copy cannot do anything twice: reads, the
+            // idempotent PATCH and DELETE, and a submission with its Idempotency-Key.
+            let safe = *method != Method::POST || idempotency_key.is_some();
+            if status == StatusCode::SERVICE_UNAVAILABLE && !retried && safe {
                 retried = true;
                 tokio::time::sleep(wait.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER))
                     .await;
@@ -265,6 +300,12 @@ impl Client {
     }
 
     fn transport(&self, e: reqwest::Error) -> CliError {
+        if e.is_builder() {
+            return CliError::Usage(format!(
+                "the request cannot be sent as given: {}",
+                e.without_url()
+            ));
+        }
         let reason = if e.is_timeout() {
             "it did not answer in time".to_string()
         } else if e.is_connect() {
@@ -329,7 +370,7 @@ impl Client {
         let pair: TokenPair = self.finish(status, body, false)?.parse()?;
         let renewed = Session {
             email: session.email,
-            ..session_from(pair)
+            ..session_from(pair)?
         };
         let (token, at) = (renewed.access_token.clone(), renewed.access_expires_at);
         current.session = Some(renewed);
@@ -362,11 +403,20 @@ impl Client {
 }
 
 /// A session from a fresh token pair (the e-mail is filled in by the caller).
-pub fn session_from(pair: TokenPair) -> Session {
-    Session {
+pub fn session_from(pair: TokenPair) -> Result<Session, CliError> {
+    let expires = chrono::Duration::try_seconds(pair.expires_in)
+        .filter(|d| *d > chrono::Duration::zero())
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .ok_or_else(|| {
+            CliError::Other(format!(
+                "the server's answer is not what this berth expects (expires_in {})",
+                pair.expires_in
+            ))
+        })?;
+    Ok(Session {
         email: String::new(),
-        access_expires_at: Utc::now() + chrono::Duration::seconds(pair.expires_in),
+        access_expires_at: expires,
         access_token: pair.access_token,
         refresh_token: pair.refresh_token,
-    }
+    })
 }

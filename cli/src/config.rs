@@ -47,8 +47,37 @@ pub struct Session {
     pub access_expires_at: DateTime<Utc>,
 }
 
-/// Where the file is, from the environment.
+/// Where the file is, from the environment. A symlink is followed (the file it names is the
+/// one written), and anything but a regular file is refused, so that a mistaken
+/// `BERTH_CONFIG=/dev/null` can never replace a device with a file of tokens.
 pub fn path() -> Result<PathBuf, String> {
+    let p = named_path()?;
+    match fs::symlink_metadata(&p) {
+        Err(_) => Ok(p),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = fs::canonicalize(&p).map_err(|e| {
+                format!(
+                    "the config file {} is a symlink to nothing: {e}",
+                    p.display()
+                )
+            })?;
+            regular(target)
+        }
+        Ok(_) => regular(p),
+    }
+}
+
+fn regular(p: PathBuf) -> Result<PathBuf, String> {
+    match fs::metadata(&p) {
+        Ok(m) if !m.is_file() => Err(format!(
+            "the config file {} is not a regular file: set BERTH_CONFIG to a file's path",
+            p.display()
+        )),
+        _ => Ok(p),
+    }
+}
+
+fn named_path() -> Result<PathBuf, String> {
     let var = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -243,5 +272,37 @@ mod tests {
         fs::write(&path, "server = [").unwrap();
         let e = load(&path).unwrap_err();
         assert!(e.contains("is not valid"), "{e}");
+    }
+
+    #[test]
+    fn only_regular_files_are_config_files_and_symlinks_are_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |p: &Path| {
+            std::env::set_var("BERTH_CONFIG", p);
+            path()
+        };
+        // Serialized by this test alone touching BERTH_CONFIG.
+        assert!(with(Path::new("/dev/null"))
+            .unwrap_err()
+            .contains("not a regular file"));
+        assert!(with(dir.path()).unwrap_err().contains("not a regular file"));
+        let real = dir.path().join("real.toml");
+        save(&real, &sample()).unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let resolved = with(&link).unwrap();
+        assert_eq!(resolved, fs::canonicalize(&real).unwrap());
+        save(&resolved, &Config::default()).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(load(&real).unwrap(), Config::default());
+        let dangling = dir.path().join("dangling.toml");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).unwrap();
+        assert!(with(&dangling).unwrap_err().contains("symlink to nothing"));
+        let fresh = dir.path().join("new/config.toml");
+        assert_eq!(with(&fresh).unwrap(), fresh);
+        std::env::remove_var("BERTH_CONFIG");
     }
 }

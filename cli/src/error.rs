@@ -4,6 +4,8 @@
 
 use berth::http::wire::Problem;
 
+use crate::output::clean;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The command line is wrong (beyond what clap checks itself).
@@ -39,6 +41,11 @@ impl CliError {
         }
     }
 
+    /// True for the server's 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CliError::Api { problem, .. } if problem.status == 404)
+    }
+
     /// Names the problem's fields as the command's flags (`resources.memory_mib` → `--memory`).
     pub fn with_flags(self, flags: &'static [(&'static str, &'static str)]) -> Self {
         match self {
@@ -57,12 +64,18 @@ impl CliError {
             .iter()
             .flatten()
             .map(|e| {
-                let name = flags
-                    .iter()
-                    .find(|(field, _)| *field == e.field)
+                // `env.A-B` → `--env A-B` when only `env` has a flag.
+                let exact = flags.iter().find(|(field, _)| *field == e.field);
+                let by_prefix = || {
+                    let (head, rest) = e.field.split_once('.')?;
+                    let (_, flag) = flags.iter().find(|(field, _)| *field == head)?;
+                    Some(format!("{flag} {rest}"))
+                };
+                let name = exact
                     .map(|(_, flag)| flag.to_string())
+                    .or_else(by_prefix)
                     .unwrap_or_else(|| e.field.clone());
-                format!("  {name}: {}", e.message)
+                format!("  {}: {}", clean(&name), clean(&e.message))
             })
             .collect()
     }
@@ -76,8 +89,8 @@ fn problem_line(p: &Problem) -> String {
         .as_deref()
         .filter(|d| !d.is_empty() && *d != p.title && !has_fields)
     {
-        Some(detail) => format!("{}: {detail}", p.title),
-        None => p.title.clone(),
+        Some(detail) => format!("{}: {}", clean(&p.title), clean(detail)),
+        None => clean(&p.title),
     }
 }
 

@@ -20,15 +20,22 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // A bug must still read as one line, not a backtrace.
+    // A bug, or a standard output that cannot be written (a full disk), must still read as
+    // one line and exit 1, never as a backtrace. The hook itself never panics.
     std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
         let what = info
             .payload()
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
-        eprintln!("error: berth failed unexpectedly ({what}); please report it");
+        let line = match what.strip_prefix("failed printing to stdout: ") {
+            Some(reason) => format!("error: cannot write to standard output: {reason}\n"),
+            None => format!("error: berth failed unexpectedly ({what}); please report it\n"),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        std::process::exit(1);
     }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -124,17 +124,37 @@ pub fn cpu(millis: i64) -> String {
 }
 
 pub fn memory(mib: i64) -> String {
-    const GI: i64 = 1024;
-    const TI: i64 = 1024 * 1024;
-    if mib != 0 && mib % TI == 0 {
-        format!("{}Ti", mib / TI)
-    } else if mib != 0 && mib % GI == 0 {
-        format!("{}Gi", mib / GI)
-    } else if mib >= GI && (mib * 10) % GI == 0 {
+    const GI: i128 = 1024;
+    const TI: i128 = 1024 * 1024;
+    let m = i128::from(mib);
+    if m == 0 {
+        "0".to_string()
+    } else if m % TI == 0 {
+        format!("{}Ti", m / TI)
+    } else if m % GI == 0 {
+        format!("{}Gi", m / GI)
+    } else if m >= GI && (m * 10) % GI == 0 {
         format!("{:.1}Gi", mib as f64 / GI as f64)
     } else {
         format!("{mib}Mi")
     }
+}
+
+/// Text from the server made safe for a terminal: control characters (which could move the
+/// cursor, retitle the window or clear the screen) shown as `\u{…}` escapes.
+pub fn clean(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `8 cpu, 32Gi, 2 gpu`.
@@ -198,7 +218,19 @@ mod tests {
         assert_eq!(memory(4096), "4Gi");
         assert_eq!(memory(1536), "1.5Gi");
         assert_eq!(memory(1_048_576), "1Ti");
-        assert_eq!(memory(0), "0Mi");
+        assert_eq!(memory(0), "0");
+        assert_eq!(memory(i64::MAX), format!("{}Mi", i64::MAX));
+        assert!(!memory(i64::MIN).is_empty());
+        assert_eq!(cpu(i64::MAX), format!("{}m", i64::MAX));
+    }
+
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        assert_eq!(clean("exit 137"), "exit 137");
+        let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2Jred\u{9b}1m";
+        let shown = clean(hostile);
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert!(shown.contains("PWNED") && shown.contains("red"));
     }
 
     #[test]

@@ -82,8 +82,10 @@ fn bounded(v: i128, s: &str, unit: &str) -> Result<i64, String> {
 /// refuses them).
 fn scaled(number: &str, num: i128, den: i128) -> Option<Option<i128>> {
     let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    // `1.000…0` is exactly 1, however many zeros.
+    let frac = frac.trim_end_matches('0');
     let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() && frac.is_empty() || !digits(int) || !digits(frac) {
+    if number == "." || number.is_empty() || !digits(int) || !digits(frac) {
         return None;
     }
     if number.ends_with('.') {
@@ -104,6 +106,10 @@ fn scaled(number: &str, num: i128, den: i128) -> Option<Option<i128>> {
     }
     let top = value.saturating_mul(num);
     let bottom = scale.saturating_mul(den);
+    // A saturated value is far beyond any bound: let `bounded` call it too large.
+    if top == i128::MAX {
+        return Some(Some(i128::MAX));
+    }
     if top % bottom == 0 {
         Some(Some(top / bottom))
     } else {
@@ -178,7 +184,10 @@ mod tests {
         assert!(memory(&format!("{huge}Pi"))
             .unwrap_err()
             .contains("too large"));
-        assert!(cpu(&format!("1.{}", "0".repeat(60))).is_err());
+        assert_eq!(cpu(&format!("1.{}", "0".repeat(60))), Ok(1000));
+        assert!(memory(&format!("{huge}Ki"))
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

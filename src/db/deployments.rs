@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::clusters::resources;
 use super::{DbError, DbResult, Page};
-use crate::domain::deployment::{EventKind, Status};
+use crate::domain::deployment::{EventKind, Process, Status};
 use crate::domain::ids::{ClusterId, DeploymentId, OrgId, UserId};
 use crate::domain::resources::Resources;
 
@@ -86,6 +86,8 @@ pub struct NewDeployment {
     pub max_runtime_seconds: Option<i32>,
     pub idempotency_key: Option<String>,
     pub created_by: Option<UserId>,
+    /// Not kept in the deployment's row (nor in the cluster object's cache): see [`process`].
+    pub process: Process,
 }
 
 impl DeploymentRow {
@@ -150,13 +152,22 @@ pub async fn insert_many(
         .map(|(_, d)| d.idempotency_key.as_deref())
         .collect();
     let creators: Vec<Option<Uuid>> = new.iter().map(|(_, d)| d.created_by.map(|u| u.0)).collect();
+    let json = |v: Option<serde_json::Value>| v.filter(|v| !v.is_null());
+    let commands: Vec<Option<serde_json::Value>> = new
+        .iter()
+        .map(|(_, d)| json(d.process.command.as_ref().map(|c| serde_json::json!(c))))
+        .collect();
+    let envs: Vec<Option<serde_json::Value>> = new
+        .iter()
+        .map(|(_, d)| json(d.process.env.as_ref().map(|e| serde_json::json!(e))))
+        .collect();
     let sql = "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
            priority, max_runtime_seconds, status, enqueued_at, idempotency_key, created_by, \
-           created_at, updated_at) \
-         select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3 \
+           created_at, updated_at, command, env) \
+         select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3, cmd, ev \
          from unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[], \
-                     $10::int4[], $11::int4[], $12::text[], $13::uuid[]) \
-              as x(i, n, im, c, m, g, p, rt, k, cb)";
+                     $10::int4[], $11::int4[], $12::text[], $13::uuid[], $14::jsonb[], $15::jsonb[]) \
+              as x(i, n, im, c, m, g, p, rt, k, cb, cmd, ev)";
     db.execute_typed(
         sql,
         &[
@@ -173,10 +184,37 @@ pub async fn insert_many(
             (&runtimes, Type::INT4_ARRAY),
             (&keys, Type::TEXT_ARRAY),
             (&creators, Type::UUID_ARRAY),
+            (&commands, Type::JSONB_ARRAY),
+            (&envs, Type::JSONB_ARRAY),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// The process of a deployment (its `command` and `env`), kept apart from its row: only a
+/// single deployment's answer shows it and only an agent's order needs it, so neither the
+/// rows the scheduler reads nor the cluster object's cache carry it.
+pub async fn process(db: &impl GenericClient, id: DeploymentId) -> DbResult<Process> {
+    let row = db
+        .query_typed_opt(
+            "select command, env from deployments where id = $1",
+            &[(&id.0, Type::UUID)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Process::default());
+    };
+    fn decode<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> DbResult<Option<T>> {
+        let v: Option<serde_json::Value> = row.try_get(name)?;
+        v.map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| DbError::Other(format!("stored {name} is not valid: {e}")))
+    }
+    Ok(Process {
+        command: decode(&row, "command")?,
+        env: decode(&row, "env")?,
+    })
 }
 
 /// One deployment.

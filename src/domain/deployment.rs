@@ -1,10 +1,13 @@
 //! Deployment values: image references, priorities, statuses, resource requests.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::resources::{Resources, MAX_RESOURCE};
-use super::validation::Fields;
+use super::validation::{Fields, Invalid};
 
 /// Lowest priority.
 pub const MIN_PRIORITY: i64 = 0;
@@ -148,6 +151,143 @@ impl EventKind {
     }
 }
 
+/// Most arguments a `command` may have.
+pub const MAX_ARGS: usize = 32;
+/// Longest argument, in characters.
+pub const MAX_ARG_CHARS: usize = 1024;
+/// Most environment variables.
+pub const MAX_ENV: usize = 32;
+/// Longest variable name, in characters.
+pub const MAX_ENV_NAME_CHARS: usize = 64;
+/// Longest variable value, in characters.
+pub const MAX_ENV_VALUE_CHARS: usize = 1024;
+
+/// The process a deployment's container runs, beyond its image: a command that replaces the
+/// image's, and environment variables. Both optional; the bounds keep a submission well
+/// within the 64 KiB a body may have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl Process {
+    /// Reads the optional `command` and `env` fields; errors are recorded on `f`.
+    pub fn from_fields(f: &Fields<'_>) -> Result<Self, Invalid> {
+        let command = command_field(f);
+        let env = env_field(f);
+        Ok(Self {
+            command: command?,
+            env: env?,
+        })
+    }
+}
+
+fn text_error(s: &str, max: usize) -> Option<String> {
+    if s.contains('\0') {
+        Some("must not contain NUL characters".into())
+    } else if s.chars().count() > max {
+        Some(format!("must be at most {max} characters"))
+    } else {
+        None
+    }
+}
+
+fn command_field(f: &Fields<'_>) -> Result<Option<Vec<String>>, Invalid> {
+    let Some(v) = f.value("command") else {
+        return Ok(None);
+    };
+    let Value::Array(items) = v else {
+        f.error("command", "must be an array of strings");
+        return Err(Invalid);
+    };
+    if items.is_empty() || items.len() > MAX_ARGS {
+        f.error("command", format!("must have 1 to {MAX_ARGS} arguments"));
+        return Err(Invalid);
+    }
+    let mut args = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let name = format!("command.{i}");
+        match item.as_str() {
+            None => {
+                f.error(&name, "must be a string");
+                ok = false;
+            }
+            Some(s) => match text_error(s, MAX_ARG_CHARS) {
+                Some(m) => {
+                    f.error(&name, m);
+                    ok = false;
+                }
+                None => args.push(s.to_string()),
+            },
+        }
+    }
+    if ok {
+        Ok(Some(args))
+    } else {
+        Err(Invalid)
+    }
+}
+
+/// An environment variable's name as POSIX shells accept it.
+fn env_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+        && name.len() <= MAX_ENV_NAME_CHARS
+}
+
+fn env_field(f: &Fields<'_>) -> Result<Option<BTreeMap<String, String>>, Invalid> {
+    let Some(v) = f.value("env") else {
+        return Ok(None);
+    };
+    let Value::Object(vars) = v else {
+        f.error("env", "must be an object of strings");
+        return Err(Invalid);
+    };
+    if vars.len() > MAX_ENV {
+        f.error("env", format!("must have at most {MAX_ENV} variables"));
+        return Err(Invalid);
+    }
+    let mut env = BTreeMap::new();
+    let mut ok = true;
+    for (name, value) in vars {
+        let field = format!("env.{name}");
+        if !env_name_ok(name) {
+            f.error(
+                &field,
+                format!("is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most {MAX_ENV_NAME_CHARS} characters)"),
+            );
+            ok = false;
+            continue;
+        }
+        match value
+            .as_str()
+            .map(|s| (s, text_error(s, MAX_ENV_VALUE_CHARS)))
+        {
+            None => {
+                f.error(&field, "must be a string");
+                ok = false;
+            }
+            Some((_, Some(m))) => {
+                f.error(&field, m);
+                ok = false;
+            }
+            Some((s, None)) => {
+                env.insert(name.clone(), s.to_string());
+            }
+        }
+    }
+    if ok {
+        Ok(Some(env))
+    } else {
+        Err(Invalid)
+    }
+}
+
 /// Reads a `{cpu_millis, memory_mib, gpus}` object, each an integer in 0..2^40; with
 /// `require_positive`, at least one must be above zero. Errors are recorded on `f`.
 pub fn resources_field(f: &Fields<'_>, name: &str, require_positive: bool) -> Option<Resources> {
@@ -170,6 +310,67 @@ pub fn resources_field(f: &Fields<'_>, name: &str, require_positive: bool) -> Op
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn process(body: Value) -> Result<Process, Vec<String>> {
+        let Value::Object(o) = body else {
+            panic!("an object")
+        };
+        let f = Fields::new(&o, "");
+        let p = Process::from_fields(&f);
+        let errors: Vec<String> = f.take_errors().into_iter().map(|e| e.field).collect();
+        match p {
+            Ok(p) if errors.is_empty() => Ok(p),
+            _ => Err(errors),
+        }
+    }
+
+    #[test]
+    fn command_and_env_are_optional_and_bounded() {
+        assert_eq!(process(json!({})), Ok(Process::default()));
+        assert_eq!(
+            process(json!({"command": null, "env": null})),
+            Ok(Process::default())
+        );
+        let p = process(json!({"command": ["sh", "-c", ""], "env": {"A_1": "x", "_b": ""}}))
+            .expect("valid");
+        assert_eq!(p.command, Some(vec!["sh".into(), "-c".into(), "".into()]));
+        assert_eq!(p.env.expect("env").len(), 2);
+        let long = "a".repeat(MAX_ARG_CHARS + 1);
+        let too_many: Vec<String> = (0..=MAX_ARGS).map(|i| i.to_string()).collect();
+        for (body, fields) in [
+            (json!({"command": []}), vec!["command"]),
+            (json!({"command": "sh -c"}), vec!["command"]),
+            (json!({"command": too_many}), vec!["command"]),
+            (
+                json!({"command": ["ok", 1, long, "nul\u{0}"]}),
+                vec!["command.1", "command.2", "command.3"],
+            ),
+            (json!({"env": ["A"]}), vec!["env"]),
+            (
+                json!({"env": {"1A": "x", "A-B": "y", "OK": 3, "NUL": "a\u{0}"}}),
+                vec!["env.1A", "env.A-B", "env.NUL", "env.OK"],
+            ),
+            (
+                json!({"command": [1], "env": {"": "x"}}),
+                vec!["command.0", "env."],
+            ),
+        ] {
+            assert_eq!(
+                process(body.clone()),
+                Err(fields.iter().map(|s| s.to_string()).collect()),
+                "{body}"
+            );
+        }
+        let vars: serde_json::Map<String, Value> = (0..=MAX_ENV)
+            .map(|i| (format!("V{i}"), json!("x")))
+            .collect();
+        assert_eq!(process(json!({"env": vars})), Err(vec!["env".to_string()]));
+        let name = "N".repeat(MAX_ENV_NAME_CHARS + 1);
+        assert_eq!(
+            process(json!({"env": {name.clone(): "x"}})),
+            Err(vec![format!("env.{name}")])
+        );
+    }
 
     #[test]
     fn a_bare_image_name_counts_its_default_prefix() {

@@ -79,6 +79,12 @@ impl<'a> Fields<'a> {
         self.object.get(name).filter(|v| !v.is_null())
     }
 
+    /// A field's JSON value when present and not null, for readers of shapes this type has
+    /// no reader for (they record their own errors with [`Fields::error`]).
+    pub fn value(&self, name: &str) -> Option<&'a Value> {
+        self.get(name)
+    }
+
     /// Whether the field is present and not null.
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -313,6 +319,49 @@ pub mod schema {
             254,
             format!(r"^{local}{{1,64}}@{label}+(\.{label}+)+$"),
             "An e-mail address; unique, case-insensitively",
+        )
+    }
+
+    /// [`crate::domain::deployment::Process`]'s `command`: 1–32 strings of at most 1024
+    /// characters, without NUL.
+    pub fn command() -> Schema {
+        use crate::domain::deployment::{MAX_ARGS, MAX_ARG_CHARS};
+        let arg = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_ARG_CHARS))
+            .pattern(Some(r"^[^\x00]*$"));
+        Schema::Array(
+            utoipa::openapi::ArrayBuilder::new()
+                .items(arg)
+                .min_items(Some(1))
+                .max_items(Some(MAX_ARGS))
+                .description(Some(
+                    "Replaces the image's command: the program and its arguments",
+                ))
+                .build(),
+        )
+    }
+
+    /// [`crate::domain::deployment::Process`]'s `env`: at most 32 variables, names like
+    /// `[A-Za-z_][A-Za-z0-9_]*` (at most 64 characters), values at most 1024 characters.
+    pub fn env() -> Schema {
+        use crate::domain::deployment::{MAX_ENV, MAX_ENV_NAME_CHARS, MAX_ENV_VALUE_CHARS};
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_ENV_VALUE_CHARS))
+            .pattern(Some(r"^[^\x00]*$"));
+        let name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_ENV_NAME_CHARS))
+            .pattern(Some(r"^[A-Za-z_][A-Za-z0-9_]*$"));
+        Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(Some(value))
+                .property_names(Some(name))
+                .max_properties(Some(MAX_ENV))
+                .description(Some("Environment variables of the process, name to value"))
+                .build(),
         )
     }
 

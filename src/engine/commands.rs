@@ -214,9 +214,9 @@ async fn replay(
         .find(|(_, d)| d.idempotency_key.as_ref() == Some(key))
     {
         Some((id, d)) => Some((*id, d.clone())),
-        None => deployments::by_idempotency_key(tx, c.id, key)
-            .await?
-            .map(|r| {
+        None => match deployments::by_idempotency_key(tx, c.id, key).await? {
+            Some(r) => {
+                let process = deployments::process(tx, r.id).await?;
                 let d = NewDeployment {
                     name: r.name,
                     image: r.image,
@@ -225,9 +225,12 @@ async fn replay(
                     max_runtime_seconds: r.max_runtime_seconds,
                     idempotency_key: r.idempotency_key,
                     created_by: None,
+                    process,
                 };
-                (r.id, d)
-            }),
+                Some((r.id, d))
+            }
+            None => None,
+        },
     };
     let Some((id, d)) = earlier else {
         return Ok(None);
@@ -236,7 +239,8 @@ async fn replay(
     let same = d.name == new.name
         && d.image == new.image
         && d.resources == new.resources
-        && d.max_runtime_seconds == new.max_runtime_seconds;
+        && d.max_runtime_seconds == new.max_runtime_seconds
+        && d.process == new.process;
     Ok(Some(if same {
         Ok(Subject::Deployment { id, replayed: true })
     } else {

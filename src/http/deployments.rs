@@ -1,6 +1,8 @@
 //! Deployments: submitted to a cluster's queue, admitted by priority, stopped and finished.
 //! Every change goes through the cluster's single writer (`Platform::cluster_command`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +19,7 @@ use super::pagination::{List, ListParams, Paged, StatusFilter};
 use super::{ApiError, AppState};
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
 use crate::domain::deployment::{
-    resources_field, EventKind, ImageRef, Status, DEFAULT_PRIORITY, MAX_PRIORITY,
+    resources_field, EventKind, ImageRef, Process, Status, DEFAULT_PRIORITY, MAX_PRIORITY,
     MAX_RUNTIME_SECONDS, MIN_PRIORITY,
 };
 use crate::domain::ids::{ClusterId, DeploymentId};
@@ -59,6 +61,12 @@ pub struct Deployment {
     pub admitted_at: Option<DateTime<Utc>>,
     pub deadline_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Replaces the image's command (single-deployment answers, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Environment variables of the process (single-deployment answers, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
     /// History, oldest first (single-deployment responses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<DeploymentEvent>>,
@@ -67,9 +75,12 @@ pub struct Deployment {
 fn deployment(
     d: DeploymentRow,
     position: Option<u32>,
+    process: Process,
     events: Option<Vec<EventRow>>,
 ) -> Deployment {
     Deployment {
+        command: process.command,
+        env: process.env,
         id: d.id.0,
         cluster_id: d.cluster_id.0,
         org_id: d.org_id.0,
@@ -120,6 +131,14 @@ pub struct CreateDeploymentRequest {
     /// Fails the deployment when it runs longer.
     #[schema(minimum = 1, maximum = 31536000)]
     pub max_runtime_seconds: Option<i32>,
+    /// The program and its arguments, replacing the image's command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::domain::validation::schema::command)]
+    pub command: Option<Vec<String>>,
+    /// Environment variables of the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::domain::validation::schema::env)]
+    pub env: Option<BTreeMap<String, String>>,
 }
 
 impl FromJson for CreateDeploymentRequest {
@@ -133,13 +152,16 @@ impl FromJson for CreateDeploymentRequest {
         let resources = resources_field(f, "resources", true);
         let priority = f.opt_int("priority", MIN_PRIORITY, MAX_PRIORITY);
         let runtime = f.opt_int("max_runtime_seconds", 1, MAX_RUNTIME_SECONDS);
-        let value = match (name, image, resources, priority, runtime) {
-            (Some(name), Some(image), Some(resources), Ok(p), Ok(rt)) => Some(Self {
+        let process = Process::from_fields(f);
+        let value = match (name, image, resources, priority, runtime, process) {
+            (Some(name), Some(image), Some(resources), Ok(p), Ok(rt), Ok(process)) => Some(Self {
                 name,
                 image,
                 resources,
                 priority: p.map(|p| p as i32),
                 max_runtime_seconds: rt.map(|r| r as i32),
+                command: process.command,
+                env: process.env,
             }),
             _ => None,
         };
@@ -187,6 +209,10 @@ pub async fn create_deployment(
     let key = idempotency_key(&headers)?;
     // No connection here: the cluster's object authorizes the caller inside its batch, with
     // the action the route declares (`engine::SUBMIT_ACTION`).
+    let process = Process {
+        command: req.command,
+        env: req.env,
+    };
     let new = NewDeployment {
         name: req.name,
         image: req.image.as_str().to_string(),
@@ -195,6 +221,7 @@ pub async fn create_deployment(
         max_runtime_seconds: req.max_runtime_seconds,
         idempotency_key: key,
         created_by: None,
+        process: process.clone(),
     };
     let executed = st
         .platform
@@ -212,8 +239,11 @@ pub async fn create_deployment(
             position,
             replayed,
         } => {
-            let mut res =
-                (StatusCode::CREATED, Json(deployment(*d, position, None))).into_response();
+            let mut res = (
+                StatusCode::CREATED,
+                Json(deployment(*d, position, process, None)),
+            )
+                .into_response();
             if replayed {
                 res.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -266,7 +296,7 @@ pub async fn list_deployments(
         rows,
         &list.page,
         |d| d.id.0,
-        |d| deployment(d, None, None),
+        |d| deployment(d, None, Process::default(), None),
     )))
 }
 
@@ -286,6 +316,7 @@ pub async fn get_deployment(
     let db = st.db().await?;
     let (d, _) = deployment_access(&st, &db, &caller, id, action).await?;
     let events = deployments::events(&db, d.id).await?;
+    let process = deployments::process(&db, d.id).await?;
     // The place in the queue is the cluster object's to know (it keeps the queue in order).
     let position = if d.status == Status::Queued {
         match st
@@ -299,7 +330,7 @@ pub async fn get_deployment(
     } else {
         None
     };
-    Ok(Json(deployment(d, position, Some(events))))
+    Ok(Json(deployment(d, position, process, Some(events))))
 }
 
 /// Authorizes, then runs one command on the deployment's cluster and answers with it.
@@ -324,7 +355,7 @@ async fn command(
             deployment: d,
             position,
             ..
-        } => Ok(Json(deployment(*d, position, None))),
+        } => Ok(Json(deployment(*d, position, Process::default(), None))),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
 }

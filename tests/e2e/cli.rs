@@ -412,7 +412,65 @@ async fn a_team_works_through_the_cli() {
         .json();
     assert_eq!(done["status"], "succeeded");
 
-    // An API key works through BERTH_TOKEN, with the org by name.
+    // A command after `--` and environment variables, kept on the deployment.
+    grace
+        .run(&[
+            "deploy",
+            "job",
+            "--cluster",
+            "gpu",
+            "--image",
+            "alpine:3.20",
+            "--cpu",
+            "100m",
+            "--env",
+            "GREETING=hi",
+            "-e",
+            "EMPTY=",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING",
+        ])
+        .await
+        .ok();
+    let job = grace.run(&["get", "job", "-o", "json"]).await.ok().json();
+    assert_eq!(job["command"], json!(["sh", "-c", "echo $GREETING"]));
+    assert_eq!(job["env"], json!({"EMPTY": "", "GREETING": "hi"}));
+    let r = grace
+        .run(&[
+            "deploy",
+            "bad",
+            "--cluster",
+            "gpu",
+            "--image",
+            "alpine",
+            "--cpu",
+            "1",
+            "--env",
+            "NOT-A-NAME=x",
+        ])
+        .await;
+    assert!(
+        r.failed(1)
+            .contains("\n  --env NOT-A-NAME: is not a variable name"),
+        "{r:?}"
+    );
+    let r = grace
+        .run(&[
+            "deploy",
+            "bad",
+            "--cluster",
+            "gpu",
+            "--image",
+            "alpine",
+            "--env",
+            "=x",
+        ])
+        .await;
+    r.failed(2);
+
+    // An API key works through BERTH_TOKEN, with the organization given by its id.
     let key = ada
         .run(&["api-key", "create", "ci", "--role", "viewer"])
         .await
@@ -432,7 +490,7 @@ async fn a_team_works_through_the_cli() {
         .await
         .ok()
         .json();
-    assert_eq!(statuses(&listed).len(), 4);
+    assert_eq!(statuses(&listed).len(), 5);
 
     // Logging out revokes the login on the server, not only in the file.
     let refresh = grace.session("refresh_token");
@@ -556,6 +614,8 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
         &["--cpu", "1", "--memory", "512"],
         &["--cpu", "99999999999999", "--memory", "1Gi"],
         &["--cpu", "1", "--memory", "1Gi", "--max-runtime", "soon"],
+        &["--cpu", "1", "--memory", "1Gi", "--max-runtime", "400d"],
+        &["--cpu", "1", "--memory", "1Gi", "--priority", "5000"],
     ] {
         let mut args = deploy(&[]);
         args.extend_from_slice(bad);
@@ -598,10 +658,11 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
         ),
         "{r:?}"
     );
-    let r = ada.run(&deploy(&["--priority", "5000"])).await;
+    let r = ada.run(&deploy(&["--env", "1BAD=x"])).await;
     let err = r.failed(1);
     assert!(
-        err.lines().any(|l| l.starts_with("  --priority: ")),
+        err.lines()
+            .any(|l| l.starts_with("  --env 1BAD: is not a variable name")),
         "{r:?}"
     );
     assert!(
@@ -658,6 +719,52 @@ async fn every_error_class_has_one_clear_line_and_its_exit_code() {
     // Without a terminal and without --password-stdin, nothing is read.
     let r = ada.run(&["login", "--email", &ada.email]).await;
     assert!(r.failed(2).contains("--password-stdin"), "{r:?}");
+
+    // Values no request can carry are usage errors, not network failures.
+    let mut odd = Person::new();
+    odd.config = ada.config.clone();
+    odd.env = vec![("BERTH_TOKEN".into(), "bak_\u{1}x".into())];
+    let r = odd.run(&["ps"]).await;
+    assert!(r.failed(2).contains("BERTH_TOKEN"), "{r:?}");
+    odd.env = vec![];
+    let r = odd
+        .run(&[
+            "deploy",
+            "k",
+            "--cluster",
+            "small",
+            "--image",
+            "alpine",
+            "--cpu",
+            "1",
+            "--idempotency-key",
+            "a\nb",
+        ])
+        .await;
+    r.failed(2);
+    let r = odd
+        .run(&["--server", "http://127.0.0.1:8788/?x=1", "ps"])
+        .await;
+    assert!(r.failed(2).contains("query"), "{r:?}");
+    // Logging out of another server than the login's refuses, and keeps the login.
+    let r = odd.run(&["--server", "http://127.0.0.1:9", "logout"]).await;
+    assert!(r.failed(2).contains("you are logged in to"), "{r:?}");
+    std::mem::forget(odd); // shares ada's folder, which ada removes
+    ada.run(&["whoami"]).await.ok();
+    // A login made while BERTH_TOKEN is set is checked with its own token.
+    let mut ci = Person::new();
+    ci.env = vec![("BERTH_TOKEN".into(), "bak_not_a_key".into())];
+    let r = ci
+        .run_with(
+            &["login", "--email", &ada.email, "--password-stdin"],
+            Some(PASSWORD),
+        )
+        .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&ada.email) && r.stderr.contains("BERTH_TOKEN is set"),
+        "{r:?}"
+    );
 
     // The server cannot be reached.
     let mut away = Person::new();

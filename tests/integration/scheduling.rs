@@ -71,6 +71,20 @@ impl Fixture {
             .call(Method::POST, path, Some(&self.admin), body)
             .await
     }
+
+    /// POSTs `body` with an `Idempotency-Key`.
+    async fn post_with_key(&self, path: &str, body: Value, key: &str) -> crate::support::Reply {
+        let mut req = request(
+            Method::POST,
+            path,
+            Some(&self.admin),
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        );
+        let key = axum::http::HeaderValue::from_str(key).expect("key");
+        req.headers_mut().insert("idempotency-key", key);
+        self.app.send(req).await
+    }
 }
 
 fn cpu_cluster(cpu: i64, queueing: &str, preemption: bool) -> Value {
@@ -266,18 +280,8 @@ async fn an_idempotency_key_replay_returns_the_same_deployment() {
     let f = Fixture::new().await;
     let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
     let body = json!({"name": "once", "image": "nginx", "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0}});
-    let send = |b: Value| {
-        let mut req = request(
-            Method::POST,
-            &format!("/v1/clusters/{c}/deployments"),
-            Some(&f.admin),
-            Some("application/json"),
-            b.to_string().into_bytes(),
-        );
-        let key = axum::http::HeaderValue::from_static("abc-123");
-        req.headers_mut().insert("idempotency-key", key);
-        f.app.send(req)
-    };
+    let path = format!("/v1/clusters/{c}/deployments");
+    let send = |b: Value| f.post_with_key(&path, b, "abc-123");
     let first = send(body.clone()).await;
     let again = send(body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED);
@@ -340,6 +344,54 @@ async fn concurrent_submissions_never_overcommit_and_allocation_equals_the_sum_o
             "{k} overcommitted"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deployment_keeps_its_command_and_env_and_a_replay_must_match_them() {
+    let f = Fixture::new().await;
+    let c = f.cluster(cpu_cluster(1000, "best_effort", false)).await;
+    let body = json!({"name": "job", "image": "alpine:3.20",
+        "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0},
+        "command": ["sh", "-c", "echo $GREETING"], "env": {"GREETING": "hello", "EMPTY": ""}});
+    let path = format!("/v1/clusters/{c}/deployments");
+    let first = f.post_with_key(&path, body.clone(), "job-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body["command"], body["command"]);
+    assert_eq!(first.body["env"], body["env"]);
+    let shown = f.deployment(&first.body).await;
+    assert_eq!(
+        (&shown["command"], &shown["env"]),
+        (&body["command"], &body["env"])
+    );
+    // Lists stay lean: the process is shown on a deployment's own answer.
+    let listed = f.get(&path).await;
+    assert!(listed["items"][0].get("command").is_none(), "{listed}");
+    // The same key and the same request: the first deployment; another command: refused.
+    let again = f.post_with_key(&path, body.clone(), "job-1").await;
+    assert_eq!(
+        (again.status, &again.body["id"]),
+        (StatusCode::CREATED, &first.body["id"])
+    );
+    let mut other = body.clone();
+    other["command"] = json!(["true"]);
+    let conflict = f.post_with_key(&path, other, "job-1").await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    // Without them, neither is shown.
+    let plain = f.submit(&c, "plain", 100, 500).await;
+    assert!(f.deployment(&plain).await.get("env").is_none());
+    // Every bad part is named.
+    let bad = json!({"name": "x", "image": "alpine", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0},
+        "command": ["ok", 7], "env": {"NOT-A-NAME": "x", "N": 1}});
+    let r = f.submit_raw(&c, bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut fields: Vec<_> = r.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field").to_string())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["command.1", "env.N", "env.NOT-A-NAME"]);
 }
 
 #[tokio::test]

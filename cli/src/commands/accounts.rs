@@ -8,7 +8,7 @@ use berth::http::wire::{
 
 use super::{Ctx, Result};
 use crate::client::session_from;
-use crate::config::{self, DefaultOrg, Session};
+use crate::config::{self, Config, DefaultOrg, Session};
 use crate::error::CliError;
 use crate::output;
 
@@ -39,6 +39,12 @@ pub async fn register(ctx: &Ctx, email: String, name: String, stdin: bool) -> Re
 
 pub async fn login(ctx: &Ctx, email: String, stdin: bool) -> Result {
     let password = read_password(stdin, false)?;
+    if password.chars().count() > Password::MAX_CHARS {
+        return Err(CliError::Usage(format!(
+            "password: must be at most {} characters",
+            Password::MAX_CHARS
+        )));
+    }
     let body = LoginRequest {
         email: email.clone(),
         password,
@@ -50,12 +56,17 @@ pub async fn login(ctx: &Ctx, email: String, stdin: bool) -> Result {
         .parse()?;
     let session = Session {
         email: email.clone(),
-        ..session_from(pair)
+        ..session_from(pair)?
     };
+    let access = session.access_token.clone();
     let path = &ctx.client.config_path;
     {
         let _lock = config::lock(path)?;
-        let mut c = config::load(path)?;
+        // Logging in is the way out of a broken file: it is replaced.
+        let mut c = config::load(path).unwrap_or_else(|e| {
+            eprintln!("note: {e}; replacing it");
+            Config::default()
+        });
         let same_login = c.server.as_deref() == Some(ctx.client.server.as_str())
             && c.session.as_ref().is_some_and(|s| s.email == email);
         if !same_login {
@@ -66,7 +77,8 @@ pub async fn login(ctx: &Ctx, email: String, stdin: bool) -> Result {
         config::save(path, &c)?;
     }
     // With one organization and no default yet, that one is the default.
-    let me: Me = ctx.client.get("/v1/me").await?.parse()?;
+    // Checked with the new login's own token, whatever BERTH_TOKEN holds.
+    let me: Me = ctx.client.get_as("/v1/me", &access).await?.parse()?;
     let c = {
         let _lock = config::lock(path)?;
         let mut c = config::load(path)?;
@@ -101,10 +113,17 @@ pub async fn logout(ctx: &Ctx) -> Result {
         ));
     }
     let path = &ctx.client.config_path;
-    let Some(session) = config::load(path)?.session else {
+    let stored = config::load(path)?;
+    let Some(session) = stored.session else {
         ctx.say("Not logged in.");
         return Ok(());
     };
+    if let Some(server) = stored.server.filter(|s| *s != ctx.client.server) {
+        return Err(CliError::Usage(format!(
+            "you are logged in to {server}, not {}: run berth logout without --server",
+            ctx.client.server
+        )));
+    }
     // The server revokes the whole refresh-token family; a spent token of the family names
     // it as well as the current one, so a concurrent refresh cannot make this miss.
     let body = RefreshRequest {
@@ -170,9 +189,13 @@ pub async fn whoami(ctx: &Ctx) -> Result {
 fn read_password(stdin: bool, confirm: bool) -> Result<String> {
     if stdin {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| CliError::Other(format!("cannot read the password from stdin: {e}")))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                CliError::Usage("--password-stdin: standard input is not UTF-8 text".into())
+            } else {
+                CliError::Other(format!("cannot read the password from stdin: {e}"))
+            }
+        })?;
         let s = s.strip_suffix('\n').unwrap_or(&s);
         let s = s.strip_suffix('\r').unwrap_or(s);
         if s.is_empty() {

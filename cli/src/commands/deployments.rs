@@ -25,6 +25,8 @@ const DEPLOY_FLAGS: &[(&str, &str)] = &[
     ("resources.gpus", "--gpus"),
     ("priority", "--priority"),
     ("max_runtime_seconds", "--max-runtime"),
+    ("command", "COMMAND"),
+    ("env", "--env"),
 ];
 
 /// `--wait` asks the server at most this often.
@@ -33,12 +35,8 @@ const POLL: Duration = Duration::from_secs(1);
 pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
     let image = ImageRef::parse(&a.image)
         .map_err(|m| CliError::Usage(format!("--image: '{}' {m}", a.image)))?;
-    let max_runtime_seconds = a
-        .max_runtime
-        .map(|s| {
-            i32::try_from(s).map_err(|_| CliError::Usage("--max-runtime: at most 365d".into()))
-        })
-        .transpose()?;
+    // In range already (at most 365d, checked by the flag's parser).
+    let max_runtime_seconds = a.max_runtime.and_then(|s| i32::try_from(s).ok());
     let cluster = ctx.cluster(&a.cluster).await?;
     let body = CreateDeploymentRequest {
         name: a.name,
@@ -46,6 +44,8 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
         resources: Resources::new(a.resources.cpu, a.resources.memory, a.resources.gpus),
         priority: a.priority,
         max_runtime_seconds,
+        command: (!a.command.is_empty()).then_some(a.command),
+        env: (!a.env.is_empty()).then(|| a.env.into_iter().collect()),
     };
     // Always a key, so that the one retry after a 503 cannot submit twice.
     let key = a
@@ -81,7 +81,9 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
             "deployment {} ended {}{}",
             d.name,
             wire_name(&other),
-            d.message.map(|m| format!(": {m}")).unwrap_or_default()
+            d.message
+                .map(|m| format!(": {}", output::clean(&m)))
+                .unwrap_or_default()
         ))),
     }
 }
@@ -148,7 +150,7 @@ pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -
                 output::age(d.created_at),
                 d.id.to_string(),
                 d.image,
-                d.message.unwrap_or_default(),
+                output::clean(&d.message.unwrap_or_default()),
             ]
         }));
     }
@@ -203,7 +205,13 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
             ),
             ("Cluster", cluster.clone()),
             ("Preemptions", d.preemptions.to_string()),
-            ("Message", d.message.clone().unwrap_or_else(|| "-".into())),
+            (
+                "Message",
+                d.message
+                    .as_deref()
+                    .map(output::clean)
+                    .unwrap_or_else(|| "-".into()),
+            ),
             ("Created", output::time(Some(d.created_at))),
             ("Admitted", output::time(d.admitted_at)),
             ("Deadline", output::time(d.deadline_at)),
@@ -238,7 +246,7 @@ fn print_events(out: Output, d: &Deployment, raw: Value) {
             crate::row![
                 output::time(Some(e.at)),
                 wire_name(&e.kind),
-                e.reason.clone().unwrap_or_default(),
+                output::clean(e.reason.as_deref().unwrap_or_default()),
                 e.by_deployment.map(|b| b.to_string()).unwrap_or_default(),
             ]
         })

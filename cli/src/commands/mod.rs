@@ -93,17 +93,28 @@ impl Ctx {
 
     /// An organization by id or by name among yours: (id, name).
     pub async fn resolve_org(&self, o: &str) -> Result<(Uuid, String)> {
-        if let Ok(id) = Uuid::parse_str(o) {
-            let org: Org = self.client.get(&format!("/v1/orgs/{id}")).await?.parse()?;
-            return Ok((org.id, org.name));
+        let Some(id) = as_id(o) else {
+            return self.org_by_name(o).await;
+        };
+        match self.client.get(&format!("/v1/orgs/{id}")).await {
+            Ok(reply) => {
+                let org: Org = reply.parse()?;
+                Ok((org.id, org.name))
+            }
+            // A name may look like an id: tried as a name before the 404 stands.
+            Err(e) if e.is_not_found() => self.org_by_name(o).await.map_err(|_| e),
+            Err(e) => Err(e),
         }
+    }
+
+    async fn org_by_name(&self, o: &str) -> Result<(Uuid, String)> {
         let (orgs, _) = match self.client.list::<Org>("/v1/orgs").await {
             Err(CliError::Api { problem, .. })
                 if problem.status == 403 && self.client.uses_env_token() =>
             {
                 return Err(CliError::Usage(format!(
-                    "an API key cannot look up organizations by name: give --org '{o}' as the \
-                     organization's id"
+                    "an API key cannot look up an organization by its name ('{o}'): give --org \
+                     the organization's id"
                 )))
             }
             other => other?,
@@ -114,13 +125,17 @@ impl Ctx {
 
     /// A cluster by id, or by name in the organization.
     pub async fn cluster(&self, c: &str) -> Result<Cluster> {
-        if let Ok(id) = Uuid::parse_str(c) {
-            return self
-                .client
-                .get(&format!("/v1/clusters/{id}"))
-                .await?
-                .parse();
+        let Some(id) = as_id(c) else {
+            return self.cluster_by_name(c).await;
+        };
+        match self.client.get(&format!("/v1/clusters/{id}")).await {
+            Ok(reply) => reply.parse(),
+            Err(e) if e.is_not_found() => self.cluster_by_name(c).await.map_err(|_| e),
+            Err(e) => Err(e),
         }
+    }
+
+    async fn cluster_by_name(&self, c: &str) -> Result<Cluster> {
         let org = self.org_id().await?;
         let clusters = self.clusters(org).await?;
         let found = unique(clusters, |x| &x.name, c, "cluster", "the organization")?;
@@ -140,7 +155,7 @@ impl Ctx {
 
     /// A deployment's id: an id as it is, or a name unique in the cluster (or the org).
     pub async fn deployment_id(&self, name: &str, cluster: Option<&str>) -> Result<Uuid> {
-        if let Ok(id) = Uuid::parse_str(name) {
+        if let Some(id) = as_id(name) {
             return Ok(id);
         }
         let clusters = match cluster {
@@ -172,10 +187,12 @@ impl Ctx {
         reply: &crate::client::Reply,
         show: impl Fn(T),
     ) -> Result {
+        // Parsed either way: an answer that is not the API's is an error, not output.
+        let value: T = reply.parse()?;
         if self.out == Output::Json {
             crate::output::json(&reply.body);
         } else {
-            show(reply.parse()?);
+            show(value);
         }
         Ok(())
     }
@@ -186,6 +203,11 @@ impl Ctx {
             anstream::println!("{line}");
         }
     }
+}
+
+/// `s` as an id when it is written as one (the hyphenated form the API prints).
+fn as_id(s: &str) -> Option<Uuid> {
+    (s.len() == 36).then(|| Uuid::parse_str(s).ok()).flatten()
 }
 
 /// The one item named `name`: none or several are errors that say so.

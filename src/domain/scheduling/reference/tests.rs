@@ -478,8 +478,10 @@ fn schedules_a_large_queue_quickly() {
                 decisions.len()
             );
             assert!(!decisions.is_empty());
+            // A guard against a quadratic pass (minutes here), not a benchmark: it takes
+            // 0.2–0.5 s on a quiet machine and must hold on a busy one (CI, coverage builds).
             assert!(
-                elapsed < std::time::Duration::from_secs(1),
+                elapsed < std::time::Duration::from_secs(10),
                 "{queueing:?}/{preemption}: {elapsed:?} for {} decisions",
                 decisions.len()
             );
@@ -488,5 +490,5 @@ fn schedules_a_large_queue_quickly() {
     let s = cluster(capacity, Queueing::Strict, false, running, queue);
     let start = std::time::Instant::now();
     assert_eq!(queue_view(&s, t(0)).len(), 100_000);
-    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
 }
