@@ -5,6 +5,8 @@
 #   e2e          the real Worker in workerd (`wrangler dev --test-scheduled`), its real
 #                Durable Objects and cron trigger, on a real PostgreSQL
 #   fuzzing      schemathesis against that same Worker, answers checked against /openapi.json
+#   drivers      the agent's Docker driver against a real Docker daemon (scripts/docker.sh)
+#                and its exec driver against real processes
 # plus `wrangler deploy --dry-run` and the native coverage total. Any failure fails the run.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -17,6 +19,7 @@ cleanup() {
   local status=$?
   trap - INT TERM EXIT
   "$ROOT/scripts/e2e-server.sh" stop || true
+  "$ROOT/scripts/docker.sh" stop || true
   "$ROOT/scripts/pg.sh" stop test
   exit "$status"
 }
@@ -38,12 +41,24 @@ native_status=${PIPESTATUS[0]}
 cargo llvm-cov report --summary-only > "$out/coverage.txt" 2>/dev/null || true
 [ "$native_status" = 0 ] || die "native tests failed"
 
-# The CLI's own unit tests (units, config file, output); its end-to-end tests drive the
-# binary built here against the Worker, below.
+# The CLI's own unit tests (units, config file, output, the agent's output bound); its
+# end-to-end tests drive the binary built here against the Worker, below.
 log "the berth CLI: unit tests and the binary the end-to-end tests run"
-cargo nextest run -p berth-cli --no-fail-fast 2>&1 | tee "$out/cli.txt"
+cargo nextest run -p berth-cli --no-fail-fast -E 'not binary(drivers)' 2>&1 | tee "$out/cli.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || die "CLI unit tests failed"
 cargo build -p berth-cli --quiet
+
+# The agent's drivers: Docker's against a daemon of the project's own (its socket and data in
+# .data/docker, no pull can leave the machine), exec's against real processes.
+log "the agent's drivers: a real Docker daemon (scripts/docker.sh) and real processes"
+BERTH_TEST_DOCKER_HOST=$("$ROOT/scripts/docker.sh" start)
+export BERTH_TEST_DOCKER_HOST
+drivers_status=0
+cargo nextest run -p berth-cli --test drivers --no-fail-fast 2>&1 | tee "$out/drivers.txt" \
+  || drivers_status=$?
+"$ROOT/scripts/docker.sh" stop
+unset BERTH_TEST_DOCKER_HOST
+[ "$drivers_status" = 0 ] || die "driver tests failed (the daemon's log: .data/docker/dockerd.log)"
 
 log "building the Worker (release wasm)"
 scripts/build-worker.sh 2>&1 | tail -3
@@ -88,7 +103,8 @@ echo
 echo "== Berth test summary"
 printf '  unit tests (native):                 %s passed\n' "$(count native.txt 'berth')"
 printf '  integration tests (native, postgres): %s passed\n' "$(count native.txt 'berth::integration')"
-printf '  CLI unit tests (native):             %s passed\n' "$(count cli.txt 'berth-cli::bin/berth')"
+printf '  CLI unit tests (native):             %s passed\n' "$(count cli.txt 'berth-cli(::bin/berth)?')"
+printf '  agent driver tests (Docker, exec):   %s passed\n' "$(count drivers.txt 'berth-cli::drivers')"
 printf '  end-to-end tests (workerd):           %s passed (CLI included)\n' "$(count e2e.txt 'berth::e2e')"
 printf '  fuzzing (workerd):                    %s (%s s)\n' "$(cat "$ROOT/logs/fuzz/summary.txt")" "$fuzz_seconds"
 printf '  wrangler deploy --dry-run:            ok\n'
