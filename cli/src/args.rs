@@ -155,6 +155,20 @@ pub enum Command {
   berth agent-token list gpu-east"
     )]
     AgentToken(AgentTokenCommand),
+    /// Run this machine as an agent of a cluster: connect, stay connected, reconnect.
+    ///
+    /// The agent connects to the cluster with an agent token (from `berth agent-token
+    /// create`, best passed in BERTH_AGENT_TOKEN so that it stays out of `ps`), announces
+    /// its capacity (by default the machine's CPUs and memory, no GPUs), and reconnects
+    /// after every drop, waiting 1 s doubling to 60 s (jittered). A refused or revoked token
+    /// and a cluster that is not the token's end it with exit code 1. Ctrl-C or SIGTERM
+    /// closes the connection and exits 0. It logs one line per change to stderr.
+    #[command(after_help = "Examples:
+  BERTH_AGENT_TOKEN=bat_… berth agent --cluster 0194…
+  berth agent --cluster 0194… --token bat_… --driver exec --name rack-7
+  berth agent --cluster 0194… --cpu 4 --memory 8Gi --gpus 0 \\
+      --server https://berth.example.com")]
+    Agent(AgentArgs),
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
     Queue {
@@ -408,6 +422,45 @@ pub struct Capacity {
     /// Whole GPUs.
     #[arg(long, value_parser = units::gpus, default_value = "0", allow_hyphen_values = true)]
     pub gpus: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The cluster's id (an agent token cannot look a cluster up by its name).
+    #[arg(long, value_name = "CLUSTER_ID")]
+    pub cluster: Uuid,
+    /// The agent token (`bat_…`); prefer BERTH_AGENT_TOKEN, which `ps` does not show.
+    #[arg(
+        long,
+        env = "BERTH_AGENT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: String,
+    /// What runs the deployments: Docker containers, or plain processes (no isolation).
+    #[arg(long, value_enum, default_value_t = DriverArg::Docker)]
+    pub driver: DriverArg,
+    /// The agent's name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// CPU offered: cores (4, 1.5) or millicores (1500m); default: the machine's CPUs.
+    #[arg(long, value_parser = units::cpu, allow_hyphen_values = true)]
+    pub cpu: Option<i64>,
+    /// Memory offered: 512Mi, 8Gi; default: the machine's memory.
+    #[arg(long, value_parser = units::memory, allow_hyphen_values = true)]
+    pub memory: Option<i64>,
+    /// Whole GPUs offered (default 0).
+    #[arg(long, value_parser = units::gpus, allow_hyphen_values = true)]
+    pub gpus: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    /// Docker containers with CPU and memory limits (DOCKER_HOST, else
+    /// /var/run/docker.sock).
+    Docker,
+    /// Plain child processes of the agent, without isolation or limits.
+    Exec,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! transparently), one retry after a 503 as its `retry-after` says, and every failure turned
 //! into a [`CliError`] a person can read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -50,6 +50,34 @@ impl Reply {
     }
 }
 
+/// The server: `server` (`--server` / `BERTH_URL`), else the config file's at
+/// `config_path`, else [`DEFAULT_SERVER`]; an http:// or https:// URL without a query, and
+/// without its trailing `/`.
+pub fn server_url(server: Option<String>, config_path: Option<&Path>) -> Result<String, CliError> {
+    // A broken file is reported by the commands that need its login; `login` replaces it.
+    let stored = config_path.and_then(|p| config::load(p).ok().and_then(|c| c.server));
+    let (server, from) = match server.filter(|s| !s.is_empty()) {
+        Some(s) => (s, "--server (or BERTH_URL)"),
+        None => match stored {
+            Some(s) => (s, "the server in the config file"),
+            None => (DEFAULT_SERVER.to_string(), "the default server"),
+        },
+    };
+    let url = reqwest::Url::parse(&server)
+        .map_err(|e| CliError::Usage(format!("{from} '{server}' is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(CliError::Usage(format!(
+            "{from} '{server}' must be an http:// or https:// URL"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(CliError::Usage(format!(
+            "{from} '{server}' must not have a query or a fragment"
+        )));
+    }
+    Ok(server.trim_end_matches('/').to_string())
+}
+
 pub struct Client {
     http: reqwest::Client,
     pub server: String,
@@ -62,27 +90,7 @@ pub struct Client {
 impl Client {
     /// `server` from `--server` / `BERTH_URL`, else the config file's, else [`DEFAULT_SERVER`].
     pub fn new(server: Option<String>, config_path: PathBuf) -> Result<Self, CliError> {
-        // A broken file is reported by the commands that need its login; `login` replaces it.
-        let stored = config::load(&config_path).ok().and_then(|c| c.server);
-        let (server, from) = match server.filter(|s| !s.is_empty()) {
-            Some(s) => (s, "--server (or BERTH_URL)"),
-            None => match stored {
-                Some(s) => (s, "the server in the config file"),
-                None => (DEFAULT_SERVER.to_string(), "the default server"),
-            },
-        };
-        let url = reqwest::Url::parse(&server)
-            .map_err(|e| CliError::Usage(format!("{from} '{server}' is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(CliError::Usage(format!(
-                "{from} '{server}' must be an http:// or https:// URL"
-            )));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(CliError::Usage(format!(
-                "{from} '{server}' must not have a query or a fragment"
-            )));
-        }
+        let server = server_url(server, Some(&config_path))?;
         let auth = match std::env::var("BERTH_TOKEN") {
             Ok(t) if !t.trim().is_empty() => {
                 let t = t.trim().to_string();
@@ -105,7 +113,7 @@ impl Client {
             .map_err(|e| CliError::Other(format!("cannot start an HTTP client: {e}")))?;
         Ok(Self {
             http,
-            server: server.trim_end_matches('/').to_string(),
+            server,
             auth,
             config_path,
             access: Mutex::new(None),

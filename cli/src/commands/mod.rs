@@ -2,6 +2,7 @@
 //! deployments), and here what they share: the context and turning names into ids.
 
 mod accounts;
+mod agent;
 mod clusters;
 mod deployments;
 mod orgs;
@@ -30,6 +31,9 @@ pub async fn run(global: Global, command: Command) -> Result {
         let mut cli = crate::args::Cli::command();
         clap_complete::generate(shell, &mut cli, "berth", &mut std::io::stdout());
         return Ok(());
+    }
+    if let Command::Agent(args) = command {
+        return agent::agent(global, args).await;
     }
     let config_path = config::path()?;
     let ctx = Ctx {
@@ -72,7 +76,7 @@ pub async fn run(global: Global, command: Command) -> Result {
             deployment,
             priority,
         } => deployments::set_priority(&ctx, deployment, priority).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Completions { .. } | Command::Agent(_) => Ok(()),
     }
 }
 

@@ -1,0 +1,447 @@
+//! The agent's connection to its cluster: `GET /v1/clusters/{id}/agent/connect` upgraded to
+//! a WebSocket with the agent token, a `hello` answered by a `welcome`, the exact ping every
+//! 15 s, and a new connection after any drop ([`Backoff`]). What cannot get better by trying
+//! again ends [`run`] with an error: the token refused (401, or the server closing with
+//! "agent token revoked") or the cluster not the token's (404).
+//!
+//! What the server sends is read into an [`Incoming`] and handled in [`Connection::handle`];
+//! orders the protocol will gain (`run`, `stop`) become variants there, mapped onto the
+//! [`Driver`].
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::domain::agent::protocol::{ObjectMessage, PING, POLICY_VIOLATION, VERSION};
+use berth::domain::ids::AgentId;
+use berth::domain::resources::Resources;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{interval_at, sleep, timeout, Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::backoff::Backoff;
+use super::driver::Driver;
+
+/// How often the agent pings.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+/// Pings in a row without a pong after which the connection counts as dead (45 s).
+pub const MISSED_PONGS: u32 = 3;
+/// The longest wait for the upgrade (TCP, TLS and the HTTP answer).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest wait for the `welcome` after the `hello`.
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait for the server's answer to our close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The reason of the server's 1008 when the agent's token is revoked.
+pub const REVOKED_REASON: &str = "agent token revoked";
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Who the agent is and where it connects.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `ws://…/v1/clusters/{id}/agent/connect` (or `wss://`).
+    pub url: String,
+    /// The agent token (`bat_…`).
+    pub token: String,
+    /// The agent's name in its hello (the host name by default).
+    pub name: String,
+    /// What it offers.
+    pub capacity: Resources,
+    /// The capacity as the log shows it (`2 cpu, 1Gi`).
+    pub capacity_text: String,
+}
+
+/// One line on stderr, after the time (UTC).
+pub fn log(line: impl Display) {
+    eprintln!("{} {line}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"));
+}
+
+/// Connects, and connects again after every drop, until `stop` turns true (then the socket
+/// is closed with 1000 and this returns `Ok`) or the server refuses the agent for good (the
+/// error says why, in one line).
+pub async fn run(
+    settings: &Settings,
+    driver: Arc<dyn Driver>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut backoff = Backoff::new();
+    loop {
+        log(format_args!("connecting to {}", settings.url));
+        let mut connection = Connection {
+            settings,
+            driver: driver.as_ref(),
+            welcomed_at: None,
+            unanswered: 0,
+        };
+        let ended = connection.serve(&mut stop).await;
+        if let Some(at) = connection.welcomed_at {
+            backoff.ended_after(at.elapsed());
+        }
+        let reason = match ended {
+            Ended::Stopped => {
+                log("stopped");
+                return Ok(());
+            }
+            Ended::Fatal(reason) => return Err(reason),
+            Ended::Lost(reason) => reason,
+        };
+        let delay = backoff.next_delay();
+        log(format_args!(
+            "connection lost: {reason}; retrying in {:.1} s",
+            delay.as_secs_f64()
+        ));
+        tokio::select! {
+            _ = sleep(delay) => {}
+            _ = stop_requested(&mut stop) => {
+                log("stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How one connection ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// It dropped or could not be made: try again.
+    Lost(String),
+    /// Trying again cannot help: the agent ends with this error.
+    Fatal(String),
+    /// Ctrl-C or SIGTERM: closed cleanly.
+    Stopped,
+}
+
+/// What the server sends, as far as this agent understands it.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// The answer to the hello: this connection's agent id.
+    Welcome(AgentId),
+    /// The answer to a ping.
+    Pong,
+    /// A message this agent does not act on: its type, as the log shows it.
+    Unknown(String),
+}
+
+impl Incoming {
+    /// Reads one text frame. The server's message types are the protocol's own
+    /// [`ObjectMessage`], so that one it gains must be handled here to compile.
+    pub fn parse(text: &str) -> Self {
+        match serde_json::from_str::<ObjectMessage>(text) {
+            Ok(ObjectMessage::Welcome { agent_id, .. }) => Incoming::Welcome(agent_id),
+            Ok(ObjectMessage::Pong) => Incoming::Pong,
+            Err(_) => {
+                let kind = serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string));
+                Incoming::Unknown(match kind {
+                    Some(kind) => format!("{:?}", clean(&kind, 40)),
+                    None => "a message without a type".to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// The close frame's meaning: [`REVOKED_REASON`] with 1008 ends the agent; any other close
+/// is a drop like another.
+fn closed(frame: Option<&CloseFrame>) -> Ended {
+    match frame {
+        Some(f)
+            if u16::from(f.code) == POLICY_VIOLATION && f.reason.starts_with(REVOKED_REASON) =>
+        {
+            Ended::Fatal(
+                "the server closed the connection: the agent token was revoked (create another \
+                 with `berth agent-token create`)"
+                    .to_string(),
+            )
+        }
+        Some(f) if f.reason.is_empty() => Ended::Lost(format!(
+            "the server closed the connection ({})",
+            u16::from(f.code)
+        )),
+        Some(f) => Ended::Lost(format!(
+            "the server closed the connection ({} {})",
+            u16::from(f.code),
+            clean(&f.reason, 123)
+        )),
+        None => Ended::Lost("the server closed the connection".to_string()),
+    }
+}
+
+/// A refused upgrade: 401 and 404 end the agent, anything else is tried again.
+fn refused(e: WsError, url: &str) -> Ended {
+    let WsError::Http(res) = e else {
+        return Ended::Lost(clean(&e.to_string(), 300));
+    };
+    let status = res.status();
+    let problem: Option<Value> = res
+        .body()
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok());
+    let text = |key: &str| {
+        problem
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .map(|s| clean(s, 300))
+    };
+    let said = match (text("title"), text("detail")) {
+        (Some(t), Some(d)) if t != d => format!("{t}: {d}"),
+        (Some(t), _) => t,
+        (None, Some(d)) => d,
+        (None, None) => status
+            .canonical_reason()
+            .unwrap_or("no explanation")
+            .to_string(),
+    };
+    match status.as_u16() {
+        401 => Ended::Fatal(format!(
+            "the server refused the agent token (401 {said}): pass the token `berth \
+             agent-token create` printed, in --token or BERTH_AGENT_TOKEN"
+        )),
+        404 => Ended::Fatal(format!(
+            "the server refused {url} (404 {said}): --cluster must be the id of the cluster \
+             the token was created for"
+        )),
+        code => Ended::Lost(format!("the server answered {code} ({said})")),
+    }
+}
+
+/// One connection, from the upgrade to its end.
+struct Connection<'a> {
+    settings: &'a Settings,
+    driver: &'a dyn Driver,
+    /// When the welcome came; `None` before.
+    welcomed_at: Option<Instant>,
+    /// Pings sent since the last pong.
+    unanswered: u32,
+}
+
+impl Connection<'_> {
+    async fn serve(&mut self, stop: &mut watch::Receiver<bool>) -> Ended {
+        let request = match self.request() {
+            Ok(r) => r,
+            Err(e) => return Ended::Fatal(e),
+        };
+        let mut ws = tokio::select! {
+            r = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request)) => match r {
+                Err(_) => {
+                    return Ended::Lost(format!(
+                        "no answer within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                }
+                Ok(Err(e)) => return refused(e, &self.settings.url),
+                Ok(Ok((ws, _))) => ws,
+            },
+            _ = stop_requested(stop) => return Ended::Stopped,
+        };
+        let ended = self.converse(&mut ws, stop).await;
+        if ended == Ended::Stopped {
+            let frame = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "agent stopping".into(),
+            };
+            // The server's answer to the close is awaited briefly; its absence changes
+            // nothing (the agent is going away).
+            if ws.close(Some(frame)).await.is_ok() {
+                let _ = timeout(CLOSE_TIMEOUT, async { while ws.next().await.is_some() {} }).await;
+            }
+        } else {
+            // Sends the answer to a close the server began, if it did.
+            let _ = timeout(CLOSE_TIMEOUT, async { while ws.next().await.is_some() {} }).await;
+        }
+        ended
+    }
+
+    fn request(
+        &self,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+        let mut request = self
+            .settings
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("cannot connect to {}: {e}", self.settings.url))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.settings.token))
+            .map_err(|_| "the agent token holds characters a token never has".to_string())?;
+        request.headers_mut().insert("authorization", bearer);
+        request.headers_mut().insert(
+            "user-agent",
+            HeaderValue::from_static(concat!("berth-agent/", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(request)
+    }
+
+    /// The hello, then frames until the connection ends.
+    async fn converse(&mut self, ws: &mut Socket, stop: &mut watch::Receiver<bool>) -> Ended {
+        let running = match self.driver.running().await {
+            Ok(r) => r,
+            Err(e) => return Ended::Lost(format!("cannot list this machine's deployments: {e}")),
+        };
+        let hello = json!({
+            "v": VERSION,
+            "type": "hello",
+            "agent": {"name": self.settings.name, "version": env!("CARGO_PKG_VERSION")},
+            "capacity": self.settings.capacity,
+            "running": running,
+        });
+        if let Err(e) = ws.send(Message::text(hello.to_string())).await {
+            return Ended::Lost(clean(&e.to_string(), 300));
+        }
+        let welcome_deadline = sleep(WELCOME_TIMEOUT);
+        tokio::pin!(welcome_deadline);
+        let mut pings = interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop_requested(stop) => return Ended::Stopped,
+                _ = &mut welcome_deadline, if self.welcomed_at.is_none() => {
+                    return Ended::Lost(format!(
+                        "no welcome within {} s of the hello",
+                        WELCOME_TIMEOUT.as_secs()
+                    ));
+                }
+                _ = pings.tick() => {
+                    if self.unanswered >= MISSED_PONGS {
+                        return Ended::Lost(format!(
+                            "no pong for {} s",
+                            PING_EVERY.as_secs() * u64::from(MISSED_PONGS)
+                        ));
+                    }
+                    if let Err(e) = ws.send(Message::text(PING)).await {
+                        return Ended::Lost(clean(&e.to_string(), 300));
+                    }
+                    self.unanswered += 1;
+                }
+                frame = ws.next() => match frame {
+                    None => return Ended::Lost("the connection ended".to_string()),
+                    Some(Err(e)) => return Ended::Lost(clean(&e.to_string(), 300)),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(ended) = self.handle(Incoming::parse(&text)).await {
+                            return ended;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => return closed(frame.as_ref()),
+                    Some(Ok(Message::Binary(_))) => {
+                        log("ignoring a binary frame (not part of the protocol)");
+                    }
+                    // WebSocket-level pings are answered by the library itself.
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Acts on one message; `Some` when the connection must end.
+    async fn handle(&mut self, incoming: Incoming) -> Option<Ended> {
+        match incoming {
+            Incoming::Welcome(agent_id) => {
+                if self.welcomed_at.is_none() {
+                    self.welcomed_at = Some(Instant::now());
+                    log(format_args!(
+                        "connected as agent {agent_id} ({}, {})",
+                        self.settings.name, self.settings.capacity_text
+                    ));
+                }
+            }
+            Incoming::Pong => self.unanswered = 0,
+            Incoming::Unknown(kind) => {
+                log(format_args!(
+                    "ignoring {kind} (not implemented by this agent yet)"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Resolves once `stop` is true; never when nobody can set it any more.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Server text made safe for a terminal and a log line: control characters escaped, at
+/// most `max` characters.
+fn clean(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth::domain::agent::protocol::PONG;
+
+    #[test]
+    fn the_server_s_messages_are_read() {
+        let id = AgentId::new();
+        let welcome = json!({"v": 1, "type": "welcome", "agent_id": id}).to_string();
+        assert_eq!(Incoming::parse(&welcome), Incoming::Welcome(id));
+        assert_eq!(Incoming::parse(PONG), Incoming::Pong);
+        assert_eq!(
+            Incoming::parse(r#"{"v":1,"type":"run","deployment_id":"x"}"#),
+            Incoming::Unknown("\"run\"".into())
+        );
+        assert_eq!(
+            Incoming::parse("not json"),
+            Incoming::Unknown("a message without a type".into())
+        );
+        // A type from the server is shown escaped, never as raw control characters.
+        let Incoming::Unknown(odd) = Incoming::parse(r#"{"type":"a\u001b[2Jb"}"#) else {
+            panic!("unknown");
+        };
+        assert!(!odd.chars().any(char::is_control), "{odd}");
+    }
+
+    #[test]
+    fn only_a_revocation_close_is_final() {
+        let frame = |code: u16, reason: &str| CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        assert!(matches!(
+            closed(Some(&frame(1008, REVOKED_REASON))),
+            Ended::Fatal(m) if m.contains("revoked")
+        ));
+        for other in [
+            frame(1008, "not JSON: expected value"),
+            frame(1001, "going away"),
+            frame(1011, ""),
+            frame(1000, REVOKED_REASON),
+        ] {
+            assert!(matches!(closed(Some(&other)), Ended::Lost(_)), "{other:?}");
+        }
+        assert!(matches!(closed(None), Ended::Lost(_)));
+    }
+
+    #[test]
+    fn the_ping_is_the_one_the_runtime_answers() {
+        assert_eq!(PING, r#"{"type":"ping"}"#);
+        assert_eq!(PING_EVERY * MISSED_PONGS, Duration::from_secs(45));
+    }
+}
