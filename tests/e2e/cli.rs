@@ -62,7 +62,7 @@ struct Person {
     env: Vec<(String, String)>,
 }
 
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     let path = std::env::var_os("BERTH_E2E_CLI")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/berth"));

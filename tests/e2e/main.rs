@@ -3,6 +3,7 @@
 //! passes the addresses in; run alone, these tests fail with a message saying so.
 
 mod accounts;
+mod agent_cli;
 mod agents;
 mod cli;
 #[path = "../common/mod.rs"]
