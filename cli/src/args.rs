@@ -155,6 +155,12 @@ pub enum Command {
   berth agent-token list gpu-east"
     )]
     AgentToken(AgentTokenCommand),
+    /// The machines that have connected as a cluster's agents, and whether they are now.
+    #[command(after_help = "Examples:\n  berth agents gpu-east\n  berth agents gpu-east -o json")]
+    Agents {
+        /// Cluster name or id.
+        cluster: String,
+    },
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
     Queue {
