@@ -169,6 +169,12 @@ pub enum Command {
   berth agent --cluster 0194… --cpu 4 --memory 8Gi --gpus 0 \\
       --server https://berth.example.com")]
     Agent(AgentArgs),
+    /// The machines that have connected as a cluster's agents, and whether they are now.
+    #[command(after_help = "Examples:\n  berth agents gpu-east\n  berth agents gpu-east -o json")]
+    Agents {
+        /// Cluster name or id.
+        cluster: String,
+    },
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
     Queue {

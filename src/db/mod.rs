@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod agent_tokens;
+pub mod agents;
 pub mod api_keys;
 pub mod clusters;
 pub mod deployments;

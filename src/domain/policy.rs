@@ -63,6 +63,7 @@ pub enum Action {
     CreateAgentToken,
     ListAgentTokens,
     RevokeAgentToken,
+    ListAgents,
     ReadQueue,
     CreateDeployment,
     ListDeployments,
@@ -78,8 +79,8 @@ impl Action {
     pub fn min_role(self) -> Role {
         use Action::*;
         match self {
-            ReadOrg | ListMembers | ListClusters | ReadCluster | ReadQueue | ListDeployments
-            | ReadDeployment => Role::Viewer,
+            ReadOrg | ListMembers | ListClusters | ReadCluster | ListAgents | ReadQueue
+            | ListDeployments | ReadDeployment => Role::Viewer,
             CreateDeployment | UpdateDeployment | CancelDeployment | StopDeployment
             | FinishDeployment => Role::Developer,
             ChangeMemberRole | RemoveMember | CreateInvite | ListInvites | RevokeInvite
@@ -211,6 +212,7 @@ mod tests {
             (CreateAgentToken, false, false, true),
             (ListAgentTokens, false, false, true),
             (RevokeAgentToken, false, false, true),
+            (ListAgents, true, true, true),
             (ReadQueue, true, true, true),
             (CreateDeployment, false, true, true),
             (ListDeployments, true, true, true),

@@ -20,9 +20,11 @@ use worker::{
 };
 
 use super::exchange::response_to_js;
-use crate::domain::agent::protocol::{self, Violation, PING, PONG};
+use super::platform::connect_db;
+use crate::db::agents as agents_db;
+use crate::domain::agent::protocol::{self, ObjectMessage, Violation, PING, PONG};
 use crate::domain::agent::{step, Admitted, Session};
-use crate::domain::ids::AgentId;
+use crate::domain::ids::{AgentId, AgentTokenId};
 use crate::http::{agents, ApiError, AppState};
 
 /// The header that carries [`Admitted`] (JSON) from the Worker to the object. The object's
@@ -120,18 +122,18 @@ pub fn accept(state: &State, req: &Request) -> worker::Result<Response> {
     };
     let WebSocketPair { client, server } = WebSocketPair::new()?;
     let session = Session::new(&admitted, AgentId::new(), Utc::now());
-    let agent_tag = format!("agent:{}", session.agent_id);
-    let token_tag = format!("token:{}", session.token);
-    state.accept_websocket_with_tags(&server, &[&agent_tag, &token_tag]);
+    state.accept_websocket_with_tags(&server, &[&token_tag(&session.token)]);
     server.serialize_attachment(&session)?;
     Response::from_websocket(client)
 }
 
 /// One message on an accepted socket (the object may have been woken from hibernation for
-/// it: everything it needs is in the attachment).
-pub fn on_message(
+/// it: everything it needs is in the attachment). An accepted hello is recorded: the agent's
+/// name in the cluster gives it its id, the same on every reconnection.
+pub async fn on_message(
     state: &State,
     hibernation: &HibernationState,
+    env: &Env,
     ws: &WebSocket,
     message: WebSocketIncomingMessage,
 ) -> worker::Result<()> {
@@ -145,25 +147,108 @@ pub fn on_message(
         }
         WebSocketIncomingMessage::Binary(_) => Err(Violation::binary()),
     };
-    match result {
-        Ok(step) => {
-            if let Some(next) = &step.session {
-                ws.serialize_attachment(next)?;
-                // One line per change of an agent's state: its hello was accepted.
-                worker::console_log!(
-                    "agent {} joined: {} agent socket(s) on this cluster, last auto-pong {:?}",
-                    session.agent_id,
-                    state.get_websockets().len(),
-                    last_auto_pong(hibernation, ws)
-                );
-            }
-            ws.send_with_str(step.reply.to_text())
-        }
+    let mut step = match result {
+        Ok(step) => step,
         Err(v) => {
             worker::console_log!("agent {} closed: {} {}", session.agent_id, v.code, v.reason);
-            ws.close(Some(v.code), Some(v.reason))
+            return ws.close(Some(v.code), Some(v.reason));
         }
+    };
+    if let Some(next) = step.session.as_mut() {
+        let Some(info) = next.agent.clone() else {
+            return ws.send_with_str(step.reply.to_text());
+        };
+        // One machine, one live socket: a second agent under a connected one's name is refused.
+        let taken = state.get_websockets().iter().any(|other| {
+            other
+                .deserialize_attachment::<Session>()
+                .ok()
+                .flatten()
+                .and_then(|s| s.agent)
+                .is_some_and(|a| a.name == info.name)
+        });
+        if taken {
+            let reason =
+                Violation::policy(format!("an agent named {} is already connected", info.name));
+            return ws.close(Some(reason.code), Some(reason.reason));
+        }
+        let connecting = agents_db::Connecting {
+            cluster: next.cluster,
+            token: next.token.parse().ok().map(AgentTokenId),
+            name: &info.name,
+            version: &info.version,
+            capacity: next.capacity.unwrap_or_default(),
+        };
+        let recorded = match connect_db(env).await {
+            Ok(db) => agents_db::connected(&db, &connecting, Utc::now()).await,
+            Err(e) => Err(e),
+        };
+        let row = match recorded {
+            Ok(row) => row,
+            Err(e) => {
+                // The agent tries again (its reconnect), and nothing was recorded.
+                worker::console_error!("agent hello not recorded: {e}");
+                return ws.close(
+                    Some(1011),
+                    Some("the cluster cannot record agents now; retry"),
+                );
+            }
+        };
+        next.agent_id = row.id;
+        next.connected_at = row.connected_at;
+        step.reply = ObjectMessage::Welcome {
+            v: protocol::VERSION,
+            agent_id: row.id,
+        };
+        ws.serialize_attachment(&*next)?;
+        // One line per change of an agent's state.
+        worker::console_log!(
+            "agent {} ({}) joined: {} agent socket(s) on this cluster, last auto-pong {:?}",
+            row.id,
+            row.name,
+            state.get_websockets().len(),
+            last_auto_pong(hibernation, ws)
+        );
     }
+    ws.send_with_str(step.reply.to_text())
+}
+
+/// A socket went away (closed by the agent, or failed): an agent that had said hello is
+/// recorded as disconnected, unless it has connected again since on another socket.
+pub async fn on_gone(env: &Env, ws: &WebSocket) {
+    let Ok(Some(session)) = ws.deserialize_attachment::<Session>() else {
+        return;
+    };
+    if session.agent.is_none() {
+        return;
+    }
+    let done = match connect_db(env).await {
+        Ok(db) => {
+            agents_db::disconnected(&db, session.agent_id, session.connected_at, Utc::now()).await
+        }
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) => worker::console_log!("agent {} left", session.agent_id),
+        Err(e) => worker::console_error!("agent {} left, not recorded: {e}", session.agent_id),
+    }
+}
+
+/// Closes every socket of the agent token `token` (revoked), with 1008 and a reason the
+/// agent can show, and records its agents as gone; answers how many sockets there were.
+pub async fn disconnect(state: &State, env: &Env, token: AgentTokenId) -> usize {
+    let sockets = state.get_websockets_with_tag(&token_tag(&token.to_string()));
+    for ws in &sockets {
+        // One that is closing already needs nothing more.
+        let _ = ws.close(Some(1008), Some("agent token revoked"));
+        on_gone(env, ws).await;
+    }
+    sockets.len()
+}
+
+/// The tag of every socket of one credential.
+fn token_tag(token: &str) -> String {
+    format!("token:{token}")
 }
 
 /// The close handshake's answer (compatibility dates before `web_socket_auto_reply_to_close`

@@ -21,7 +21,7 @@ use super::agents::{self, HibernationState};
 use super::exchange::{rpc_answer, rpc_argument};
 use super::platform::connect_db;
 use crate::auth::Caller;
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{AgentTokenId, ClusterId};
 use crate::engine::{ClusterWriter, Command, EngineError, Executed, View};
 
 /// What the Worker sends to the object.
@@ -107,7 +107,7 @@ impl DurableObject for ClusterObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        agents::on_message(&self.state, &self.hibernation, &ws, message)
+        agents::on_message(&self.state, &self.hibernation, &self.env, &ws, message).await
     }
 
     async fn websocket_close(
@@ -118,11 +118,13 @@ impl DurableObject for ClusterObject {
         _was_clean: bool,
     ) -> Result<()> {
         agents::on_close(&ws, code);
+        agents::on_gone(&self.env, &ws).await;
         Ok(())
     }
 
-    async fn websocket_error(&self, _ws: WebSocket, error: Error) -> Result<()> {
+    async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
         worker::console_error!("agent socket error: {error}");
+        agents::on_gone(&self.env, &ws).await;
         Ok(())
     }
 
@@ -155,6 +157,12 @@ impl ClusterObject {
             self.remembered.set(true);
         }
         rpc_answer(&result)
+    }
+
+    /// Closes the agent sockets of a revoked token (its id as JSON); answers how many.
+    pub async fn disconnect(&self, call: String) -> std::result::Result<JsValue, JsValue> {
+        let token: AgentTokenId = rpc_argument(&call)?;
+        rpc_answer(&agents::disconnect(&self.state, &self.env, token).await)
     }
 
     /// Answers a [`ViewCall`] with its `Result<Viewed, EngineError>`.

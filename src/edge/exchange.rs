@@ -99,6 +99,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = throttle)]
     fn rpc_throttle(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = disconnect)]
+    fn rpc_disconnect(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
 }
 
 /// An object's RPC method.
@@ -110,6 +113,8 @@ pub enum ObjectMethod {
     View,
     /// A throttle shard's operation.
     Throttle,
+    /// Closing a cluster's agent sockets of one (revoked) token.
+    Disconnect,
 }
 
 /// Calls an object's RPC `method` with a JSON `call` and decodes its JSON answer. RPC passes
@@ -125,6 +130,7 @@ pub async fn call_object<R: serde::de::DeserializeOwned>(
         ObjectMethod::Command => stub.rpc_command(call)?,
         ObjectMethod::View => stub.rpc_view(call)?,
         ObjectMethod::Throttle => stub.rpc_throttle(call)?,
+        ObjectMethod::Disconnect => stub.rpc_disconnect(call)?,
     };
     let answer = JsFuture::from(promise).await?;
     let text = answer

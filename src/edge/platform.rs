@@ -13,7 +13,7 @@ use super::pg_socket::{PgSocket, StartTls};
 use super::throttle::{ThrottleCall, ThrottleOp, SHARDS};
 use crate::auth::Caller;
 use crate::db::{accounts, clusters, DbError};
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{AgentTokenId, ClusterId};
 use crate::domain::throttle::{shard_of, Key};
 use crate::engine::{Command, EngineError, Executed, View, Viewed};
 use crate::http::{ApiError, Platform};
@@ -154,6 +154,27 @@ impl Platform for EdgePlatform {
             .call_object("CLUSTER", cluster.to_string(), ObjectMethod::View, &call)
             .await?;
         Ok(result?)
+    }
+
+    async fn disconnect_agents(
+        &self,
+        cluster: ClusterId,
+        token: AgentTokenId,
+    ) -> Result<(), ApiError> {
+        let closed: usize = self
+            .call_object(
+                "CLUSTER",
+                cluster.to_string(),
+                ObjectMethod::Disconnect,
+                &token,
+            )
+            .await?;
+        if closed > 0 {
+            worker::console_log!(
+                "agent token {token} revoked: {closed} socket(s) of cluster {cluster} closed"
+            );
+        }
+        Ok(())
     }
 
     async fn throttle_check(&self, keys: &[Key]) -> Result<Option<u64>, ApiError> {

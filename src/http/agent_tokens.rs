@@ -168,6 +168,8 @@ pub async fn delete_agent_token(
     let db = st.db().await?;
     let (cluster, _) = cluster_access(&st, &db, &caller, id, action).await?;
     if agent_tokens::revoke(&db, cluster.id, token, st.now()).await? {
+        // Revoked first: a reconnect with it is refused from now on; then its live sockets go.
+        st.platform.disconnect_agents(cluster.id, token).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found("agent token"))

@@ -1,4 +1,5 @@
-//! The agent's WebSocket, `GET /v1/clusters/{cluster_id}/agent/connect`: its admission.
+//! Agents: the list of a cluster's agents, and the agent's WebSocket,
+//! `GET /v1/clusters/{cluster_id}/agent/connect`: its admission.
 //!
 //! axum cannot answer with a workerd WebSocket, so this route is not in the router: the
 //! Worker's fetch event (`edge::fetch`) recognizes its path ([`connect_path`]), asks
@@ -8,16 +9,82 @@
 //! Not in the OpenAPI document: a WebSocket is not an operation the fuzzer or the role
 //! matrix can call, and the agent protocol is described in `domain::agent::protocol`.
 
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method};
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
+use super::error::Problem;
+use super::extract::{Caller, Ids};
+use super::guard::{cluster_access, Declared};
+use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::auth::opaque::Kind;
 use crate::db::agent_tokens;
+use crate::db::agents::{self, AgentRow};
 use crate::domain::agent::Admitted;
 use crate::domain::ids::ClusterId;
+use crate::domain::resources::Resources;
+
+/// A machine that has connected as one of the cluster's agents.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    /// Its name in the cluster (a host name, say): an agent that reconnects under the same
+    /// name is the same agent.
+    pub name: String,
+    /// Its software version.
+    pub version: String,
+    /// `connected` while its socket is open, else `disconnected`.
+    #[schema(example = "connected")]
+    pub status: String,
+    /// What it said it has.
+    pub capacity: Resources,
+    pub connected_at: DateTime<Utc>,
+    /// When its socket last opened or closed.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Self {
+            id: r.id.0,
+            cluster_id: r.cluster_id.0,
+            name: r.name,
+            version: r.version,
+            status: r.status,
+            capacity: r.capacity,
+            connected_at: r.connected_at,
+            last_seen_at: r.last_seen_at,
+        }
+    }
+}
+
+/// The cluster's agents, connected or not. Role: viewer.
+#[utoipa::path(get, path = "/v1/clusters/{cluster_id}/agents", tag = "agents",
+    params(("cluster_id" = Uuid, Path), ListParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Agents", body = Paged<Agent>),
+        (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
+    ))]
+pub async fn list_agents(
+    State(st): State<AppState>,
+    caller: Caller,
+    Declared(action): Declared,
+    Ids(id): Ids<ClusterId>,
+    list: List,
+) -> Result<Json<Paged<Agent>>, ApiError> {
+    let db = st.db().await?;
+    let (cluster, _) = cluster_access(&st, &db, &caller, id, action).await?;
+    let rows = agents::list(&db, cluster.id, &list.page).await?;
+    Ok(Json(Paged::new(rows, &list.page, |r| r.id.0, Agent::from)))
+}
 
 /// The cluster id segment of `path` when it is the agent connect route, whatever it holds
 /// (an id that does not parse is [`admit`]'s 404).

@@ -28,6 +28,7 @@ pub mod wire {
         UserEnvelope,
     };
     pub use super::agent_tokens::{AgentToken, CreateAgentTokenRequest, CreatedAgentToken};
+    pub use super::agents::Agent;
     pub use super::api_keys::{ApiKey, CreateApiKeyRequest, CreatedApiKey};
     pub use super::clusters::{
         Cluster, CreateClusterRequest, QueueEntry, UpdateClusterRequest, UsageView,

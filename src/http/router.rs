@@ -16,7 +16,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{
-    accounts, agent_tokens, api_keys, clusters, deployments, invites, ops, orgs, ApiError, AppState,
+    accounts, agent_tokens, agents, api_keys, clusters, deployments, invites, ops, orgs, ApiError,
+    AppState,
 };
 use crate::domain::policy::Action;
 use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
@@ -36,6 +37,7 @@ use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
         (name = "api-keys", description = "API keys for automation"),
         (name = "clusters", description = "Clusters, their usage and queue"),
         (name = "agent-tokens", description = "Tokens a cluster's agent connects with"),
+        (name = "agents", description = "The machines that run a cluster's deployments"),
         (name = "deployments", description = "Deployments, admitted by priority"),
         (name = "ops", description = "Health and documentation"),
     )
@@ -246,6 +248,7 @@ fn routes() -> OpenApiRouter<AppState> {
             routes!(agent_tokens::delete_agent_token),
             RevokeAgentToken,
         ))
+        .routes(org(routes!(agents::list_agents), ListAgents))
         .routes(org(routes!(deployments::list_deployments), ListDeployments))
         .routes(org(routes!(deployments::get_deployment), ReadDeployment))
         .routes(org(

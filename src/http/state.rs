@@ -11,7 +11,7 @@ use super::ApiError;
 use crate::auth::access::TokenKeys;
 use crate::auth::Caller;
 use crate::db::DbError;
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{AgentTokenId, ClusterId};
 use crate::domain::throttle::Key;
 use crate::engine::{Command, Executed, View, Viewed};
 
@@ -37,6 +37,13 @@ pub trait Platform: Send + Sync {
         view: View,
         by: Caller,
     ) -> Result<Viewed, ApiError>;
+    /// Closes every live agent connection to `cluster` that uses the agent token `token`
+    /// (after it was revoked). Where no agent can connect (the native test platform), none.
+    async fn disconnect_agents(
+        &self,
+        cluster: ClusterId,
+        token: AgentTokenId,
+    ) -> Result<(), ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }

@@ -64,6 +64,37 @@ async fn refused(cluster: &str, bearer: Option<&str>) -> (u16, Value) {
 }
 
 impl Team {
+    /// The cluster's agents, as `GET /v1/clusters/{id}/agents` lists them.
+    async fn agents(&self, cluster: &str) -> Vec<Value> {
+        let path = format!("/v1/clusters/{cluster}/agents");
+        let r = self
+            .c
+            .call(axum::http::Method::GET, &path, Some(&self.admin), None)
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+        r.body["items"].as_array().expect("items").clone()
+    }
+
+    /// Waits (up to 5 s) until the agent named `name` has `status`; answers it.
+    async fn agent_becomes(&self, cluster: &str, name: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .agents(cluster)
+                .await
+                .into_iter()
+                .find(|a| a["name"] == name);
+            if let Some(a) = found.filter(|a| a["status"] == status) {
+                return a;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never became {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A fresh agent token of `cluster` (its secret).
     async fn token(&self, cluster: &str) -> String {
         let t = self.c.agent_token(&self.admin, cluster, "agent").await;
@@ -139,6 +170,78 @@ async fn an_agent_says_hello_and_is_welcomed_and_pings_are_answered() {
 }
 
 #[tokio::test]
+async fn agents_are_listed_by_name_and_keep_their_id_across_reconnections() {
+    let team = Team::new().await;
+    let cluster = team.cluster(16000, 65536, 2, false).await;
+    assert!(team.agents(&cluster).await.is_empty());
+    let mut ws = open(&cluster, Some(&team.token(&cluster).await))
+        .await
+        .expect("upgrade");
+    let id = greet(&mut ws, "rack-1").await;
+    let listed = team.agent_becomes(&cluster, "rack-1", "connected").await;
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["version"], "0.1.0");
+    assert_eq!(
+        listed["capacity"],
+        json!({"cpu_millis": 8000, "memory_mib": 32768, "gpus": 1})
+    );
+    // A second machine under the same name is refused while the first is connected.
+    let mut twin = open(&cluster, Some(&team.token(&cluster).await))
+        .await
+        .expect("twin");
+    send(&mut twin, &hello("rack-1")).await;
+    closed_with(&mut twin, 1008, "already connected").await;
+    // It leaves; it comes back (with another token) and is the same agent.
+    ws.close(None).await.expect("close");
+    team.agent_becomes(&cluster, "rack-1", "disconnected").await;
+    let mut back = open(&cluster, Some(&team.token(&cluster).await))
+        .await
+        .expect("back");
+    assert_eq!(greet(&mut back, "rack-1").await, id);
+    team.agent_becomes(&cluster, "rack-1", "connected").await;
+    assert_eq!(team.agents(&cluster).await.len(), 1);
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_its_agents_sockets_and_no_other() {
+    let team = Team::new().await;
+    let cluster = team.cluster(16000, 65536, 2, false).await;
+    let revoked = team.c.agent_token(&team.admin, &cluster, "old").await;
+    let secret = revoked["token"].as_str().expect("secret").to_string();
+    let mut a = open(&cluster, Some(&secret)).await.expect("a");
+    greet(&mut a, "node-a").await;
+    let mut b = open(&cluster, Some(&secret)).await.expect("b");
+    let mut other = open(&cluster, Some(&team.token(&cluster).await))
+        .await
+        .expect("other");
+    greet(&mut other, "node-c").await;
+    let path = format!(
+        "/v1/clusters/{cluster}/agent-tokens/{}",
+        revoked["id"].as_str().expect("id")
+    );
+    let started = std::time::Instant::now();
+    let r = team
+        .c
+        .call(axum::http::Method::DELETE, &path, Some(&team.admin), None)
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.body);
+    // Both sockets of the token close (one said hello, one had not yet), within seconds.
+    closed_with(&mut a, 1008, "agent token revoked").await;
+    closed_with(&mut b, 1008, "agent token revoked").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The other token's agent stays, and the revoked token cannot come back.
+    send(&mut other, PING).await;
+    assert_eq!(text(&mut other).await, PONG);
+    assert_eq!(refused(&cluster, Some(&secret)).await.0, 401);
+    team.agent_becomes(&cluster, "node-a", "disconnected").await;
+    team.agent_becomes(&cluster, "node-c", "connected").await;
+}
+
+#[tokio::test]
 async fn a_second_agent_joins_while_the_first_stays() {
     let team = Team::new().await;
     let cluster = team.cluster(16000, 65536, 2, false).await;
@@ -205,7 +308,16 @@ async fn the_upgrade_needs_an_agent_token_a_cluster_and_the_upgrade_header() {
     let cluster = team.cluster(16000, 65536, 2, false).await;
     let (status, body) = refused(&cluster, None).await;
     assert_eq!(status, 401, "{body}");
-    assert_eq!(body["status"], 401, "{body}");
+    // The refusal is a problem document (read over plain HTTP: a WebSocket client may stop
+    // reading a refused upgrade at its headers).
+    let res = reqwest::Client::new()
+        .get(format!("{}{}", base(), connect_path(&cluster)))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let problem: Value = res.json().await.expect("problem+json");
+    assert_eq!(problem["status"], 401, "{problem}");
     // A user's access token is not an agent token.
     assert_eq!(refused(&cluster, Some(&team.admin)).await.0, 401);
     let token = team.token(&cluster).await;

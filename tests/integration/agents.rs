@@ -117,6 +117,86 @@ async fn an_agent_token_on_an_existing_cluster_is_admitted_and_nothing_else_is()
     }
 }
 
+/// The agents' record: an agent is its name in the cluster, reconnecting keeps its id, and
+/// only the socket it last connected on marks it gone.
+#[tokio::test]
+async fn agents_are_recorded_by_name_and_listed() {
+    use berth::db::agents::{self, Connecting};
+    use berth::db::Page;
+    use berth::domain::ids::ClusterId;
+    use berth::domain::resources::Resources;
+    use chrono::{Duration, Utc};
+
+    let app = TestApp::spawn().await;
+    let (_, admin, _) = app.user().await;
+    let org = app.org(&admin, "Agents").await["id"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let body =
+        json!({"name": "c1", "capacity": {"cpu_millis": 1000, "memory_mib": 1024, "gpus": 0}});
+    let cluster = ClusterId(app.cluster(&admin, &org, body).await.parse().expect("id"));
+    let (db, conn) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+
+    let first = Utc::now() - Duration::seconds(10);
+    let hello = |name: &'static str, cpu: i64| Connecting {
+        cluster,
+        token: None,
+        name,
+        version: "0.1.0",
+        capacity: Resources::new(cpu, 1024, 0),
+    };
+    let a = agents::connected(&db, &hello("rack-1", 4000), first)
+        .await
+        .expect("a");
+    assert_eq!(a.status, "connected");
+    // The same name again (a restart, bigger now): the same agent, refreshed.
+    let again = first + Duration::seconds(5);
+    let a2 = agents::connected(&db, &hello("rack-1", 8000), again)
+        .await
+        .expect("a2");
+    assert_eq!(a2.id, a.id);
+    assert_eq!(a2.capacity.cpu_millis, 8000);
+    // The old socket's close does not mark the reconnected agent gone; the new one's does.
+    agents::disconnected(&db, a.id, a.connected_at, Utc::now())
+        .await
+        .expect("old");
+    let page = Page {
+        after: None,
+        limit: 50,
+    };
+    let listed = agents::list(&db, cluster, &page).await.expect("list");
+    assert_eq!(listed[0].status, "connected");
+    agents::disconnected(&db, a.id, a2.connected_at, Utc::now())
+        .await
+        .expect("new");
+    let b = agents::connected(&db, &hello("rack-2", 1000), Utc::now())
+        .await
+        .expect("b");
+    let listed = agents::list(&db, cluster, &page).await.expect("list");
+    let got: Vec<_> = listed
+        .iter()
+        .map(|r| (r.name.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(got, [("rack-1", "disconnected"), ("rack-2", "connected")]);
+    assert!(listed[0].last_seen_at > a2.connected_at);
+
+    // Through the API: a viewer of the organization sees them; an outsider gets 404.
+    let path = format!("/v1/clusters/{cluster}/agents");
+    let r = app.call(Method::GET, &path, Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let items = r.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["id"], b.id.to_string());
+    assert_eq!(items[1]["capacity"]["cpu_millis"], 1000);
+    let (_, outsider, _) = app.user().await;
+    let r = app.call(Method::GET, &path, Some(&outsider), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
 #[test]
 fn the_connect_path_is_recognized_and_nothing_near_it() {
     assert_eq!(connect_path("/v1/clusters/abc/agent/connect"), Some("abc"));

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use berth::auth::access::TokenKeys;
 use berth::auth::Caller;
 use berth::db::DbError;
-use berth::domain::ids::ClusterId;
+use berth::domain::ids::{AgentTokenId, ClusterId};
 use berth::domain::throttle::{Key, ThrottleBook};
 use berth::engine::{ClusterWriter, Command, Executed, View, Viewed};
 use berth::http::{app, ApiError, AppState, Platform};
@@ -58,6 +58,14 @@ impl Platform for NativePlatform {
     }
     async fn throttle_reset(&self, key: &Key) -> Result<(), ApiError> {
         self.book.lock().expect("lock").reset(key);
+        Ok(())
+    }
+    async fn disconnect_agents(
+        &self,
+        _cluster: ClusterId,
+        _token: AgentTokenId,
+    ) -> Result<(), ApiError> {
+        // No agent connects to the in-process app (the sockets are tested end to end).
         Ok(())
     }
     async fn cluster_command(

@@ -194,14 +194,20 @@ fn refused(e: WsError, url: &str) -> Ended {
             .and_then(Value::as_str)
             .map(|s| clean(s, 300))
     };
+    // The body arrives only when it came with the headers; the route's 401 and 404 have one
+    // meaning each, said here when the server's own words are missing.
+    let known = match status.as_u16() {
+        401 => "invalid or revoked agent token",
+        404 => "no such cluster",
+        _ => status.canonical_reason().unwrap_or("no explanation"),
+    };
+    let title = status.canonical_reason().unwrap_or("refused");
     let said = match (text("title"), text("detail")) {
         (Some(t), Some(d)) if t != d => format!("{t}: {d}"),
         (Some(t), _) => t,
         (None, Some(d)) => d,
-        (None, None) => status
-            .canonical_reason()
-            .unwrap_or("no explanation")
-            .to_string(),
+        (None, None) if known == title => known.to_string(),
+        (None, None) => format!("{title}: {known}"),
     };
     match status.as_u16() {
         401 => Ended::Fatal(format!(

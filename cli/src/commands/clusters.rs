@@ -249,6 +249,51 @@ pub async fn queue(ctx: &Ctx, cluster: &str) -> Result {
     Ok(())
 }
 
+pub async fn agents(ctx: &Ctx, cluster: &str) -> Result {
+    let c = ctx.cluster(cluster).await?;
+    let (agents, raw) = ctx
+        .client
+        .list::<berth::http::wire::Agent>(&format!("/v1/clusters/{}/agents", c.id))
+        .await?;
+    if agents.is_empty() && ctx.out != crate::args::Output::Json {
+        anstream::println!(
+            "No agent has connected to {} yet: berth agent-token create {} NAME, then berth agent.",
+            c.name,
+            c.name
+        );
+        return Ok(());
+    }
+    let rows = agents
+        .into_iter()
+        .map(|a| {
+            let seen = if a.status == "connected" {
+                "now".to_string()
+            } else {
+                output::age(a.last_seen_at)
+            };
+            crate::row![
+                a.name,
+                a.status,
+                output::cpu(a.capacity.cpu_millis),
+                output::memory(a.capacity.memory_mib),
+                a.capacity.gpus.to_string(),
+                seen,
+                a.version,
+                a.id.to_string(),
+            ]
+        })
+        .collect();
+    output::list(
+        ctx.out,
+        raw,
+        &[
+            "NAME", "STATUS", "CPU", "MEMORY", "GPUS", "SEEN", "VERSION", "+ID",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
 pub async fn agent_token(ctx: &Ctx, c: AgentTokenCommand) -> Result {
     match c {
         AgentTokenCommand::Create { cluster, name } => {

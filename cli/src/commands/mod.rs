@@ -60,6 +60,7 @@ pub async fn run(global: Global, command: Command) -> Result {
         Command::ApiKey(c) => orgs::api_key(&ctx, c).await,
         Command::Cluster(c) => clusters::cluster(&ctx, c).await,
         Command::AgentToken(c) => clusters::agent_token(&ctx, c).await,
+        Command::Agents { cluster } => clusters::agents(&ctx, &cluster).await,
         Command::Queue { cluster } => clusters::queue(&ctx, &cluster).await,
         Command::Deploy(a) => deployments::deploy(&ctx, a).await,
         Command::Ps { cluster, status } => deployments::ps(&ctx, cluster, status).await,

@@ -26,11 +26,14 @@ pub struct Admitted {
 /// `running` list of a hello is therefore not kept here).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
-    /// The agent (the spike mints one per socket; see `Session::new`).
+    /// The cluster it joined.
+    pub cluster: ClusterId,
+    /// The agent: a placeholder until its hello, then the id its name has in the cluster.
     pub agent_id: AgentId,
     /// The credential it was admitted with ([`Admitted::token`]).
     pub token: String,
-    /// When the object accepted it.
+    /// When the object accepted it; after the hello, when the agent's record says it
+    /// connected (so that only this socket's close marks it gone).
     pub connected_at: DateTime<Utc>,
     /// The agent's name and version, from its hello; `None` until then.
     pub agent: Option<AgentInfo>,
@@ -39,11 +42,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session just accepted, before its hello. `agent_id` is the caller's choice: the
-    /// spike mints a new one per socket; an agent that reconnects should get its stable id
-    /// back (its token's, or a row of its own), so that what it runs stays placed on it.
+    /// A session just accepted, before its hello (`agent_id` a placeholder until the hello
+    /// names the agent).
     pub fn new(admitted: &Admitted, agent_id: AgentId, now: DateTime<Utc>) -> Self {
         Self {
+            cluster: admitted.cluster,
             agent_id,
             token: admitted.token.clone(),
             connected_at: now,
