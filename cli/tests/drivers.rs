@@ -591,14 +591,23 @@ async fn exec_stop_sends_sigterm_to_the_group_first() {
         .stop(s.deployment_id, Duration::from_secs(30))
         .await
         .expect("stop");
+    // Far below the 30 s grace: SIGTERM ended it (bounds loose for a loaded machine).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
     let exit = next_exit(&mut exits, s.deployment_id, Duration::from_secs(10)).await;
     assert_eq!(exit.exit_code, Some(128 + 15), "SIGTERM: {exit:?}");
-    assert!(!alive(child));
+    // The group's other process got it too; it may take a moment to be reaped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(child) {
+        assert!(
+            Instant::now() < deadline,
+            "the group's sleep outlived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
