@@ -81,20 +81,7 @@ pub async fn list(
     cluster: ClusterId,
     page: &Page,
 ) -> DbResult<Vec<AgentTokenRow>> {
-    let sql = format!(
-        "select {COLUMNS} from agent_tokens where cluster_id = $1 \
-         and ($2::uuid is null or id > $2) order by id limit $3"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&cluster.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
+    let rows = super::page_of_cluster(db, "agent_tokens", COLUMNS, cluster, page).await?;
     rows.iter().map(AgentTokenRow::try_from).collect()
 }
 

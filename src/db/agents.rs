@@ -122,19 +122,6 @@ pub async fn list(
     cluster: ClusterId,
     page: &Page,
 ) -> DbResult<Vec<AgentRow>> {
-    let sql = format!(
-        "select {COLUMNS} from agents where cluster_id = $1 \
-         and ($2::uuid is null or id > $2) order by id limit $3"
-    );
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&cluster.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
+    let rows = super::page_of_cluster(db, "agents", COLUMNS, cluster, page).await?;
     rows.iter().map(AgentRow::try_from).collect()
 }

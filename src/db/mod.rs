@@ -92,6 +92,32 @@ impl Page {
     }
 }
 
+/// One page of `table`'s rows owned by `owner` (its `column`: `org_id`, `cluster_id`), by id.
+async fn page_of(
+    db: &impl tokio_postgres::GenericClient,
+    table: &str,
+    columns: &str,
+    (column, owner): (&str, uuid::Uuid),
+    page: &Page,
+) -> DbResult<Vec<tokio_postgres::Row>> {
+    let sql = format!(
+        "select {columns} from {table} where {column} = $1 and ($2::uuid is null or id > $2) \
+         order by id limit $3"
+    );
+    use tokio_postgres::types::Type;
+    let rows = db
+        .query_typed(
+            &sql,
+            &[
+                (&owner, Type::UUID),
+                (&page.after, Type::UUID),
+                (&page.fetch(), Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows)
+}
+
 /// One page of an organization's rows of `table` (which has `id` and `org_id` columns), by id.
 async fn page_of_org(
     db: &impl tokio_postgres::GenericClient,
@@ -100,22 +126,18 @@ async fn page_of_org(
     org: crate::domain::ids::OrgId,
     page: &Page,
 ) -> DbResult<Vec<tokio_postgres::Row>> {
-    let sql = format!(
-        "select {columns} from {table} where org_id = $1 and ($2::uuid is null or id > $2) \
-         order by id limit $3"
-    );
-    use tokio_postgres::types::Type;
-    let rows = db
-        .query_typed(
-            &sql,
-            &[
-                (&org.0, Type::UUID),
-                (&page.after, Type::UUID),
-                (&page.fetch(), Type::INT8),
-            ],
-        )
-        .await?;
-    Ok(rows)
+    page_of(db, table, columns, ("org_id", org.0), page).await
+}
+
+/// One page of a cluster's rows of `table` (which has `id` and `cluster_id` columns), by id.
+async fn page_of_cluster(
+    db: &impl tokio_postgres::GenericClient,
+    table: &str,
+    columns: &str,
+    cluster: crate::domain::ids::ClusterId,
+    page: &Page,
+) -> DbResult<Vec<tokio_postgres::Row>> {
+    page_of(db, table, columns, ("cluster_id", cluster.0), page).await
 }
 
 /// Marks a row of an organization's `table` revoked (idempotently); `false` when the
