@@ -315,21 +315,21 @@ pub async fn get_deployment(
 ) -> Result<Json<Deployment>, ApiError> {
     let db = st.db().await?;
     let (d, _) = deployment_access(&st, &db, &caller, id, action).await?;
-    let events = deployments::events(&db, d.id).await?;
-    let process = deployments::process(&db, d.id).await?;
-    // The place in the queue is the cluster object's to know (it keeps the queue in order).
-    let position = if d.status == Status::Queued {
-        match st
-            .platform
-            .cluster_view(d.cluster_id, View::Position { id: d.id }, caller)
-            .await?
-        {
-            Viewed::Position { position } => position,
-            other => return Err(ApiError::Internal(format!("unexpected view {other:?}"))),
+    // The place in the queue is the cluster object's to know (it keeps the queue in order);
+    // asked while the two queries run, which the client pipelines into one round trip.
+    let position = async {
+        if d.status != Status::Queued {
+            return Ok(None);
         }
-    } else {
-        None
+        let view = View::Position { id: d.id };
+        match st.platform.cluster_view(d.cluster_id, view, caller).await? {
+            Viewed::Position { position } => Ok(position),
+            other => Err(ApiError::Internal(format!("unexpected view {other:?}"))),
+        }
     };
+    let events = async { Ok::<_, ApiError>(deployments::events(&db, d.id).await?) };
+    let process = async { Ok::<_, ApiError>(deployments::process(&db, d.id).await?) };
+    let (position, events, process) = tokio::try_join!(position, events, process)?;
     Ok(Json(deployment(d, position, process, Some(events))))
 }
 
