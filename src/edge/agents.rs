@@ -3,10 +3,10 @@
 //! runs the protocol on each message (`on_message`), its per-socket state in the socket's
 //! attachment so that it survives the object's eviction.
 //!
-//! Each socket carries two tags: `agent:<agent_id>` (to send to one agent later:
-//! `get_websockets_with_tag`) and `token:<token key>` (to close every socket of a revoked
-//! token). Pings are answered by the runtime without waking the object (the auto-response
-//! set in `ClusterObject::new`).
+//! Each socket is tagged `token:<token id>`, to close every socket of a revoked token (tags
+//! are fixed at accept, before the hello names the agent, whose id is in the attachment).
+//! Pings are answered by the runtime without waking the object (the auto-response set in
+//! `ClusterObject::new`).
 
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -23,8 +23,8 @@ use super::exchange::response_to_js;
 use super::platform::connect_db;
 use crate::db::agents as agents_db;
 use crate::domain::agent::protocol::{self, ObjectMessage, Violation, PING, PONG};
-use crate::domain::agent::{step, Admitted, Session};
-use crate::domain::ids::{AgentId, AgentTokenId};
+use crate::domain::agent::{step, Admitted, Joined, Session, Step};
+use crate::domain::ids::AgentTokenId;
 use crate::http::{agents, ApiError, AppState};
 
 /// The header that carries [`Admitted`] (JSON) from the Worker to the object. The object's
@@ -121,7 +121,7 @@ pub fn accept(state: &State, req: &Request) -> worker::Result<Response> {
         return Response::error("not an admitted agent", 400);
     };
     let WebSocketPair { client, server } = WebSocketPair::new()?;
-    let session = Session::new(&admitted, AgentId::new(), Utc::now());
+    let session = Session::new(&admitted, Utc::now());
     state.accept_websocket_with_tags(&server, &[&token_tag(&session.token)]);
     server.serialize_attachment(&session)?;
     Response::from_websocket(client)
@@ -147,90 +147,95 @@ pub async fn on_message(
         }
         WebSocketIncomingMessage::Binary(_) => Err(Violation::binary()),
     };
-    let mut step = match result {
-        Ok(step) => step,
+    let hello = match result {
+        Ok(Step::Reply(reply)) => return ws.send_with_str(reply.to_text()),
+        Ok(Step::Hello(hello)) => hello,
         Err(v) => {
-            worker::console_log!("agent {} closed: {} {}", session.agent_id, v.code, v.reason);
+            let who = session.agent.as_ref().map(|a| a.id.to_string());
+            let who = who.as_deref().unwrap_or("(before its hello)");
+            worker::console_log!("agent {who} closed: {} {}", v.code, v.reason);
             return ws.close(Some(v.code), Some(v.reason));
         }
     };
-    if let Some(next) = step.session.as_mut() {
-        let Some(info) = next.agent.clone() else {
-            return ws.send_with_str(step.reply.to_text());
-        };
-        // One machine, one live socket: a second agent under a connected one's name is refused.
-        let taken = state.get_websockets().iter().any(|other| {
-            other
-                .deserialize_attachment::<Session>()
-                .ok()
-                .flatten()
-                .and_then(|s| s.agent)
-                .is_some_and(|a| a.name == info.name)
-        });
-        if taken {
-            let reason =
-                Violation::policy(format!("an agent named {} is already connected", info.name));
-            return ws.close(Some(reason.code), Some(reason.reason));
-        }
-        let connecting = agents_db::Connecting {
-            cluster: next.cluster,
-            token: next.token.parse().ok().map(AgentTokenId),
-            name: &info.name,
-            version: &info.version,
-            capacity: next.capacity.unwrap_or_default(),
-        };
-        let recorded = match connect_db(env).await {
-            Ok(db) => agents_db::connected(&db, &connecting, Utc::now()).await,
-            Err(e) => Err(e),
-        };
-        let row = match recorded {
-            Ok(row) => row,
-            Err(e) => {
-                // The agent tries again (its reconnect), and nothing was recorded.
-                worker::console_error!("agent hello not recorded: {e}");
-                return ws.close(
-                    Some(1011),
-                    Some("the cluster cannot record agents now; retry"),
-                );
-            }
-        };
-        next.agent_id = row.id;
-        next.connected_at = row.connected_at;
-        step.reply = ObjectMessage::Welcome {
-            v: protocol::VERSION,
-            agent_id: row.id,
-        };
-        ws.serialize_attachment(&*next)?;
-        // One line per change of an agent's state.
-        worker::console_log!(
-            "agent {} ({}) joined: {} agent socket(s) on this cluster, last auto-pong {:?}",
-            row.id,
-            row.name,
-            state.get_websockets().len(),
-            last_auto_pong(hibernation, ws)
-        );
+    // One machine, one live socket: a second agent under a connected one's name is refused.
+    let taken = state.get_websockets().iter().any(|other| {
+        other
+            .deserialize_attachment::<Session>()
+            .ok()
+            .flatten()
+            .and_then(|s| s.agent)
+            .is_some_and(|a| a.info.name == hello.agent.name)
+    });
+    if taken {
+        let v = Violation::policy(format!(
+            "an agent named {} is already connected",
+            hello.agent.name
+        ));
+        return ws.close(Some(v.code), Some(v.reason));
     }
-    ws.send_with_str(step.reply.to_text())
+    let connecting = agents_db::Connecting {
+        cluster: session.cluster,
+        token: session.token.parse().ok().map(AgentTokenId),
+        name: &hello.agent.name,
+        version: &hello.agent.version,
+        capacity: hello.capacity,
+    };
+    let recorded = match connect_db(env).await {
+        Ok(db) => agents_db::connected(&db, &connecting, Utc::now()).await,
+        Err(e) => Err(e),
+    };
+    let row = match recorded {
+        Ok(row) => row,
+        Err(e) => {
+            // The agent tries again (its reconnect), and nothing was recorded.
+            worker::console_error!("agent hello not recorded: {e}");
+            return ws.close(
+                Some(1011),
+                Some("the cluster cannot record agents now; retry"),
+            );
+        }
+    };
+    let joined = Session {
+        agent: Some(Joined {
+            id: row.id,
+            info: hello.agent,
+            capacity: hello.capacity,
+            since: row.connected_at,
+        }),
+        ..session
+    };
+    ws.serialize_attachment(&joined)?;
+    // One line per change of an agent's state.
+    worker::console_log!(
+        "agent {} ({}) joined: {} agent socket(s) on this cluster, last auto-pong {:?}",
+        row.id,
+        row.name,
+        state.get_websockets().len(),
+        last_auto_pong(hibernation, ws)
+    );
+    let welcome = ObjectMessage::Welcome {
+        v: protocol::VERSION,
+        agent_id: row.id,
+    };
+    ws.send_with_str(welcome.to_text())
 }
 
 /// A socket went away (closed by the agent, or failed): an agent that had said hello is
 /// recorded as disconnected, unless it has connected again since on another socket.
 pub async fn on_gone(env: &Env, ws: &WebSocket) {
-    let Ok(Some(session)) = ws.deserialize_attachment::<Session>() else {
+    let Ok(Some(Session {
+        agent: Some(agent), ..
+    })) = ws.deserialize_attachment::<Session>()
+    else {
         return;
     };
-    if session.agent.is_none() {
-        return;
-    }
     let done = match connect_db(env).await {
-        Ok(db) => {
-            agents_db::disconnected(&db, session.agent_id, session.connected_at, Utc::now()).await
-        }
+        Ok(db) => agents_db::disconnected(&db, agent.id, agent.since, Utc::now()).await,
         Err(e) => Err(e),
     };
     match done {
-        Ok(()) => worker::console_log!("agent {} left", session.agent_id),
-        Err(e) => worker::console_error!("agent {} left, not recorded: {e}", session.agent_id),
+        Ok(()) => worker::console_log!("agent {} left", agent.id),
+        Err(e) => worker::console_error!("agent {} left, not recorded: {e}", agent.id),
     }
 }
 

@@ -8,7 +8,7 @@ use super::ids::AgentId;
 use super::ids::ClusterId;
 use super::resources::Resources;
 use chrono::{DateTime, Utc};
-use protocol::{AgentInfo, AgentMessage, Hello, ObjectMessage, Violation, VERSION};
+use protocol::{AgentInfo, AgentMessage, Hello, ObjectMessage, Violation};
 use serde::{Deserialize, Serialize};
 
 /// Who the Worker admitted: what the object needs to know about the credential behind a
@@ -28,66 +28,57 @@ pub struct Admitted {
 pub struct Session {
     /// The cluster it joined.
     pub cluster: ClusterId,
-    /// The agent: a placeholder until its hello, then the id its name has in the cluster.
-    pub agent_id: AgentId,
     /// The credential it was admitted with ([`Admitted::token`]).
     pub token: String,
-    /// When the object accepted it; after the hello, when the agent's record says it
-    /// connected (so that only this socket's close marks it gone).
-    pub connected_at: DateTime<Utc>,
-    /// The agent's name and version, from its hello; `None` until then.
-    pub agent: Option<AgentInfo>,
-    /// The capacity it announced in its hello.
-    pub capacity: Option<Resources>,
+    /// When the object accepted it.
+    pub accepted_at: DateTime<Utc>,
+    /// The agent, once its hello was accepted and recorded.
+    pub agent: Option<Joined>,
+}
+
+/// An agent whose hello was accepted: who it is by its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The id its name has in the cluster (the same on every reconnection).
+    pub id: AgentId,
+    /// Its name and version.
+    pub info: AgentInfo,
+    /// The capacity it announced.
+    pub capacity: Resources,
+    /// When its record says it connected, so that only this socket's close marks it gone.
+    pub since: DateTime<Utc>,
 }
 
 impl Session {
-    /// A session just accepted, before its hello (`agent_id` a placeholder until the hello
-    /// names the agent).
-    pub fn new(admitted: &Admitted, agent_id: AgentId, now: DateTime<Utc>) -> Self {
+    /// A session just accepted, before its hello.
+    pub fn new(admitted: &Admitted, now: DateTime<Utc>) -> Self {
         Self {
             cluster: admitted.cluster,
-            agent_id,
             token: admitted.token.clone(),
-            connected_at: now,
+            accepted_at: now,
             agent: None,
-            capacity: None,
         }
     }
 }
 
 /// What the object does with one message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// The session's new state, when it changed (store it as the attachment).
-    pub session: Option<Session>,
-    /// The answer to send.
-    pub reply: ObjectMessage,
+pub enum Step {
+    /// Answer this.
+    Reply(ObjectMessage),
+    /// A first hello: record the agent, keep it as the session's [`Joined`], then welcome it
+    /// with its id.
+    Hello(Hello),
 }
 
 /// The session's transition on `message`; a violation closes the socket and changes nothing.
 pub fn step(session: &Session, message: AgentMessage) -> Result<Step, Violation> {
     match message {
-        AgentMessage::Ping => Ok(Step {
-            session: None,
-            reply: ObjectMessage::Pong,
-        }),
+        AgentMessage::Ping => Ok(Step::Reply(ObjectMessage::Pong)),
         AgentMessage::Hello(_) if session.agent.is_some() => {
             Err(Violation::policy("hello was already received"))
         }
-        AgentMessage::Hello(Hello {
-            agent, capacity, ..
-        }) => Ok(Step {
-            session: Some(Session {
-                agent: Some(agent),
-                capacity: Some(capacity),
-                ..session.clone()
-            }),
-            reply: ObjectMessage::Welcome {
-                v: VERSION,
-                agent_id: session.agent_id,
-            },
-        }),
+        AgentMessage::Hello(hello) => Ok(Step::Hello(hello)),
     }
 }
 
@@ -101,41 +92,41 @@ mod tests {
             cluster: ClusterId::new(),
             token: "t1".into(),
         };
-        Session::new(&admitted, AgentId::new(), Utc::now())
+        Session::new(&admitted, Utc::now())
     }
 
     const HELLO: &str = r#"{"v":1,"type":"hello","agent":{"name":"gpu-01","version":"0.1.0"},
         "capacity":{"cpu_millis":8000,"memory_mib":32768,"gpus":2},"running":[]}"#;
 
     #[test]
-    fn hello_is_welcomed_once_and_recorded() {
+    fn a_first_hello_is_to_be_recorded_and_a_second_is_refused() {
         let s = session();
-        let step1 = step(&s, parse(HELLO).expect("valid")).expect("welcomed");
-        assert_eq!(
-            step1.reply,
-            ObjectMessage::Welcome {
-                v: 1,
-                agent_id: s.agent_id
-            }
-        );
-        let after = step1.session.expect("changed");
-        assert_eq!(
-            after.agent.as_ref().map(|a| a.name.as_str()),
-            Some("gpu-01")
-        );
-        assert_eq!(after.capacity, Some(Resources::new(8000, 32768, 2)));
-        assert_eq!(after.agent_id, s.agent_id);
+        let Step::Hello(hello) = step(&s, parse(HELLO).expect("valid")).expect("accepted") else {
+            panic!("a hello step")
+        };
+        assert_eq!(hello.agent.name, "gpu-01");
+        assert_eq!(hello.capacity, Resources::new(8000, 32768, 2));
 
-        let twice = step(&after, parse(HELLO).expect("valid")).expect_err("hello twice");
+        let joined = Session {
+            agent: Some(Joined {
+                id: AgentId::new(),
+                info: hello.agent,
+                capacity: hello.capacity,
+                since: Utc::now(),
+            }),
+            ..s
+        };
+        let twice = step(&joined, parse(HELLO).expect("valid")).expect_err("hello twice");
         assert_eq!(twice.code, protocol::POLICY_VIOLATION);
         assert!(twice.reason.contains("already"), "{}", twice.reason);
     }
 
     #[test]
-    fn ping_answers_pong_and_changes_nothing() {
+    fn ping_answers_pong() {
         let s = session();
-        let st = step(&s, AgentMessage::Ping).expect("pong");
-        assert_eq!(st.reply, ObjectMessage::Pong);
-        assert_eq!(st.session, None);
+        assert_eq!(
+            step(&s, AgentMessage::Ping),
+            Ok(Step::Reply(ObjectMessage::Pong))
+        );
     }
 }
