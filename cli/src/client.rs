@@ -42,7 +42,8 @@ impl Reply {
     /// The body as one of the API's answer types; a mismatch means the server and this CLI
     /// disagree about the API.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, CliError> {
-        serde_json::from_value(self.body.clone()).map_err(|e| {
+        // Read in place (a list's every page is parsed, and its raw items kept beside).
+        T::deserialize(&self.body).map_err(|e| {
             CliError::Other(format!(
                 "the server's answer is not what this berth expects ({e}): is it a different version?"
             ))
