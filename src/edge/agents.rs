@@ -150,6 +150,10 @@ pub async fn on_message(
     let hello = match result {
         Ok(Step::Reply(reply)) => return ws.send_with_str(reply.to_text()),
         Ok(Step::Hello(hello)) => hello,
+        Ok(Step::Report(report)) => {
+            worker::console_log!("agent report not acted on yet: {report:?}");
+            return Ok(());
+        }
         Err(v) => {
             let who = session.agent.as_ref().map(|a| a.id.to_string());
             let who = who.as_deref().unwrap_or("(before its hello)");

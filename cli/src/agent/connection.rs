@@ -138,6 +138,9 @@ impl Incoming {
         match serde_json::from_str::<ObjectMessage>(text) {
             Ok(ObjectMessage::Welcome { agent_id, .. }) => Incoming::Welcome(agent_id),
             Ok(ObjectMessage::Pong) => Incoming::Pong,
+            Ok(ObjectMessage::Run { .. }) => Incoming::Unknown("\"run\"".into()),
+            Ok(ObjectMessage::Stop { .. }) => Incoming::Unknown("\"stop\"".into()),
+            Ok(ObjectMessage::Forget { .. }) => Incoming::Unknown("\"forget\"".into()),
             Err(_) => {
                 let kind = serde_json::from_str::<Value>(text)
                     .ok()

@@ -2,47 +2,15 @@
 //! stop one, say which it has, and tell how each ended. [`RunSpec`] and [`Exit`] are plain
 //! serde types, to be mapped to the agent protocol's `run` order and `exited` report.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use berth::domain::ids::DeploymentId;
 pub use berth::domain::resources::Resources;
 
-/// The most output an [`Exit`] carries: the last lines of what the deployment wrote, cut to
-/// this many bytes.
-pub const OUTPUT_LIMIT: usize = 4096;
-
-/// One deployment to run: the `run` order's content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub deployment_id: DeploymentId,
-    /// An image reference (`registry/name:tag`); the exec driver ignores it.
-    pub image: String,
-    /// Limits: CPU and memory are enforced by the Docker driver; GPUs are passed through.
-    pub resources: Resources,
-    /// The program and its arguments; the image's own command when absent (Docker only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-}
-
-/// How a deployment ended: the `exited` report's content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exit {
-    pub deployment_id: DeploymentId,
-    /// The exit status; 128 + n after signal n (as shells and Docker say it). `None` when it
-    /// never ran: the image could not be pulled, the command could not be started; `output`
-    /// then says why.
-    pub exit_code: Option<i32>,
-    /// The last lines of its output (stdout and stderr together), at most [`OUTPUT_LIMIT`]
-    /// bytes.
-    pub output: String,
-}
+pub use berth::domain::agent::protocol::{Exit, RunSpec, OUTPUT_LIMIT};
 
 /// Exits as they happen, in the order seen. See [`Driver::take_exits`].
 pub type ExitReceiver = mpsc::UnboundedReceiver<Exit>;

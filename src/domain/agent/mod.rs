@@ -6,9 +6,10 @@ pub mod protocol;
 
 use super::ids::AgentId;
 use super::ids::ClusterId;
+use super::ids::DeploymentId;
 use super::resources::Resources;
 use chrono::{DateTime, Utc};
-use protocol::{AgentInfo, AgentMessage, Hello, ObjectMessage, Violation};
+use protocol::{AgentInfo, AgentMessage, Exit, Hello, ObjectMessage, Violation};
 use serde::{Deserialize, Serialize};
 
 /// Who the Worker admitted: what the object needs to know about the credential behind a
@@ -69,6 +70,16 @@ pub enum Step {
     /// A first hello: record the agent, keep it as the session's [`Joined`], then welcome it
     /// with its id.
     Hello(Hello),
+    /// A report of the joined agent, for the cluster's writer.
+    Report(Report),
+}
+
+/// What a joined agent reports about one deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "report", rename_all = "snake_case")]
+pub enum Report {
+    Started { deployment_id: DeploymentId },
+    Exited(Exit),
 }
 
 /// The session's transition on `message`; a violation closes the socket and changes nothing.
@@ -79,6 +90,11 @@ pub fn step(session: &Session, message: AgentMessage) -> Result<Step, Violation>
             Err(Violation::policy("hello was already received"))
         }
         AgentMessage::Hello(hello) => Ok(Step::Hello(hello)),
+        _ if session.agent.is_none() => Err(Violation::policy("the first message must be hello")),
+        AgentMessage::Started { deployment_id } => {
+            Ok(Step::Report(Report::Started { deployment_id }))
+        }
+        AgentMessage::Exited(exit) => Ok(Step::Report(Report::Exited(exit))),
     }
 }
 

@@ -1,8 +1,22 @@
 //! The agent protocol: JSON text frames, each an object with `"v": 1` and a `"type"`.
 //!
-//! agent → object: `hello` `{v, type, agent: {name, version}, capacity: {cpu_millis,
-//! memory_mib, gpus}, running: [deployment ids]}`, once, first.
-//! object → agent: `welcome` `{v, type, agent_id}`.
+//! agent → object:
+//! - `hello` `{v, type, agent: {name, version}, capacity: {cpu_millis, memory_mib, gpus},
+//!   running: [ids], exited: [ids]}`, once, first: what the machine offers, the deployments
+//!   it runs now, and those whose exit it has yet to see recorded (`exited` may be absent).
+//!   The object then reconciles: it keeps what should run, stops what should not, sends again
+//!   a `run` the agent does not have, and counts as lost what the agent no longer has.
+//! - `started` `{v, type, deployment_id}`: a `run` order's deployment is running.
+//! - `exited` `{v, type, deployment_id, exit_code: int|null, output}`: it ended (`exit_code`
+//!   null when it never ran, `output` then says why); `output` is the last lines it wrote, at
+//!   most [`OUTPUT_LIMIT`] bytes. Sent again after every reconnection until `forget` comes.
+//!
+//! object → agent:
+//! - `welcome` `{v, type, agent_id}`, the answer to the hello.
+//! - `run` `{v, type, deployment: {deployment_id, image, resources, command?, env?}}`: start
+//!   it (an order may come twice: a deployment the agent has already is not started again).
+//! - `stop` `{v, type, deployment_id, grace_seconds}`: SIGTERM, then SIGKILL after the grace.
+//! - `forget` `{v, type, deployment_id}`: its exit is recorded; what is left of it may go.
 //!
 //! Liveness: the agent sends exactly [`PING`] (`{"type":"ping"}`, these bytes, no `v`) and
 //! the runtime answers [`PONG`] itself without waking the object (the hibernation API's
@@ -12,6 +26,8 @@
 //! Anything else — not JSON, not an object, no string `type`, a `v` other than 1, an unknown
 //! type, an invalid hello, a second hello — is a [`Violation`]: the object closes that socket
 //! with 1008 and a reason, and nothing else changes. A binary frame is closed with 1003.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,8 +55,13 @@ pub const MAX_REASON_BYTES: usize = 123;
 
 /// Longest agent name or version accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
-/// Most deployment ids a hello may list.
+/// Most deployment ids a hello may list (`running` and `exited` together).
 pub const MAX_RUNNING: usize = 10_000;
+/// The most output an `exited` report carries, in bytes: the last lines of what the
+/// deployment wrote.
+pub const OUTPUT_LIMIT: usize = 4096;
+/// How long a `stop` lets a deployment end on SIGTERM before SIGKILL.
+pub const STOP_GRACE_SECONDS: u32 = 10;
 
 /// The agent's self-description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +81,37 @@ pub struct Hello {
     pub capacity: Resources,
     /// The deployments it is running now (after a reconnect, say).
     pub running: Vec<DeploymentId>,
+    /// The deployments that ended and whose `exited` report follows the hello.
+    #[serde(default)]
+    pub exited: Vec<DeploymentId>,
+}
+
+/// One deployment to run: a `run` order's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub deployment_id: DeploymentId,
+    /// An image reference (`registry/name:tag`); the exec driver ignores it.
+    pub image: String,
+    /// Its limits on the machine.
+    pub resources: Resources,
+    /// The program and its arguments; the image's own command when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// How a deployment ended: an `exited` report's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub deployment_id: DeploymentId,
+    /// The exit status; 128 + n after signal n (as shells and Docker say it). `None` when it
+    /// never ran: the image could not be pulled, the command could not be started; `output`
+    /// then says why.
+    pub exit_code: Option<i32>,
+    /// The last lines of its output (stdout and stderr together), at most [`OUTPUT_LIMIT`]
+    /// bytes.
+    pub output: String,
 }
 
 /// A message from an agent.
@@ -67,6 +119,10 @@ pub struct Hello {
 pub enum AgentMessage {
     /// Its hello.
     Hello(Hello),
+    /// A deployment it was told to run is running.
+    Started { deployment_id: DeploymentId },
+    /// A deployment ended.
+    Exited(Exit),
     /// A ping that the auto-response did not catch.
     Ping,
 }
@@ -82,6 +138,16 @@ pub enum ObjectMessage {
         /// This connection's id.
         agent_id: AgentId,
     },
+    /// Start a deployment.
+    Run { v: u32, deployment: RunSpec },
+    /// Stop a deployment: SIGTERM, then SIGKILL after `grace_seconds`.
+    Stop {
+        v: u32,
+        deployment_id: DeploymentId,
+        grace_seconds: u32,
+    },
+    /// The deployment's exit is recorded: what is left of it may be removed.
+    Forget { v: u32, deployment_id: DeploymentId },
     /// The answer to a ping (exactly [`PONG`]).
     Pong,
 }
@@ -162,6 +228,27 @@ pub fn parse(text: &str) -> Result<AgentMessage, Violation> {
             check_hello(&hello)?;
             Ok(AgentMessage::Hello(hello))
         }
+        "started" => {
+            #[derive(Deserialize)]
+            struct Started {
+                deployment_id: DeploymentId,
+            }
+            let s: Started = serde_json::from_value(value)
+                .map_err(|e| Violation::policy(format!("invalid started: {e}")))?;
+            Ok(AgentMessage::Started {
+                deployment_id: s.deployment_id,
+            })
+        }
+        "exited" => {
+            let exit: Exit = serde_json::from_value(value)
+                .map_err(|e| Violation::policy(format!("invalid exited: {e}")))?;
+            if exit.output.len() > OUTPUT_LIMIT {
+                return Err(Violation::policy(format!(
+                    "invalid exited: output is longer than {OUTPUT_LIMIT} bytes"
+                )));
+            }
+            Ok(AgentMessage::Exited(exit))
+        }
         other => Err(Violation::policy(format!(
             "unknown message type {:?}",
             other.chars().take(40).collect::<String>()
@@ -186,7 +273,7 @@ fn check_hello(hello: &Hello) -> Result<(), Violation> {
             "invalid hello: capacity must be non-negative and below 2^40 in each dimension",
         ));
     }
-    if hello.running.len() > MAX_RUNNING {
+    if hello.running.len() + hello.exited.len() > MAX_RUNNING {
         return Err(Violation::policy(format!(
             "invalid hello: running lists more than {MAX_RUNNING} deployments"
         )));
@@ -276,6 +363,69 @@ mod tests {
             assert!(v.reason.contains(needle), "{text}: {}", v.reason);
             assert!(v.reason.len() <= MAX_REASON_BYTES);
         }
+    }
+
+    #[test]
+    fn reports_parse_and_their_output_is_bounded() {
+        let id = "0199a4c8-7e2b-7c3d-8f00-000000000001";
+        let started = json!({"v": 1, "type": "started", "deployment_id": id}).to_string();
+        assert!(matches!(parse(&started), Ok(AgentMessage::Started { .. })));
+        let exited = json!({"v": 1, "type": "exited", "deployment_id": id, "exit_code": 3,
+            "output": "boom\n"});
+        let Ok(AgentMessage::Exited(exit)) = parse(&exited.to_string()) else {
+            panic!("an exit");
+        };
+        assert_eq!((exit.exit_code, exit.output.as_str()), (Some(3), "boom\n"));
+        let mut never_ran = exited.clone();
+        never_ran["exit_code"] = Value::Null;
+        assert!(
+            matches!(parse(&never_ran.to_string()), Ok(AgentMessage::Exited(e)) if e.exit_code.is_none())
+        );
+        let mut long = exited.clone();
+        long["output"] = json!("x".repeat(OUTPUT_LIMIT + 1));
+        assert!(rejected(&long.to_string()).reason.contains("output"));
+        let mut no_id = exited;
+        no_id
+            .as_object_mut()
+            .expect("object")
+            .remove("deployment_id");
+        assert!(rejected(&no_id.to_string())
+            .reason
+            .contains("invalid exited"));
+        let bad = json!({"v": 1, "type": "started", "deployment_id": 7}).to_string();
+        assert!(rejected(&bad).reason.contains("invalid started"));
+    }
+
+    #[test]
+    fn orders_are_versioned_json() {
+        let id = DeploymentId::new();
+        let run = ObjectMessage::Run {
+            v: VERSION,
+            deployment: RunSpec {
+                deployment_id: id,
+                image: "busybox:1".into(),
+                resources: Resources::new(500, 64, 0),
+                command: Some(vec!["true".into()]),
+                env: BTreeMap::new(),
+            },
+        };
+        let back: Value = serde_json::from_str(&run.to_text()).expect("json");
+        assert_eq!(back["type"], "run");
+        assert_eq!(back["deployment"]["deployment_id"], id.to_string());
+        assert!(back["deployment"].get("env").is_none());
+        assert_eq!(
+            serde_json::from_value::<ObjectMessage>(back).expect("back"),
+            run
+        );
+        let stop = ObjectMessage::Stop {
+            v: VERSION,
+            deployment_id: id,
+            grace_seconds: STOP_GRACE_SECONDS,
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&stop.to_text()).expect("json"),
+            json!({"v": 1, "type": "stop", "deployment_id": id.to_string(), "grace_seconds": 10})
+        );
     }
 
     #[test]
