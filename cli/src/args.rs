@@ -338,7 +338,8 @@ pub enum ClusterCommand {
     /// Create a cluster with a capacity.
     #[command(after_help = "Examples:
   berth cluster create gpu-east --cpu 64 --memory 256Gi --gpus 8
-  berth cluster create cpu --cpu 16 --memory 64Gi --strict --preemption")]
+  berth cluster create cpu --cpu 16 --memory 64Gi --strict --preemption
+  berth cluster create batch --cpu 32 --memory 128Gi --agent-grace 5m")]
     Create {
         name: String,
         #[command(flatten)]
@@ -349,6 +350,10 @@ pub enum ClusterCommand {
         /// Let higher priorities preempt lower ones.
         #[arg(long)]
         preemption: bool,
+        /// How long an agent may stay away before what it ran is lost and requeued
+        /// (5s to 1h; default 60s).
+        #[arg(long, value_parser = agent_grace, value_name = "DURATION")]
+        agent_grace: Option<i32>,
     },
     /// The organization's clusters.
     #[command(after_help = "Examples:\n  berth cluster list\n  berth cluster list -o wide")]
@@ -370,7 +375,8 @@ pub enum ClusterCommand {
     /// Rename a cluster or change its policies.
     #[command(after_help = "Examples:
   berth cluster update gpu-east --name gpu-west
-  berth cluster update gpu-east --queueing strict --preemption true")]
+  berth cluster update gpu-east --queueing strict --preemption true
+  berth cluster update gpu-east --agent-grace 2m")]
     Update {
         cluster: String,
         #[arg(long)]
@@ -379,6 +385,9 @@ pub enum ClusterCommand {
         queueing: Option<QueueingArg>,
         #[arg(long)]
         preemption: Option<bool>,
+        /// How long an agent may stay away before what it ran is lost (5s to 1h).
+        #[arg(long, value_parser = agent_grace, value_name = "DURATION")]
+        agent_grace: Option<i32>,
     },
     /// Delete a cluster (refused while deployments are queued or running).
     #[command(after_help = "Example:\n  berth cluster delete gpu-east")]
@@ -507,6 +516,15 @@ fn max_runtime(s: &str) -> Result<i64, String> {
         return Err(format!("'{s}' is longer than 365d"));
     }
     Ok(secs)
+}
+
+fn agent_grace(s: &str) -> Result<i32, String> {
+    let secs = units::seconds(s)?;
+    let (min, max, _) = berth::http::wire::AGENT_GRACE_SECONDS;
+    if !(min..=max).contains(&secs) {
+        return Err(format!("'{s}' must be between 5s and 1h"));
+    }
+    i32::try_from(secs).map_err(|_| format!("'{s}' is too long"))
 }
 
 fn invite_lifetime(s: &str) -> Result<i64, String> {

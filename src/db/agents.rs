@@ -11,7 +11,7 @@ use crate::domain::ids::{AgentId, AgentTokenId, ClusterId};
 use crate::domain::resources::Resources;
 
 /// An agent as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentRow {
     pub id: AgentId,
     pub cluster_id: ClusterId,
@@ -116,6 +116,50 @@ pub async fn disconnected(
     Ok(())
 }
 
+/// Every agent of the cluster that is connected or holds a placed container (the object's
+/// placement state starts from these).
+pub async fn of_cluster(db: &impl GenericClient, cluster: ClusterId) -> DbResult<Vec<AgentRow>> {
+    let sql = format!(
+        "select {COLUMNS} from agents a where cluster_id = $1 and (status = 'connected' or \
+           exists (select 1 from deployments d where d.agent_id = a.id and d.placement is not null))"
+    );
+    let rows = db.query_typed(&sql, &[(&cluster.0, Type::UUID)]).await?;
+    rows.iter().map(AgentRow::try_from).collect()
+}
+
+/// Records when connected agents were last heard of, in one statement.
+pub async fn seen(db: &impl GenericClient, seen: &[(AgentId, DateTime<Utc>)]) -> DbResult<()> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = seen.iter().map(|(a, _)| a.0).collect();
+    let at: Vec<DateTime<Utc>> = seen.iter().map(|(_, t)| *t).collect();
+    db.execute_typed(
+        "update agents a set last_seen_at = greatest(a.last_seen_at, x.t) \
+         from unnest($1::uuid[], $2::timestamptz[]) as x(i, t) \
+         where a.id = x.i and a.status = 'connected'",
+        &[(&ids, Type::UUID_ARRAY), (&at, Type::TIMESTAMPTZ_ARRAY)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records agents as gone at `now` whatever socket they were on (their object found no
+/// socket for them, or they were silent past the grace).
+pub async fn away(db: &impl GenericClient, agents: &[AgentId], now: DateTime<Utc>) -> DbResult<()> {
+    if agents.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.0).collect();
+    db.execute_typed(
+        "update agents set status = 'disconnected', last_seen_at = greatest(last_seen_at, $2) \
+         where id = any($1) and status = 'connected'",
+        &[(&ids, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A page of the cluster's agents, in id order.
 pub async fn list(
     db: &impl GenericClient,
@@ -124,4 +168,31 @@ pub async fn list(
 ) -> DbResult<Vec<AgentRow>> {
     let rows = super::page_of_cluster(db, "agents", COLUMNS, cluster, page).await?;
     rows.iter().map(AgentRow::try_from).collect()
+}
+
+/// What is placed on each of the cluster's agents now: the resources of the containers that
+/// occupy it (assigned, started or stopping) and how many of them are started.
+pub async fn placed_on(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+) -> DbResult<Vec<(AgentId, Resources, i64)>> {
+    let rows = db
+        .query_typed(
+            "select agent_id, sum(cpu_millis)::int8 as cpu_millis, \
+               sum(memory_mib)::int8 as memory_mib, sum(gpus)::int8 as gpus, \
+               count(*) filter (where placement = 'started') as running \
+             from deployments where cluster_id = $1 and placement is not null \
+               and agent_id is not null group by agent_id",
+            &[(&cluster.0, Type::UUID)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                AgentId(r.try_get("agent_id")?),
+                resources(r)?,
+                r.try_get("running")?,
+            ))
+        })
+        .collect()
 }

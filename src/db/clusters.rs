@@ -23,6 +23,8 @@ pub struct ClusterRow {
     pub capacity: Resources,
     /// Scheduling policy.
     pub policy: Policy,
+    /// How long an agent may stay away before what it ran is lost (5 to 3600).
+    pub agent_grace_seconds: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -30,7 +32,8 @@ pub struct ClusterRow {
 }
 
 const COLUMNS: &str =
-    "id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, created_at, updated_at";
+    "id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, agent_grace_seconds, \
+     created_at, updated_at";
 
 /// Reads the three resource columns.
 pub fn resources(r: &Row) -> Result<Resources, tokio_postgres::Error> {
@@ -54,6 +57,7 @@ impl TryFrom<&Row> for ClusterRow {
                 queueing: queueing_of(&queueing)?,
                 preemption: r.try_get("preemption")?,
             },
+            agent_grace_seconds: r.try_get("agent_grace_seconds")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
         })
@@ -79,8 +83,9 @@ pub fn queueing_name(q: Queueing) -> &'static str {
 /// Stores a new cluster; a taken name is `DbError::Unique("clusters_org_name_key")`.
 pub async fn insert(db: &impl GenericClient, c: &ClusterRow) -> DbResult<ClusterRow> {
     let sql = format!(
-        "insert into clusters (id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
+        "insert into clusters (id, org_id, name, cpu_millis, memory_mib, gpus, queueing, preemption, \
+           agent_grace_seconds) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {COLUMNS}"
     );
     let row = db
         .query_typed_one(
@@ -94,6 +99,7 @@ pub async fn insert(db: &impl GenericClient, c: &ClusterRow) -> DbResult<Cluster
                 (&c.capacity.gpus, Type::INT8),
                 (&queueing_name(c.policy.queueing), Type::TEXT),
                 (&c.policy.preemption, Type::BOOL),
+                (&c.agent_grace_seconds, Type::INT4),
             ],
         )
         .await?;
@@ -110,7 +116,7 @@ pub async fn get_with_role(
     let row = db
         .query_typed_opt(
             "select c.id, c.org_id, c.name, c.cpu_millis, c.memory_mib, c.gpus, c.queueing, \
-               c.preemption, c.created_at, c.updated_at, m.role as member_role \
+               c.preemption, c.agent_grace_seconds, c.created_at, c.updated_at, m.role as member_role \
              from clusters c left join memberships m on m.org_id = c.org_id and m.user_id = $2 \
              where c.id = $1",
             &[(&id.0, Type::UUID), (&user.map(|u| u.0), Type::UUID)],
@@ -151,7 +157,8 @@ pub async fn update(
 ) -> DbResult<ClusterRow> {
     let sql = format!(
         "update clusters set name = $2, cpu_millis = $3, memory_mib = $4, gpus = $5, \
-         queueing = $6, preemption = $7, updated_at = $8 where id = $1 returning {COLUMNS}"
+         queueing = $6, preemption = $7, updated_at = $8, agent_grace_seconds = $9 where id = $1 \
+         returning {COLUMNS}"
     );
     let row = db
         .query_typed_one(
@@ -165,6 +172,7 @@ pub async fn update(
                 (&queueing_name(c.policy.queueing), Type::TEXT),
                 (&c.policy.preemption, Type::BOOL),
                 (&now, Type::TIMESTAMPTZ),
+                (&c.agent_grace_seconds, Type::INT4),
             ],
         )
         .await?;
@@ -200,9 +208,16 @@ pub struct Usage {
     pub running: i64,
     /// Queued deployments.
     pub queued: i64,
+    /// What the connected agents offer together.
+    #[serde(default)]
+    pub agent_capacity: Resources,
+    /// Agents connected.
+    #[serde(default)]
+    pub agents_connected: i64,
 }
 
-/// Clusters the sweep must wake: queued work, or running work past its deadline.
+/// Clusters the sweep must wake: queued work, running work past its deadline, or placed
+/// containers (their agents' liveness is checked by the tick).
 pub async fn needing_attention(
     db: &impl GenericClient,
     now: DateTime<Utc>,
@@ -210,7 +225,8 @@ pub async fn needing_attention(
     let rows = db
         .query_typed(
             "select distinct cluster_id from deployments \
-             where status = 'queued' or (status = 'running' and deadline_at <= $1)",
+             where status = 'queued' or (status = 'running' and deadline_at <= $1) \
+                or placement is not null",
             &[(&now, Type::TIMESTAMPTZ)],
         )
         .await?;

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::clusters::resources;
 use super::{DbError, DbResult, Page};
 use crate::domain::deployment::{EventKind, Process, Status};
-use crate::domain::ids::{ClusterId, DeploymentId, OrgId, UserId};
+use crate::domain::ids::{AgentId, ClusterId, DeploymentId, OrgId, UserId};
 use crate::domain::resources::Resources;
+use crate::domain::scheduling::placement::{Placed, Stage};
 
 /// A deployment as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -34,12 +35,38 @@ pub struct DeploymentRow {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The agent it was placed on (kept after it ends; cleared when it is lost).
+    pub agent: Option<AgentRef>,
+    /// Where its container is, when one is expected.
+    pub placement: Option<Stage>,
+    /// When its agent said it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// What its agent reported at its exit.
+    pub exit_code: Option<i32>,
+}
+
+/// An agent as a deployment names it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentRef {
+    pub id: AgentId,
+    pub name: String,
 }
 
 /// Columns in the order `TryFrom<&Row>` reads them.
 pub const COLUMNS: &str = "id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
     priority, max_runtime_seconds, status, enqueued_at, admitted_at, deadline_at, finished_at, \
-    preemptions, preempted_by, message, idempotency_key, created_at, updated_at";
+    preemptions, preempted_by, message, idempotency_key, created_at, updated_at, agent_id, \
+    agent_name, placement, started_at, exit_code";
+
+/// The stored placement stage.
+fn stage(r: &Row) -> DbResult<Option<Stage>> {
+    let stage: Option<String> = r.try_get("placement")?;
+    stage
+        .map(|s| {
+            Stage::parse(&s).ok_or_else(|| DbError::Other(format!("unknown placement {s} stored")))
+        })
+        .transpose()
+}
 
 impl TryFrom<&Row> for DeploymentRow {
     type Error = DbError;
@@ -68,6 +95,19 @@ impl TryFrom<&Row> for DeploymentRow {
             idempotency_key: r.try_get("idempotency_key")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            agent: match (
+                r.try_get::<_, Option<Uuid>>("agent_id")?,
+                r.try_get::<_, Option<String>>("agent_name")?,
+            ) {
+                (Some(id), Some(name)) => Some(AgentRef {
+                    id: AgentId(id),
+                    name,
+                }),
+                _ => None,
+            },
+            placement: stage(r)?,
+            started_at: r.try_get("started_at")?,
+            exit_code: r.try_get("exit_code")?,
         })
     }
 }
@@ -120,6 +160,10 @@ impl DeploymentRow {
             idempotency_key: new.idempotency_key.clone(),
             created_at: now,
             updated_at: now,
+            agent: None,
+            placement: None,
+            started_at: None,
+            exit_code: None,
         }
     }
 }
@@ -202,9 +246,11 @@ pub async fn process(db: &impl GenericClient, id: DeploymentId) -> DbResult<Proc
             &[(&id.0, Type::UUID)],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(Process::default());
-    };
+    row.as_ref().map_or(Ok(Process::default()), process_of)
+}
+
+/// The `command` and `env` columns of a row.
+fn process_of(row: &Row) -> DbResult<Process> {
     fn decode<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> DbResult<Option<T>> {
         let v: Option<serde_json::Value> = row.try_get(name)?;
         v.map(serde_json::from_value)
@@ -212,8 +258,8 @@ pub async fn process(db: &impl GenericClient, id: DeploymentId) -> DbResult<Proc
             .map_err(|e| DbError::Other(format!("stored {name} is not valid: {e}")))
     }
     Ok(Process {
-        command: decode(&row, "command")?,
-        env: decode(&row, "env")?,
+        command: decode(row, "command")?,
+        env: decode(row, "env")?,
     })
 }
 
@@ -408,6 +454,143 @@ pub async fn set_priorities(
     )
     .await?;
     Ok(())
+}
+
+/// The placed containers of a cluster (deployments with a placement, whatever their status).
+pub async fn placements(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+) -> DbResult<Vec<(DeploymentId, Placed)>> {
+    let rows = db
+        .query_typed(
+            "select id, agent_id, cpu_millis, memory_mib, gpus, placement, stop_until \
+             from deployments where cluster_id = $1 and placement is not null",
+            &[(&cluster.0, Type::UUID)],
+        )
+        .await?;
+    rows.iter()
+        .filter_map(|r| {
+            let agent: Option<Uuid> = match r.try_get("agent_id") {
+                Ok(a) => a,
+                Err(e) => return Some(Err(e.into())),
+            };
+            // A placement whose agent record is gone (deleted cluster agents) holds nothing.
+            let agent = agent?;
+            Some((|| {
+                Ok((
+                    DeploymentId(r.try_get("id")?),
+                    Placed {
+                        agent: AgentId(agent),
+                        resources: resources(r)?,
+                        stage: stage(r)?
+                            .ok_or_else(|| DbError::Other("placement missing".into()))?,
+                        stop_until: r.try_get("stop_until")?,
+                    },
+                ))
+            })())
+        })
+        .collect()
+}
+
+/// A deployment's placement as it is to be stored: its stage (none: no container expected)
+/// and until when a stopping container counts; and, when given, its agent (`Some(None)`:
+/// none any more), start time and exit code (absent ones keep theirs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementWrite {
+    pub id: DeploymentId,
+    pub agent: Option<Option<AgentRef>>,
+    pub stage: Option<Stage>,
+    pub stop_until: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+}
+
+/// Writes placements in one statement.
+pub async fn set_placements(
+    db: &impl GenericClient,
+    writes: &[PlacementWrite],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = writes.iter().map(|w| w.id.0).collect();
+    let set_agent: Vec<bool> = writes.iter().map(|w| w.agent.is_some()).collect();
+    fn agent(w: &PlacementWrite) -> Option<&AgentRef> {
+        w.agent.as_ref().and_then(Option::as_ref)
+    }
+    let agents: Vec<Option<Uuid>> = writes.iter().map(|w| agent(w).map(|a| a.id.0)).collect();
+    let names: Vec<Option<&str>> = writes
+        .iter()
+        .map(|w| agent(w).map(|a| a.name.as_str()))
+        .collect();
+    let stages: Vec<Option<&str>> = writes.iter().map(|w| w.stage.map(Stage::as_str)).collect();
+    let until: Vec<Option<DateTime<Utc>>> = writes.iter().map(|w| w.stop_until).collect();
+    let started: Vec<Option<DateTime<Utc>>> = writes.iter().map(|w| w.started_at).collect();
+    let codes: Vec<Option<i32>> = writes.iter().map(|w| w.exit_code).collect();
+    db.execute_typed(
+        "update deployments d set \
+           agent_id = case when x.sa then x.a else d.agent_id end, \
+           agent_name = case when x.sa then x.n else d.agent_name end, \
+           placement = x.p, stop_until = x.u, started_at = coalesce(x.s, d.started_at), \
+           exit_code = coalesce(x.e, d.exit_code), updated_at = $8 \
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], \
+                     $6::timestamptz[], $7::int4[], $9::bool[]) as x(i, a, n, p, u, s, e, sa) \
+         where d.id = x.i",
+        &[
+            (&ids, Type::UUID_ARRAY),
+            (&agents, Type::UUID_ARRAY),
+            (&names, Type::TEXT_ARRAY),
+            (&stages, Type::TEXT_ARRAY),
+            (&until, Type::TIMESTAMPTZ_ARRAY),
+            (&started, Type::TIMESTAMPTZ_ARRAY),
+            (&codes, Type::INT4_ARRAY),
+            (&now, Type::TIMESTAMPTZ),
+            (&set_agent, Type::BOOL_ARRAY),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sends deployments whose agent was lost back to the queue, at their old place (their
+/// `enqueued_at` kept), as a preemption does but without counting one.
+pub async fn requeue_lost(
+    db: &impl GenericClient,
+    ids: &[DeploymentId],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    db.execute_typed(
+        "update deployments set status = 'queued', admitted_at = null, deadline_at = null, \
+           updated_at = $2 where id = any($1) and status = 'running'",
+        &[(&ids, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The processes (`command`, `env`) of several deployments, for their run orders.
+pub async fn processes(
+    db: &impl GenericClient,
+    ids: &[DeploymentId],
+) -> DbResult<Vec<(DeploymentId, Process)>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows = db
+        .query_typed(
+            "select id, command, env from deployments where id = any($1)",
+            &[(&ids, Type::UUID_ARRAY)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((DeploymentId(r.try_get("id")?), process_of(r)?)))
+        .collect()
 }
 
 /// One line of a deployment's history.

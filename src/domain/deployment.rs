@@ -112,11 +112,19 @@ pub enum EventKind {
     Failed,
     /// Failed for running past `max_runtime_seconds`.
     Expired,
+    /// Placed on an agent (the reason names it), which is told to run it.
+    Assigned,
+    /// Its agent started it.
+    Started,
+    /// Its container ended (the reason gives the exit code).
+    Exited,
+    /// Its agent stayed away longer than the cluster's grace; requeued.
+    Lost,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Created,
         EventKind::Admitted,
         EventKind::Preempted,
@@ -127,6 +135,10 @@ impl EventKind {
         EventKind::Succeeded,
         EventKind::Failed,
         EventKind::Expired,
+        EventKind::Assigned,
+        EventKind::Started,
+        EventKind::Exited,
+        EventKind::Lost,
     ];
 
     /// The stored name.
@@ -142,6 +154,10 @@ impl EventKind {
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::Expired => "expired",
+            EventKind::Assigned => "assigned",
+            EventKind::Started => "started",
+            EventKind::Exited => "exited",
+            EventKind::Lost => "lost",
         }
     }
 

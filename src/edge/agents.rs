@@ -1,7 +1,10 @@
 //! The agent WebSocket on Workers: the Worker forwards an admitted upgrade to the cluster's
 //! object (`forward`); the object accepts the socket with the hibernation API (`accept`) and
 //! runs the protocol on each message (`on_message`), its per-socket state in the socket's
-//! attachment so that it survives the object's eviction.
+//! attachment so that it survives the object's eviction. What a message means for the
+//! cluster (a hello, a report, a close) is a command for the cluster's writer; the orders
+//! the writer's batches decide are carried out on the sockets by `deliver`, which finds an
+//! agent's socket by the name its hello claimed.
 //!
 //! Each socket is tagged `token:<token id>`, to close every socket of a revoked token (tags
 //! are fixed at accept, before the hello names the agent, whose id is in the attachment).
@@ -20,11 +23,11 @@ use worker::{
 };
 
 use super::exchange::response_to_js;
-use super::platform::connect_db;
-use crate::db::agents as agents_db;
-use crate::domain::agent::protocol::{self, ObjectMessage, Violation, PING, PONG};
+use crate::db::agents::AgentRow;
+use crate::domain::agent::protocol::{self, Violation, PING, PONG};
 use crate::domain::agent::{step, Admitted, Joined, Session, Step};
-use crate::domain::ids::AgentTokenId;
+use crate::domain::ids::{AgentId, AgentTokenId};
+use crate::engine::{Command, Order};
 use crate::http::{agents, ApiError, AppState};
 
 /// The header that carries [`Admitted`] (JSON) from the Worker to the object. The object's
@@ -128,18 +131,18 @@ pub fn accept(state: &State, req: &Request) -> worker::Result<Response> {
 }
 
 /// One message on an accepted socket (the object may have been woken from hibernation for
-/// it: everything it needs is in the attachment). An accepted hello is recorded: the agent's
-/// name in the cluster gives it its id, the same on every reconnection.
-pub async fn on_message(
+/// it: everything it needs is in the attachment). Answers the command for the cluster's
+/// writer it amounts to, if any: a hello to record (its name claimed on this socket first),
+/// or a joined agent's report. A violation closes the socket and changes nothing.
+pub fn on_message(
     state: &State,
-    hibernation: &HibernationState,
-    env: &Env,
     ws: &WebSocket,
     message: WebSocketIncomingMessage,
-) -> worker::Result<()> {
-    let Some(session) = ws.deserialize_attachment::<Session>()? else {
+) -> worker::Result<Option<Command>> {
+    let Some(mut session) = ws.deserialize_attachment::<Session>()? else {
         // Not one of ours (cannot happen: every accepted socket has its session).
-        return ws.close(Some(1011), Some("no session"));
+        ws.close(Some(1011), Some("no session"))?;
+        return Ok(None);
     };
     let result = match message {
         WebSocketIncomingMessage::String(text) => {
@@ -147,112 +150,170 @@ pub async fn on_message(
         }
         WebSocketIncomingMessage::Binary(_) => Err(Violation::binary()),
     };
-    let hello = match result {
-        Ok(Step::Reply(reply)) => return ws.send_with_str(reply.to_text()),
-        Ok(Step::Hello(hello)) => hello,
+    match result {
+        Ok(Step::Reply(reply)) => {
+            ws.send_with_str(reply.to_text())?;
+            Ok(None)
+        }
+        Ok(Step::Hello(hello)) => {
+            // One machine, one live socket: a second agent under a connected one's name is
+            // refused.
+            let name = hello.agent.name.clone();
+            if socket_named(state, &name).is_some() {
+                let v = Violation::policy(format!("an agent named {name} is already connected"));
+                ws.close(Some(v.code), Some(v.reason))?;
+                return Ok(None);
+            }
+            session.name = Some(name);
+            session.heard_at = Some(Utc::now());
+            ws.serialize_attachment(&session)?;
+            Ok(Some(Command::AgentHello {
+                token: session.token.parse().ok().map(AgentTokenId),
+                info: hello.agent,
+                capacity: hello.capacity,
+                running: hello.running,
+                exited: hello.exited,
+            }))
+        }
         Ok(Step::Report(report)) => {
-            worker::console_log!("agent report not acted on yet: {report:?}");
-            return Ok(());
+            let Some(agent) = session.agent.as_ref().map(|a| a.id) else {
+                worker::console_log!("a report before the hello was recorded, ignored");
+                return Ok(None);
+            };
+            session.heard_at = Some(Utc::now());
+            ws.serialize_attachment(&session)?;
+            Ok(Some(Command::AgentReport { agent, report }))
         }
         Err(v) => {
             let who = session.agent.as_ref().map(|a| a.id.to_string());
             let who = who.as_deref().unwrap_or("(before its hello)");
             worker::console_log!("agent {who} closed: {} {}", v.code, v.reason);
-            return ws.close(Some(v.code), Some(v.reason));
+            ws.close(Some(v.code), Some(v.reason))?;
+            Ok(None)
         }
-    };
-    // One machine, one live socket: a second agent under a connected one's name is refused.
-    let taken = state.get_websockets().iter().any(|other| {
-        other
-            .deserialize_attachment::<Session>()
-            .ok()
-            .flatten()
-            .and_then(|s| s.agent)
-            .is_some_and(|a| a.info.name == hello.agent.name)
-    });
-    if taken {
-        let v = Violation::policy(format!(
-            "an agent named {} is already connected",
-            hello.agent.name
-        ));
-        return ws.close(Some(v.code), Some(v.reason));
     }
-    let connecting = agents_db::Connecting {
-        cluster: session.cluster,
-        token: session.token.parse().ok().map(AgentTokenId),
-        name: &hello.agent.name,
-        version: &hello.agent.version,
-        capacity: hello.capacity,
+}
+
+/// The hello on `ws` was recorded as `agent`: the session keeps who it is.
+pub fn joined(state: &State, ws: &WebSocket, agent: &AgentRow) -> worker::Result<()> {
+    let Some(session) = ws.deserialize_attachment::<Session>()? else {
+        return Ok(());
     };
-    let recorded = match connect_db(env).await {
-        Ok(db) => agents_db::connected(&db, &connecting, Utc::now()).await,
-        Err(e) => Err(e),
-    };
-    let row = match recorded {
-        Ok(row) => row,
-        Err(e) => {
-            // The agent tries again (its reconnect), and nothing was recorded.
-            worker::console_error!("agent hello not recorded: {e}");
-            return ws.close(
-                Some(1011),
-                Some("the cluster cannot record agents now; retry"),
-            );
-        }
+    let Some(info) = session.name.clone().map(|name| protocol::AgentInfo {
+        name,
+        version: agent.version.clone(),
+    }) else {
+        return Ok(());
     };
     let joined = Session {
         agent: Some(Joined {
-            id: row.id,
-            info: hello.agent,
-            capacity: hello.capacity,
-            since: row.connected_at,
+            id: agent.id,
+            info,
+            capacity: agent.capacity,
+            since: agent.connected_at,
         }),
         ..session
     };
     ws.serialize_attachment(&joined)?;
     // One line per change of an agent's state.
     worker::console_log!(
-        "agent {} ({}) joined: {} agent socket(s) on this cluster, last auto-pong {:?}",
-        row.id,
-        row.name,
+        "agent {} ({}) joined: {} agent socket(s) on this cluster",
+        agent.id,
+        agent.name,
         state.get_websockets().len(),
-        last_auto_pong(hibernation, ws)
     );
-    let welcome = ObjectMessage::Welcome {
-        v: protocol::VERSION,
-        agent_id: row.id,
-    };
-    ws.send_with_str(welcome.to_text())
+    Ok(())
 }
 
-/// A socket went away (closed by the agent, or failed): an agent that had said hello is
-/// recorded as disconnected, unless it has connected again since on another socket.
-pub async fn on_gone(env: &Env, ws: &WebSocket) {
+/// A socket went away (closed by the agent, or failed): for an agent that had said hello,
+/// the command that records it gone (unless it has connected again since on another socket).
+pub fn on_gone(ws: &WebSocket) -> Option<Command> {
     let Ok(Some(Session {
         agent: Some(agent), ..
     })) = ws.deserialize_attachment::<Session>()
     else {
-        return;
+        return None;
     };
-    let done = match connect_db(env).await {
-        Ok(db) => agents_db::disconnected(&db, agent.id, agent.since, Utc::now()).await,
-        Err(e) => Err(e),
-    };
-    match done {
-        Ok(()) => worker::console_log!("agent {} left", agent.id),
-        Err(e) => worker::console_error!("agent {} left, not recorded: {e}", agent.id),
-    }
+    worker::console_log!("agent {} left", agent.id);
+    Some(Command::AgentGone {
+        agent: agent.id,
+        since: agent.since,
+    })
 }
 
 /// Closes every socket of the agent token `token` (revoked), with 1008 and a reason the
-/// agent can show, and records its agents as gone; answers how many sockets there were.
-pub async fn disconnect(state: &State, env: &Env, token: AgentTokenId) -> usize {
+/// agent can show; answers them (their agents are to be recorded gone).
+pub fn disconnect(state: &State, token: AgentTokenId) -> Vec<WebSocket> {
     let sockets = state.get_websockets_with_tag(&token_tag(&token.to_string()));
     for ws in &sockets {
         // One that is closing already needs nothing more.
         let _ = ws.close(Some(1008), Some("agent token revoked"));
-        on_gone(env, ws).await;
     }
-    sockets.len()
+    sockets
+}
+
+/// The open socket of the agent named `name` (claimed by its hello), if any.
+fn socket_named(state: &State, name: &str) -> Option<WebSocket> {
+    state.get_websockets().into_iter().find(|ws| {
+        ws.deserialize_attachment::<Session>()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.name.as_deref() == Some(name))
+    })
+}
+
+/// Carries out the orders of committed batches on the agents' sockets. An agent without a
+/// socket misses its order; what it should run is reconciled when it says hello again.
+pub fn deliver(state: &State, orders: Vec<Order>) {
+    for order in orders {
+        match order {
+            Order::Send {
+                agent,
+                name,
+                message,
+            } => match socket_named(state, &name) {
+                Some(ws) => {
+                    if let Err(e) = ws.send_with_str(message.to_text()) {
+                        worker::console_error!("order for agent {agent} not sent: {e}");
+                    }
+                }
+                None => worker::console_log!("agent {agent} has no socket; order dropped"),
+            },
+            Order::Close {
+                agent,
+                name,
+                reason,
+            } => {
+                if let Some(ws) = socket_named(state, &name) {
+                    let v = Violation::policy(reason);
+                    worker::console_log!("agent {agent} closed: {}", v.reason);
+                    let _ = ws.close(Some(1011), Some(v.reason));
+                }
+            }
+        }
+    }
+}
+
+/// When each joined agent with an open socket was last heard of: its last message, or the
+/// runtime's last answer to its ping.
+pub fn seen(state: &State, hibernation: &HibernationState) -> Vec<(AgentId, DateTime<Utc>)> {
+    state
+        .get_websockets()
+        .iter()
+        .filter_map(|ws| {
+            let session = ws.deserialize_attachment::<Session>().ok().flatten()?;
+            let agent = session.agent?;
+            let at = [
+                Some(agent.since),
+                session.heard_at,
+                last_auto_pong(hibernation, ws),
+            ]
+            .into_iter()
+            .flatten()
+            .max()?;
+            Some((agent.id, at))
+        })
+        .collect()
 }
 
 /// The tag of every socket of one credential.

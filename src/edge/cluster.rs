@@ -21,8 +21,9 @@ use super::agents::{self, HibernationState};
 use super::exchange::{rpc_answer, rpc_argument};
 use super::platform::connect_db;
 use crate::auth::Caller;
+use crate::domain::agent::Session;
 use crate::domain::ids::{AgentTokenId, ClusterId};
-use crate::engine::{ClusterWriter, Command, EngineError, Executed, View};
+use crate::engine::{ClusterWriter, Command, EngineError, Executed, Outcome, View};
 
 /// What the Worker sends to the object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,27 +54,71 @@ pub struct ClusterObject {
 }
 
 impl ClusterObject {
+    /// Runs a command on the cluster's writer, then carries out the orders for its agents
+    /// that committed batches decided, and sets the alarm at the next time the cluster must be
+    /// looked at. A tick learns here when each agent with an open socket was last heard of.
     async fn run(
         &self,
         cluster: ClusterId,
         command: Command,
     ) -> std::result::Result<Executed, EngineError> {
+        let command = match command {
+            Command::Tick { seen: None } => Command::Tick {
+                seen: Some(agents::seen(&self.state, &self.hibernation)),
+            },
+            other => other,
+        };
         let result = self
             .writer
             .run(cluster, command, || connect_db(&self.env), Utc::now)
             .await;
-        if let Ok(Executed {
-            next_deadline: Some(at),
-            ..
-        }) = &result
-        {
-            // A DateTime is an absolute time (an i64 would be an offset from now).
-            let when = (*at).max(Utc::now() + chrono::Duration::milliseconds(50));
-            if let Err(e) = self.state.storage().set_alarm(when).await {
-                worker::console_error!("setting the alarm failed: {e}");
+        agents::deliver(&self.state, self.writer.take_orders());
+        if let Ok(Executed { next_deadline, .. }) = &result {
+            if !self.remembered.get() {
+                // Remembered for the alarm, which arrives without a request (once per
+                // instance, and only for a cluster that exists).
+                match self.state.storage().put("cluster", cluster).await {
+                    Ok(()) => self.remembered.set(true),
+                    Err(e) => worker::console_error!("remembering the cluster failed: {e}"),
+                }
+            }
+            if let Some(at) = next_deadline {
+                // A DateTime is an absolute time (an i64 would be an offset from now).
+                let when = (*at).max(Utc::now() + chrono::Duration::milliseconds(50));
+                if let Err(e) = self.state.storage().set_alarm(when).await {
+                    worker::console_error!("setting the alarm failed: {e}");
+                }
             }
         }
         result
+    }
+
+    /// Runs the command an agent's socket gave, if any.
+    async fn run_for_agent(&self, ws: &WebSocket, command: Option<Command>) -> Result<()> {
+        let Some(command) = command else {
+            return Ok(());
+        };
+        let Some(session) = ws.deserialize_attachment::<Session>()? else {
+            return Ok(());
+        };
+        let hello = matches!(command, Command::AgentHello { .. });
+        match self.run(session.cluster, command).await {
+            Ok(Executed {
+                outcome: Outcome::Agent { agent },
+                ..
+            }) => agents::joined(&self.state, ws, &agent)?,
+            Ok(_) => {}
+            Err(e) if hello => {
+                // The agent tries again (its reconnect), and nothing was recorded.
+                worker::console_error!("agent hello not recorded: {e}");
+                ws.close(
+                    Some(1011),
+                    Some("the cluster cannot record agents now; retry"),
+                )?;
+            }
+            Err(e) => worker::console_error!("agent message not recorded: {e}"),
+        }
+        Ok(())
     }
 }
 
@@ -107,7 +152,8 @@ impl DurableObject for ClusterObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        agents::on_message(&self.state, &self.hibernation, &self.env, &ws, message).await
+        let command = agents::on_message(&self.state, &ws, message)?;
+        self.run_for_agent(&ws, command).await
     }
 
     async fn websocket_close(
@@ -118,19 +164,18 @@ impl DurableObject for ClusterObject {
         _was_clean: bool,
     ) -> Result<()> {
         agents::on_close(&ws, code);
-        agents::on_gone(&self.env, &ws).await;
-        Ok(())
+        self.run_for_agent(&ws, agents::on_gone(&ws)).await
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
         worker::console_error!("agent socket error: {error}");
-        agents::on_gone(&self.env, &ws).await;
-        Ok(())
+        self.run_for_agent(&ws, agents::on_gone(&ws)).await
     }
 
     async fn alarm(&self) -> Result<Response> {
         if let Some(cluster) = self.state.storage().get::<ClusterId>("cluster").await? {
-            if let Err(e) = self.run(cluster, Command::Tick).await {
+            self.remembered.set(true);
+            if let Err(e) = self.run(cluster, Command::TICK).await {
                 worker::console_error!("cluster {cluster} alarm tick failed: {e}");
             }
         }
@@ -145,24 +190,20 @@ impl ClusterObject {
     /// Runs a [`ClusterCall`] and answers its `Result<Executed, EngineError>`.
     pub async fn command(&self, call: String) -> std::result::Result<JsValue, JsValue> {
         let call: ClusterCall = rpc_argument(&call)?;
-        let result = self.run(call.cluster, call.command).await;
-        if result.is_ok() && !self.remembered.get() {
-            // Remembered for the alarm, which arrives without a request (once per instance,
-            // and only for a cluster that exists).
-            self.state
-                .storage()
-                .put("cluster", call.cluster)
-                .await
-                .map_err(|e| JsValue::from_str(&e.to_string()))?;
-            self.remembered.set(true);
-        }
-        rpc_answer(&result)
+        rpc_answer(&self.run(call.cluster, call.command).await)
     }
 
     /// Closes the agent sockets of a revoked token (its id as JSON); answers how many.
     pub async fn disconnect(&self, call: String) -> std::result::Result<JsValue, JsValue> {
         let token: AgentTokenId = rpc_argument(&call)?;
-        rpc_answer(&agents::disconnect(&self.state, &self.env, token).await)
+        let sockets = agents::disconnect(&self.state, token);
+        for ws in &sockets {
+            if let Err(e) = self.run_for_agent(ws, agents::on_gone(ws)).await {
+                worker::console_error!("revoked agent not recorded gone: {e}");
+            }
+        }
+        let n = sockets.len();
+        rpc_answer(&n)
     }
 
     /// Answers a [`ViewCall`] with its `Result<Viewed, EngineError>`.

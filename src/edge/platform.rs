@@ -110,7 +110,7 @@ impl EdgePlatform {
         let db = self.connect().await?;
         let now = self.now();
         for cluster in clusters::needing_attention(&db, now).await? {
-            if let Err(e) = self.cluster_command(cluster, Command::Tick).await {
+            if let Err(e) = self.cluster_command(cluster, Command::TICK).await {
                 worker::console_error!("sweep of cluster {cluster} failed: {e}");
             }
         }

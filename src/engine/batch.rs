@@ -7,11 +7,15 @@ use tokio_postgres::Client;
 use super::authorize::Callers;
 use super::commands::apply;
 use super::live::Live;
-use super::{Command, EngineError, Executed, Outcome};
+use super::{Command, EngineError, Executed, Order, Outcome};
+use crate::db::agents::{self as agents_db, AgentRow};
 use crate::db::clusters::{self, ClusterRow};
-use crate::db::deployments::{self, DeploymentRow, Event, Finishing, NewDeployment};
+use crate::db::deployments::{
+    self, DeploymentRow, Event, Finishing, NewDeployment, PlacementWrite,
+};
+use crate::domain::agent::protocol::{ObjectMessage, VERSION};
 use crate::domain::deployment::EventKind;
-use crate::domain::ids::{ClusterId, DeploymentId, OrgId};
+use crate::domain::ids::{AgentId, ClusterId, DeploymentId, OrgId};
 use crate::domain::scheduling::lifecycle::Settled;
 
 /// What one command of a batch is about, once applied.
@@ -20,7 +24,12 @@ pub(super) enum Subject {
     Cluster,
     Deleted,
     Tick,
+    Agent(Box<AgentRow>),
+    Noted,
 }
+
+/// The answers of a batch's commands, and the orders for the cluster's agents it committed.
+pub type BatchResult = (Vec<Result<Executed, EngineError>>, Vec<Order>);
 
 /// Runs `cmds` against `cluster` in one transaction, in order, each with its own result,
 /// and commits (or rolls back when the batch as a whole fails).
@@ -35,7 +44,7 @@ pub async fn execute_batch(
     cache: &mut Option<Live>,
     cmds: Vec<Command>,
     now: DateTime<Utc>,
-) -> Result<Vec<Result<Executed, EngineError>>, EngineError> {
+) -> Result<BatchResult, EngineError> {
     match in_transaction(db, cluster, cache, cmds, now).await {
         Ok(results) => Ok(results),
         Err(e) => {
@@ -57,7 +66,7 @@ async fn in_transaction(
     cache: &mut Option<Live>,
     cmds: Vec<Command>,
     now: DateTime<Utc>,
-) -> Result<Vec<Result<Executed, EngineError>>, EngineError> {
+) -> Result<BatchResult, EngineError> {
     // Postgres keeps microseconds: rows built here must equal the rows read back.
     let now = now.trunc_subsecs(6);
     let (_, locked, callers) = tokio::try_join!(
@@ -66,8 +75,8 @@ async fn in_transaction(
         Callers::resolve(tx, cluster, &cmds),
     )?;
     let mut c = locked.ok_or_else(|| EngineError::NotFound("cluster".into()))?;
-    if cache.is_none() || cmds.iter().any(|c| matches!(c, Command::Tick)) {
-        *cache = Some(Live::new(deployments::live(tx, cluster).await?, &c, now));
+    if cache.is_none() || cmds.iter().any(|c| matches!(c, Command::Tick { .. })) {
+        *cache = Some(Live::read(tx, &c, now).await?);
     }
     let Some(live) = cache.as_mut() else {
         return Err(EngineError::Internal("cache missing".into()));
@@ -85,7 +94,7 @@ async fn in_transaction(
         subjects.push(subject);
     }
 
-    let ticked = if batch.deleted {
+    let (ticked, processes) = if batch.deleted {
         // Only an empty cluster is deleted: whatever else this batch did before the delete
         // finished deployments (answered from `done`) or was refused.
         batch
@@ -93,7 +102,7 @@ async fn in_transaction(
             .await?;
         clusters::delete(tx, cluster).await?;
         tx.batch_execute("commit").await?;
-        Ticked::default()
+        (Ticked::default(), vec![])
     } else {
         for (id, new) in &batch.inserts {
             batch
@@ -101,25 +110,31 @@ async fn in_transaction(
                 .push(event(*id, EventKind::Created, None, None));
             live.insert(DeploymentRow::queued(*id, cluster, c.org_id, new, now));
         }
+        let heard = batch.heard;
+        live.lose_agents(&mut batch, &c, heard, now);
         let overdue = live.expire(now, &mut batch.events);
         let expired = overdue.len();
         batch.finishes.extend(overdue);
         let settled = live.schedule(&c, now, &mut batch.events);
-        batch
+        live.stop_unwanted(&mut batch, &settled, now);
+        live.place(&mut batch);
+        let processes = batch
             .write(tx, cluster, c.org_id, &settled, now, true)
             .await?;
-        Ticked {
+        let ticked = Ticked {
             admitted: settled.admitted.len(),
             preempted: settled.preempted.len(),
             expired,
-        }
+        };
+        (ticked, processes)
     };
+    let orders = batch.orders(live, processes);
     let out = answers(tx, &c, live, subjects, ticked).await;
     live.clear_done();
     if batch.deleted {
         *cache = None;
     }
-    Ok(out)
+    Ok((out, orders))
 }
 
 /// What the batch's scheduling did, for a `Tick`'s answer.
@@ -138,7 +153,7 @@ async fn answers(
     subjects: Vec<Result<Subject, EngineError>>,
     ticked: Ticked,
 ) -> Vec<Result<Executed, EngineError>> {
-    let next_deadline = live.next_deadline();
+    let next_deadline = live.next_wake(c);
     let positions = live.positions(&subjects);
     let mut out = Vec::with_capacity(subjects.len());
     for subject in subjects {
@@ -165,6 +180,8 @@ async fn answers(
                 cluster: Box::new(c.clone()),
             }),
             Ok(Subject::Deleted) => Ok(Outcome::Deleted),
+            Ok(Subject::Agent(agent)) => Ok(Outcome::Agent { agent }),
+            Ok(Subject::Noted) => Ok(Outcome::Noted),
             Ok(Subject::Tick) => Ok(Outcome::Ticked {
                 admitted: ticked.admitted,
                 preempted: ticked.preempted,
@@ -180,20 +197,58 @@ async fn answers(
     out
 }
 
+/// An order for an agent, as a batch collects it: a run order's process is read with the
+/// batch's writes.
+pub(in crate::engine) enum Outgoing {
+    Ready(Order),
+    /// Run the deployment on the agent (id, name).
+    Run(AgentId, String, DeploymentId),
+}
+
 /// Writes collected while a batch is applied; they go out together before the commit.
 #[derive(Default)]
-pub(super) struct Batch {
+pub(in crate::engine) struct Batch {
     pub(super) events: Vec<Event>,
     pub(super) inserts: Vec<(DeploymentId, NewDeployment)>,
     pub(super) finishes: Vec<Finishing>,
     pub(super) priorities: Vec<(DeploymentId, i32)>,
     pub(super) deleted: bool,
+    /// Placement changes, one per deployment (merged as they come).
+    placements: Vec<PlacementWrite>,
+    /// Running deployments requeued because their agent lost them.
+    pub(super) lost: Vec<DeploymentId>,
+    /// Orders for the agents, in the order they were decided.
+    pub(super) orders: Vec<Outgoing>,
+    /// Whether a tick read the agents' signs of life (so silence can be judged).
+    pub(super) heard: bool,
+    /// When connected agents were last heard of.
+    pub(super) seen: Vec<(AgentId, chrono::DateTime<Utc>)>,
+    /// Agents gone whatever their socket (none found, or silent past the grace).
+    pub(super) away: Vec<AgentId>,
+    /// Agents whose socket (of the connection begun then) closed.
+    pub(super) gone: Vec<(AgentId, chrono::DateTime<Utc>)>,
 }
 
 impl Batch {
+    /// Adds a placement change, merged with one already made to the same deployment (the
+    /// later wins; a start time, exit code or agent given earlier stays unless replaced).
+    pub(super) fn place(&mut self, w: PlacementWrite) {
+        match self.placements.iter_mut().find(|p| p.id == w.id) {
+            Some(p) => {
+                p.agent = w.agent.or(p.agent.take());
+                p.stage = w.stage;
+                p.stop_until = w.stop_until;
+                p.started_at = w.started_at.or(p.started_at);
+                p.exit_code = w.exit_code.or(p.exit_code);
+            }
+            None => self.placements.push(w),
+        }
+    }
+
     /// Every write of the batch in one round trip (pipelined), in this order: events after
     /// the rows they refer to, and the COMMIT last when `commit` (Postgres answers a COMMIT
-    /// after a failed statement with a rollback, and the failure is returned here).
+    /// after a failed statement with a rollback, and the failure is returned here). The
+    /// processes of the deployments to run are read in the same round trip.
     async fn write(
         &self,
         tx: &Client,
@@ -202,23 +257,69 @@ impl Batch {
         settled: &Settled,
         now: DateTime<Utc>,
         commit: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<(DeploymentId, crate::domain::deployment::Process)>, EngineError> {
         let end = async {
             if commit {
                 tx.batch_execute("commit").await?;
             }
             Ok::<(), crate::db::DbError>(())
         };
-        tokio::try_join!(
+        let to_run: Vec<DeploymentId> = self
+            .orders
+            .iter()
+            .filter_map(|o| match o {
+                Outgoing::Run(_, _, d) => Some(*d),
+                Outgoing::Ready(_) => None,
+            })
+            .collect();
+        let gone = async {
+            for (agent, since) in &self.gone {
+                agents_db::disconnected(tx, *agent, *since, now).await?;
+            }
+            Ok::<(), crate::db::DbError>(())
+        };
+        let (.., processes, _) = tokio::try_join!(
             deployments::insert_many(tx, cluster, org, &self.inserts, now),
             deployments::finish(tx, &self.finishes, now),
             deployments::set_priorities(tx, &self.priorities, now),
             deployments::requeue_preempted(tx, &settled.preempted, now),
+            deployments::requeue_lost(tx, &self.lost, now),
             deployments::admit(tx, &settled.admitted, now),
+            deployments::set_placements(tx, &self.placements, now),
             deployments::record(tx, &self.events, now),
+            agents_db::seen(tx, &self.seen),
+            agents_db::away(tx, &self.away, now),
+            gone,
+            deployments::processes(tx, &to_run),
             end,
         )?;
-        Ok(())
+        Ok(processes)
+    }
+
+    /// The batch's orders, once committed, with the run orders' processes.
+    fn orders(
+        &mut self,
+        live: &Live,
+        processes: Vec<(DeploymentId, crate::domain::deployment::Process)>,
+    ) -> Vec<Order> {
+        std::mem::take(&mut self.orders)
+            .into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Ready(order) => Some(order),
+                Outgoing::Run(agent, name, d) => {
+                    let process = processes.iter().find(|(id, _)| *id == d)?.1.clone();
+                    let deployment = live.run_spec(d, process)?;
+                    Some(Order::Send {
+                        agent,
+                        name,
+                        message: ObjectMessage::Run {
+                            v: VERSION,
+                            deployment,
+                        },
+                    })
+                }
+            })
+            .collect()
     }
 }
 

@@ -12,8 +12,10 @@ use super::batch::{event, Batch, Subject};
 use super::live::Live;
 use super::{Command, EngineError};
 use crate::auth::Caller;
+use crate::db::agents as agents_db;
 use crate::db::clusters::{self, ClusterRow};
 use crate::db::deployments::{self, NewDeployment};
+use crate::domain::agent::Report;
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::resources::Resources;
@@ -33,19 +35,58 @@ pub(super) async fn apply(
     now: DateTime<Utc>,
 ) -> Applied {
     match cmd {
-        Command::Tick => Ok(Ok(Subject::Tick)),
+        Command::Tick { seen } => {
+            if let Some(seen) = seen {
+                live.heard(batch, &seen, now);
+                batch.heard = true;
+            }
+            Ok(Ok(Subject::Tick))
+        }
+        Command::AgentHello {
+            token,
+            info,
+            capacity,
+            running,
+            exited,
+        } => {
+            let connecting = agents_db::Connecting {
+                cluster: c.id,
+                token,
+                name: &info.name,
+                version: &info.version,
+                capacity,
+            };
+            let agent = agents_db::connected(tx, &connecting, now).await?;
+            live.agent_joined(batch, &agent, &running, &exited, now);
+            Ok(Ok(Subject::Agent(Box::new(agent))))
+        }
+        Command::AgentReport { agent, report } => {
+            match report {
+                Report::Started { deployment_id } => {
+                    live.agent_started(batch, agent, deployment_id, now)
+                }
+                Report::Exited(exit) => live.agent_exited(batch, agent, exit, now),
+            }
+            Ok(Ok(Subject::Noted))
+        }
+        Command::AgentGone { agent, since } => {
+            live.agent_gone(batch, agent, since, now);
+            Ok(Ok(Subject::Noted))
+        }
         Command::DeleteCluster => Ok(delete_cluster(live, batch)),
         Command::UpdateCluster {
             name,
             capacity,
             queueing,
             preemption,
+            agent_grace_seconds,
         } => {
             let update = Update {
                 name,
                 capacity,
                 queueing,
                 preemption,
+                agent_grace_seconds,
             };
             update_cluster(tx, c, live, update, now).await
         }
@@ -120,6 +161,7 @@ struct Update {
     capacity: Option<Resources>,
     queueing: Option<Queueing>,
     preemption: Option<bool>,
+    agent_grace_seconds: Option<i32>,
 }
 
 /// Renames, resizes or changes the policy of the locked cluster `c`.
@@ -153,6 +195,7 @@ async fn update_cluster(
     c.name = update.name.unwrap_or_else(|| c.name.clone());
     c.policy.queueing = update.queueing.unwrap_or(c.policy.queueing);
     c.policy.preemption = update.preemption.unwrap_or(c.policy.preemption);
+    c.agent_grace_seconds = update.agent_grace_seconds.unwrap_or(c.agent_grace_seconds);
     *c = clusters::update(tx, c, now).await?;
     live.follow(c);
     Ok(Ok(Subject::Cluster))

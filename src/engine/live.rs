@@ -6,8 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
+mod placing;
+
 use super::batch::{event, Subject};
 use super::EngineError;
+use crate::db::agents::{self as agents_db, AgentRow};
 use crate::db::clusters::{self, ClusterRow};
 use crate::db::deployments::{self, DeploymentRow, Event, Finishing};
 use crate::domain::deployment::{EventKind, Status};
@@ -16,6 +19,7 @@ use crate::domain::resources::Resources;
 use crate::domain::scheduling::lifecycle::{
     self, Progress, Settled, EXPIRED_REASON, PREEMPTED_REASON, REQUEUED_REASON,
 };
+use crate::domain::scheduling::placement::{Agent, Fleet, Presence, Stage};
 use crate::domain::scheduling::{Book, BookEntry, QueueEntry};
 
 /// A cluster's queued and running deployments, kept current by the engine between
@@ -24,6 +28,10 @@ use crate::domain::scheduling::{Book, BookEntry, QueueEntry};
 /// Beside the rows it keeps the scheduler's [`Book`] of the same deployments (so scheduling,
 /// usage and queue positions never walk them all) and the running deployments' deadlines in
 /// order. Every change to `rows` goes through a method that changes the other two alike.
+///
+/// It also keeps the cluster's placement state (the agents and their containers: `fleet`)
+/// and the running deployments that no agent runs yet (`awaiting`, in admission order);
+/// the placement transitions are in `placing.rs`.
 #[derive(Debug)]
 pub struct Live {
     rows: HashMap<DeploymentId, DeploymentRow>,
@@ -31,6 +39,12 @@ pub struct Live {
     book: Book,
     /// (deadline, id) of every running deployment that has one.
     deadlines: BTreeSet<(DateTime<Utc>, DeploymentId)>,
+    fleet: Fleet,
+    /// (admitted at, id) of every running deployment without a container to run it.
+    awaiting: BTreeSet<(DateTime<Utc>, DeploymentId)>,
+    /// Whether placement may have something new to do since it last ran (an admission, an
+    /// agent joined, room freed).
+    unplaced: bool,
 }
 
 /// One page of a cluster's queue, in scheduling order: the position, effective priority
@@ -76,6 +90,32 @@ fn book_entry(r: &DeploymentRow) -> Option<BookEntry> {
     })
 }
 
+/// The key of a running row that no container runs (none is assigned or started).
+fn awaiting_key(r: &DeploymentRow) -> Option<(DateTime<Utc>, DeploymentId)> {
+    let placed = matches!(r.placement, Some(Stage::Assigned | Stage::Started));
+    (r.status == Status::Running && !placed).then(|| (r.admitted_at.unwrap_or(r.enqueued_at), r.id))
+}
+
+/// What placement knows of an agent from its record.
+fn fleet_agent(a: &AgentRow) -> (crate::domain::ids::AgentId, Agent) {
+    let presence = if a.status == "connected" {
+        Presence::Connected {
+            seen: a.last_seen_at,
+        }
+    } else {
+        Presence::Away {
+            since: a.last_seen_at,
+        }
+    };
+    let agent = Agent {
+        name: a.name.clone(),
+        capacity: a.capacity,
+        presence,
+        since: a.connected_at,
+    };
+    (a.id, agent)
+}
+
 /// The key of a running row in the deadline index.
 fn deadline_key(r: &DeploymentRow) -> Option<(DateTime<Utc>, DeploymentId)> {
     (r.status == Status::Running)
@@ -105,7 +145,12 @@ impl Live {
         self.done.clear();
     }
 
-    pub(super) fn new(rows: Vec<DeploymentRow>, c: &ClusterRow, now: DateTime<Utc>) -> Self {
+    pub(super) fn new(
+        rows: Vec<DeploymentRow>,
+        c: &ClusterRow,
+        now: DateTime<Utc>,
+        fleet: Fleet,
+    ) -> Self {
         let book = Book::new(
             c.capacity,
             c.policy,
@@ -113,18 +158,43 @@ impl Live {
             now,
         );
         let deadlines = rows.iter().filter_map(deadline_key).collect();
+        let awaiting = rows.iter().filter_map(awaiting_key).collect();
         Self {
             rows: rows.into_iter().map(|r| (r.id, r)).collect(),
             done: HashMap::new(),
             book,
             deadlines,
+            fleet,
+            awaiting,
+            unplaced: true,
         }
+    }
+
+    /// Reads the cluster's live deployments, its placed containers and its agents (three
+    /// statements, pipelined).
+    pub(super) async fn read(
+        db: &Client,
+        c: &ClusterRow,
+        now: DateTime<Utc>,
+    ) -> Result<Self, EngineError> {
+        let (rows, placed, agents) = tokio::try_join!(
+            deployments::live(db, c.id),
+            deployments::placements(db, c.id),
+            agents_db::of_cluster(db, c.id),
+        )?;
+        let fleet = Fleet::new(agents.iter().map(fleet_agent), placed);
+        Ok(Self::new(rows, c, now, fleet))
     }
 
     /// Adds a row just written (a new submission).
     pub(super) fn insert(&mut self, row: DeploymentRow) {
-        if let Some(old) = self.rows.get(&row.id).and_then(deadline_key) {
-            self.deadlines.remove(&old);
+        if let Some(old) = self.rows.get(&row.id) {
+            if let Some(d) = deadline_key(old) {
+                self.deadlines.remove(&d);
+            }
+            if let Some(a) = awaiting_key(old) {
+                self.awaiting.remove(&a);
+            }
         }
         match book_entry(&row) {
             Some(entry) => self.book.insert(entry),
@@ -133,6 +203,7 @@ impl Live {
             }
         }
         self.deadlines.extend(deadline_key(&row));
+        self.awaiting.extend(awaiting_key(&row));
         self.rows.insert(row.id, row);
     }
 
@@ -157,11 +228,14 @@ impl Live {
 
     pub(super) fn usage(&self) -> clusters::Usage {
         let t = self.book.totals();
+        let rooms = self.fleet.rooms();
         clusters::Usage {
             allocated: t.allocated,
             queued_demand: t.queued_demand,
             running: i64::try_from(t.running).unwrap_or(i64::MAX),
             queued: i64::try_from(t.queued).unwrap_or(i64::MAX),
+            agent_capacity: Resources::sum(rooms.iter().map(|r| &r.capacity)),
+            agents_connected: i64::try_from(rooms.len()).unwrap_or(i64::MAX),
         }
     }
 
@@ -212,6 +286,9 @@ impl Live {
         if let Some(d) = deadline_key(&row) {
             self.deadlines.remove(&d);
         }
+        if let Some(a) = awaiting_key(&row) {
+            self.awaiting.remove(&a);
+        }
         self.book.remove(&id);
         progress(&mut row).finish(to, message, now);
         self.done.insert(id, row);
@@ -249,6 +326,9 @@ impl Live {
                 if let Some(d) = deadline_key(r) {
                     self.deadlines.remove(&d);
                 }
+                if let Some(a) = awaiting_key(r) {
+                    self.awaiting.remove(&a);
+                }
                 progress(r).preempt(by, now);
             }
         }
@@ -256,6 +336,8 @@ impl Live {
             if let Some(r) = self.rows.get_mut(id) {
                 progress(r).admit(now);
                 self.deadlines.extend(deadline_key(r));
+                self.awaiting.extend(awaiting_key(r));
+                self.unplaced = true;
             }
         }
         for &(victim, by) in &settled.preempted {
@@ -281,6 +363,16 @@ impl Live {
     /// The earliest deadline among running deployments.
     pub(super) fn next_deadline(&self) -> Option<DateTime<Utc>> {
         self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// When the cluster must be looked at next: the earliest deadline, agent's grace or
+    /// stopping container's time.
+    pub(super) fn next_wake(&self, c: &ClusterRow) -> Option<DateTime<Utc>> {
+        let grace = chrono::Duration::seconds(i64::from(c.agent_grace_seconds));
+        [self.next_deadline(), self.fleet.next_due(grace)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The 1-based queue position of `id`, when it is queued.
@@ -309,7 +401,7 @@ impl Live {
         c: &ClusterRow,
         now: DateTime<Utc>,
     ) -> Result<Self, EngineError> {
-        Ok(Self::new(deployments::live(db, c.id).await?, c, now))
+        Self::read(db, c, now).await
     }
 
     /// Entries after the deployment `after` (from the head when `None`), at most `limit`,
@@ -409,6 +501,7 @@ mod tests {
                 queueing,
                 preemption: false,
             },
+            agent_grace_seconds: 60,
             created_at: t(0),
             updated_at: t(0),
         }
@@ -436,6 +529,10 @@ mod tests {
             idempotency_key: None,
             created_at: t(enqueued),
             updated_at: t(enqueued),
+            agent: None,
+            placement: None,
+            started_at: None,
+            exit_code: None,
         }
     }
 
@@ -508,7 +605,7 @@ mod tests {
             row(5, Status::Queued, 7, 5000, 40),
             row(6, Status::Succeeded, 7, 50, 40),
         ];
-        let mut live = Live::new(rows, &c, t(100));
+        let mut live = Live::new(rows, &c, t(100), Fleet::default());
         same_as_reference(&mut live, &c, t(100));
 
         live.insert(row(7, Status::Queued, 3, 20, 100));

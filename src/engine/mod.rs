@@ -14,10 +14,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
+use crate::db::agents::AgentRow;
 use crate::db::clusters::{ClusterRow, Usage};
 use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
-use crate::domain::ids::DeploymentId;
+use crate::domain::agent::protocol::{AgentInfo, ObjectMessage};
+use crate::domain::agent::Report;
+use crate::domain::ids::{AgentId, AgentTokenId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::scheduling::Queueing;
@@ -55,11 +58,57 @@ pub enum Command {
         capacity: Option<Resources>,
         queueing: Option<Queueing>,
         preemption: Option<bool>,
+        #[serde(default)]
+        agent_grace_seconds: Option<i32>,
     },
     /// Delete the cluster (refused while work is queued or running).
     DeleteCluster,
-    /// Expire overdue deployments and admit what fits (alarm and cron).
-    Tick,
+    /// Expire overdue deployments, lose agents away past the grace, admit and place what fits
+    /// (alarm and cron). `seen`: when each agent with an open socket was last heard of, as
+    /// the object reads it from its sockets (none: not known, nothing is judged by silence).
+    Tick {
+        #[serde(default)]
+        seen: Option<Vec<(AgentId, DateTime<Utc>)>>,
+    },
+    /// An agent's hello: recorded by its name, then reconciled with what is placed on it.
+    AgentHello {
+        token: Option<AgentTokenId>,
+        info: AgentInfo,
+        capacity: Resources,
+        running: Vec<DeploymentId>,
+        exited: Vec<DeploymentId>,
+    },
+    /// A joined agent's report.
+    AgentReport { agent: AgentId, report: Report },
+    /// The socket of the agent's connection begun at `since` closed.
+    AgentGone {
+        agent: AgentId,
+        since: DateTime<Utc>,
+    },
+}
+
+impl Command {
+    /// A tick without signs of life.
+    pub const TICK: Command = Command::Tick { seen: None };
+}
+
+/// What the cluster's object must say to one of its agents after a batch committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "snake_case")]
+pub enum Order {
+    /// Send a message to the agent's socket.
+    Send {
+        agent: AgentId,
+        /// Its name, unique among the cluster's agents: its socket is found by it.
+        name: String,
+        message: ObjectMessage,
+    },
+    /// Close the agent's socket with this reason.
+    Close {
+        agent: AgentId,
+        name: String,
+        reason: String,
+    },
 }
 
 /// A read answered from a cluster writer's own view after any batch in progress has
@@ -133,6 +182,10 @@ pub enum Outcome {
     },
     /// The cluster is gone.
     Deleted,
+    /// An agent's hello was recorded.
+    Agent { agent: Box<AgentRow> },
+    /// An agent's report or close was taken into account.
+    Noted,
     /// A tick ran.
     Ticked {
         admitted: usize,
@@ -141,8 +194,9 @@ pub enum Outcome {
     },
 }
 
-/// A command's outcome and the earliest deadline among running deployments afterwards
-/// (the Durable Object sets its alarm there).
+/// A command's outcome and when the cluster must be looked at again (the earliest deadline of
+/// a running deployment, agent's grace or stopping container's time: the Durable Object sets
+/// its alarm there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Executed {
     pub outcome: Outcome,

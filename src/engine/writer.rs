@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::authorize::{authorize_reader, keys_presented};
 use super::batch::execute_batch;
 use super::live::Live;
-use super::{BatchStats, Command, EngineError, Executed, View, Viewed};
+use super::{BatchStats, Command, EngineError, Executed, Order, View, Viewed};
 use crate::auth::Caller;
 use crate::db::{api_keys, DbError};
 use crate::domain::ids::ClusterId;
@@ -27,6 +27,8 @@ pub struct ClusterWriter {
     state: tokio::sync::Mutex<State>,
     /// The connection reads are authorized on (batches keep theirs inside `state`).
     reader: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// Orders for the cluster's agents that committed batches decided, until taken.
+    orders: Mutex<Vec<Order>>,
 }
 
 #[derive(Default)]
@@ -77,7 +79,10 @@ impl ClusterWriter {
             }
             let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let started = clock();
-            let mut results = state.run(cluster, cmds, &connect, started).await;
+            let (mut results, orders) = state.run(cluster, cmds, &connect, started).await;
+            if !orders.is_empty() {
+                self.lock_orders().extend(orders);
+            }
             let stats = BatchStats {
                 commands: u32::try_from(results.len()).unwrap_or(u32::MAX),
                 micros: u64::try_from((clock() - started).num_microseconds().unwrap_or(0))
@@ -182,6 +187,16 @@ impl ClusterWriter {
         }
     }
 
+    /// Takes the orders committed batches decided for the cluster's agents, in order. Whoever
+    /// ran a command takes them after it (so each is delivered once).
+    pub fn take_orders(&self) -> Vec<Order> {
+        std::mem::take(&mut *self.lock_orders())
+    }
+
+    fn lock_orders(&self) -> std::sync::MutexGuard<'_, Vec<Order>> {
+        self.orders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<(Command, Reply)>> {
         // A poisoned lock only means another thread panicked mid-push; the queue is intact.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
@@ -195,7 +210,7 @@ impl State {
         cmds: Vec<Command>,
         connect: &C,
         now: DateTime<Utc>,
-    ) -> Vec<Result<Executed, EngineError>>
+    ) -> (Vec<Result<Executed, EngineError>>, Vec<Order>)
     where
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
@@ -239,7 +254,7 @@ impl State {
                 if !matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
                     self.db = db;
                 }
-                vec![Err(e); n]
+                (vec![Err(e); n], vec![])
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::auth::opaque::Kind;
 use crate::db::agent_tokens;
 use crate::db::agents::{self, AgentRow};
 use crate::domain::agent::Admitted;
-use crate::domain::ids::ClusterId;
+use crate::domain::ids::{AgentId, ClusterId};
 use crate::domain::resources::Resources;
 
 /// A machine that has connected as one of the cluster's agents.
@@ -46,14 +46,25 @@ pub struct Agent {
     pub status: String,
     /// What it said it has.
     pub capacity: Resources,
+    /// What its containers occupy now (assigned, running, or stopping and not yet exited).
+    pub placed: Resources,
+    /// Its containers that it said are running.
+    pub running: i64,
     pub connected_at: DateTime<Utc>,
-    /// When its socket last opened or closed.
+    /// When it was last heard of (its socket opening or closing, or the cluster's last look at
+    /// its pings).
     pub last_seen_at: DateTime<Utc>,
 }
 
-impl From<AgentRow> for Agent {
-    fn from(r: AgentRow) -> Self {
+impl Agent {
+    fn new(r: AgentRow, placed: &[(AgentId, Resources, i64)]) -> Self {
+        let (placed, running) = placed
+            .iter()
+            .find(|(a, _, _)| *a == r.id)
+            .map_or((Resources::ZERO, 0), |(_, p, n)| (*p, *n));
         Self {
+            placed,
+            running,
             id: r.id.0,
             cluster_id: r.cluster_id.0,
             name: r.name,
@@ -82,8 +93,16 @@ pub async fn list_agents(
 ) -> Result<Json<Paged<Agent>>, ApiError> {
     let db = st.db().await?;
     let (cluster, _) = cluster_access(&st, &db, &caller, id, action).await?;
-    let rows = agents::list(&db, cluster.id, &list.page).await?;
-    Ok(Json(Paged::new(rows, &list.page, |r| r.id.0, Agent::from)))
+    let (rows, placed) = tokio::try_join!(
+        agents::list(&db, cluster.id, &list.page),
+        agents::placed_on(&db, cluster.id),
+    )?;
+    Ok(Json(Paged::new(
+        rows,
+        &list.page,
+        |r| r.id.0,
+        |r| Agent::new(r, &placed),
+    )))
 }
 
 /// The cluster id segment of `path` when it is the agent connect route, whatever it holds

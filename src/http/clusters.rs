@@ -35,6 +35,10 @@ pub struct UsageView {
     pub running: i64,
     /// Queued deployments.
     pub queued: i64,
+    /// What the connected agents offer together (the machines behind the quota).
+    pub agent_capacity: Resources,
+    /// Agents connected now.
+    pub agents_connected: i64,
 }
 
 fn usage_view(capacity: Resources, u: Usage) -> UsageView {
@@ -45,6 +49,8 @@ fn usage_view(capacity: Resources, u: Usage) -> UsageView {
         queued_demand: u.queued_demand,
         running: u.running,
         queued: u.queued,
+        agent_capacity: u.agent_capacity,
+        agents_connected: u.agents_connected,
     }
 }
 
@@ -57,6 +63,9 @@ pub struct Cluster {
     pub capacity: Resources,
     pub queueing: Queueing,
     pub preemption: bool,
+    /// How long an agent may stay away (disconnected or silent) before the deployments it ran
+    /// are lost and requeued.
+    pub agent_grace_seconds: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Present on single-cluster responses.
@@ -73,6 +82,7 @@ fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
         capacity: c.capacity,
         queueing: c.policy.queueing,
         preemption: c.policy.preemption,
+        agent_grace_seconds: c.agent_grace_seconds,
         created_at: c.created_at,
         updated_at: c.updated_at,
     }
@@ -90,7 +100,16 @@ fn queueing_field(f: &Fields<'_>) -> Result<Option<Queueing>, Invalid> {
     }
 }
 
-/// `{name, capacity, queueing?, preemption?}`.
+/// Bounds of `agent_grace_seconds`, and its default.
+pub const AGENT_GRACE_SECONDS: (i64, i64, i32) = (5, 3600, 60);
+
+fn grace_field(f: &Fields<'_>) -> Result<Option<i32>, Invalid> {
+    let (min, max, _) = AGENT_GRACE_SECONDS;
+    f.opt_int("agent_grace_seconds", min, max)
+        .map(|g| g.and_then(|g| i32::try_from(g).ok()))
+}
+
+/// `{name, capacity, queueing?, preemption?, agent_grace_seconds?}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreateClusterRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "gpu-east")]
@@ -101,6 +120,9 @@ pub struct CreateClusterRequest {
     pub queueing: Option<Queueing>,
     /// Default false.
     pub preemption: Option<bool>,
+    /// 5 to 3600, default 60.
+    #[schema(minimum = 5, maximum = 3600)]
+    pub agent_grace_seconds: Option<i32>,
 }
 
 impl FromJson for CreateClusterRequest {
@@ -111,13 +133,17 @@ impl FromJson for CreateClusterRequest {
         let capacity = resources_field(f, "capacity", true);
         let queueing = queueing_field(f);
         let preemption = f.opt_bool("preemption");
-        let value = match (name, capacity, queueing, preemption) {
-            (Some(name), Some(capacity), Ok(queueing), Ok(preemption)) => Some(Self {
-                name,
-                capacity,
-                queueing,
-                preemption,
-            }),
+        let grace = grace_field(f);
+        let value = match (name, capacity, queueing, preemption, grace) {
+            (Some(name), Some(capacity), Ok(queueing), Ok(preemption), Ok(agent_grace_seconds)) => {
+                Some(Self {
+                    name,
+                    capacity,
+                    queueing,
+                    preemption,
+                    agent_grace_seconds,
+                })
+            }
             _ => None,
         };
         f.finish(value)
@@ -153,6 +179,7 @@ pub async fn create_cluster(
             queueing: req.queueing.unwrap_or(Queueing::BestEffort),
             preemption: req.preemption.unwrap_or(false),
         },
+        agent_grace_seconds: req.agent_grace_seconds.unwrap_or(AGENT_GRACE_SECONDS.2),
         created_at: now,
         updated_at: now,
     };
@@ -209,7 +236,7 @@ pub async fn get_cluster(
     }
 }
 
-/// `{name?, capacity?, queueing?, preemption?}`.
+/// `{name?, capacity?, queueing?, preemption?, agent_grace_seconds?}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UpdateClusterRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name)]
@@ -218,6 +245,8 @@ pub struct UpdateClusterRequest {
     pub capacity: Option<Resources>,
     pub queueing: Option<Queueing>,
     pub preemption: Option<bool>,
+    #[schema(minimum = 5, maximum = 3600)]
+    pub agent_grace_seconds: Option<i32>,
 }
 
 impl FromJson for UpdateClusterRequest {
@@ -238,13 +267,17 @@ impl FromJson for UpdateClusterRequest {
         };
         let queueing = queueing_field(f);
         let preemption = f.opt_bool("preemption");
-        let value = match (name, capacity, queueing, preemption) {
-            (Ok(name), Ok(capacity), Ok(queueing), Ok(preemption)) => Some(Self {
-                name,
-                capacity,
-                queueing,
-                preemption,
-            }),
+        let grace = grace_field(f);
+        let value = match (name, capacity, queueing, preemption, grace) {
+            (Ok(name), Ok(capacity), Ok(queueing), Ok(preemption), Ok(agent_grace_seconds)) => {
+                Some(Self {
+                    name,
+                    capacity,
+                    queueing,
+                    preemption,
+                    agent_grace_seconds,
+                })
+            }
             _ => None,
         };
         f.finish(value)
@@ -277,6 +310,7 @@ pub async fn update_cluster(
         capacity: req.capacity,
         queueing: req.queueing,
         preemption: req.preemption,
+        agent_grace_seconds: req.agent_grace_seconds,
     };
     match st.platform.cluster_command(c.id, cmd).await?.outcome {
         Outcome::Cluster {

@@ -25,6 +25,7 @@ use crate::domain::deployment::{
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
+use crate::domain::scheduling::placement::Placement;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
 use crate::engine::{Command, Outcome, View, Viewed};
 
@@ -61,6 +62,15 @@ pub struct Deployment {
     pub admitted_at: Option<DateTime<Utc>>,
     pub deadline_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The agent it was placed on (stays set after it ends).
+    pub agent: Option<AgentView>,
+    /// While running: whether an agent runs it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// When its agent started it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Its container's exit code, as its agent reported it.
+    pub exit_code: Option<i32>,
     /// Replaces the image's command (single-deployment answers, when given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -70,6 +80,13 @@ pub struct Deployment {
     /// History, oldest first (single-deployment responses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<DeploymentEvent>>,
+}
+
+/// An agent as a deployment names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub name: String,
 }
 
 fn deployment(
@@ -99,6 +116,13 @@ fn deployment(
         admitted_at: d.admitted_at,
         deadline_at: d.deadline_at,
         finished_at: d.finished_at,
+        placement: Placement::of(d.status, d.placement),
+        agent: d.agent.map(|a| AgentView {
+            id: a.id.0,
+            name: a.name,
+        }),
+        started_at: d.started_at,
+        exit_code: d.exit_code,
         events: events.map(|es| {
             es.into_iter()
                 .map(|e| DeploymentEvent {

@@ -32,10 +32,11 @@ pub mod wire {
     pub use super::api_keys::{ApiKey, CreateApiKeyRequest, CreatedApiKey};
     pub use super::clusters::{
         Cluster, CreateClusterRequest, QueueEntry, UpdateClusterRequest, UsageView,
+        AGENT_GRACE_SECONDS,
     };
     pub use super::deployments::{
-        CreateDeploymentRequest, Deployment, DeploymentEvent, FinishOutcome, FinishRequest,
-        UpdateDeploymentRequest,
+        AgentView, CreateDeploymentRequest, Deployment, DeploymentEvent, FinishOutcome,
+        FinishRequest, UpdateDeploymentRequest,
     };
     pub use super::error::Problem;
     pub use super::invites::{AcceptRequest, Accepted, CreateInviteRequest, CreatedInvite, Invite};
@@ -45,6 +46,7 @@ pub mod wire {
     pub use crate::domain::deployment::{EventKind, ImageRef, Status};
     pub use crate::domain::policy::Role;
     pub use crate::domain::resources::Resources;
+    pub use crate::domain::scheduling::placement::Placement;
     pub use crate::domain::scheduling::{Queueing, WaitReason};
     pub use crate::domain::validation::{Email, FieldError, Password};
 }

@@ -256,14 +256,14 @@ async fn max_runtime_expiry_fails_the_deployment_and_admits_the_next() {
     let cluster = ClusterId::parse(&c).expect("id");
     f.app
         .platform
-        .cluster_command(cluster, Command::Tick)
+        .cluster_command(cluster, Command::TICK)
         .await
         .expect("tick");
     assert_eq!(f.status(&short).await, "running", "not yet due");
     f.app.advance(Duration::seconds(61));
     f.app
         .platform
-        .cluster_command(cluster, Command::Tick)
+        .cluster_command(cluster, Command::TICK)
         .await
         .expect("tick");
     let d = f.deployment(&short).await;

@@ -25,6 +25,7 @@ pub async fn cluster(ctx: &Ctx, c: ClusterCommand) -> Result {
             capacity,
             strict,
             preemption,
+            agent_grace,
         } => {
             let org = ctx.org_id().await?;
             let body = CreateClusterRequest {
@@ -36,6 +37,7 @@ pub async fn cluster(ctx: &Ctx, c: ClusterCommand) -> Result {
                     Queueing::BestEffort
                 }),
                 preemption: Some(preemption),
+                agent_grace_seconds: agent_grace,
             };
             let reply = ctx
                 .client
@@ -113,6 +115,7 @@ pub async fn cluster(ctx: &Ctx, c: ClusterCommand) -> Result {
                     capacity: Some(capacity),
                     queueing: None,
                     preemption: None,
+                    agent_grace_seconds: None,
                 },
             )
             .await
@@ -122,6 +125,7 @@ pub async fn cluster(ctx: &Ctx, c: ClusterCommand) -> Result {
             name,
             queueing,
             preemption,
+            agent_grace,
         } => {
             let c = ctx.cluster(&cluster).await?;
             let body = UpdateClusterRequest {
@@ -129,6 +133,7 @@ pub async fn cluster(ctx: &Ctx, c: ClusterCommand) -> Result {
                 capacity: None,
                 queueing: queueing.map(wire),
                 preemption,
+                agent_grace_seconds: agent_grace,
             };
             update(ctx, &c, body).await
         }
@@ -164,10 +169,17 @@ fn show_cluster(c: Cluster) {
         ("Id", c.id.to_string()),
         ("Queueing", wire_name(&c.queueing)),
         ("Preemption", if c.preemption { "on" } else { "off" }.into()),
+        ("Agent grace", format!("{}s", c.agent_grace_seconds)),
         ("Created", output::time(Some(c.created_at))),
     ]);
     let Some(u) = c.usage else { return };
-    anstream::println!("\n{} running, {} queued\n", u.running, u.queued);
+    anstream::println!(
+        "\n{} running, {} queued; {} agent(s) connected with {}\n",
+        u.running,
+        u.queued,
+        u.agents_connected,
+        output::resources(&u.agent_capacity)
+    );
     let rows = [
         (
             "CPU",

@@ -33,6 +33,13 @@ pub struct Session {
     pub token: String,
     /// When the object accepted it.
     pub accepted_at: DateTime<Utc>,
+    /// The name its hello claimed (set before the hello is recorded, so that the orders the
+    /// recording decides — the welcome first — find this socket).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// When it last sent a message the object read (pings answered by the runtime are not).
+    #[serde(default)]
+    pub heard_at: Option<DateTime<Utc>>,
     /// The agent, once its hello was accepted and recorded.
     pub agent: Option<Joined>,
 }
@@ -57,6 +64,8 @@ impl Session {
             cluster: admitted.cluster,
             token: admitted.token.clone(),
             accepted_at: now,
+            name: None,
+            heard_at: None,
             agent: None,
         }
     }
@@ -86,11 +95,11 @@ pub enum Report {
 pub fn step(session: &Session, message: AgentMessage) -> Result<Step, Violation> {
     match message {
         AgentMessage::Ping => Ok(Step::Reply(ObjectMessage::Pong)),
-        AgentMessage::Hello(_) if session.agent.is_some() => {
+        AgentMessage::Hello(_) if session.name.is_some() => {
             Err(Violation::policy("hello was already received"))
         }
         AgentMessage::Hello(hello) => Ok(Step::Hello(hello)),
-        _ if session.agent.is_none() => Err(Violation::policy("the first message must be hello")),
+        _ if session.name.is_none() => Err(Violation::policy("the first message must be hello")),
         AgentMessage::Started { deployment_id } => {
             Ok(Step::Report(Report::Started { deployment_id }))
         }
@@ -124,6 +133,7 @@ mod tests {
         assert_eq!(hello.capacity, Resources::new(8000, 32768, 2));
 
         let joined = Session {
+            name: Some(hello.agent.name.clone()),
             agent: Some(Joined {
                 id: AgentId::new(),
                 info: hello.agent,

@@ -17,6 +17,43 @@ pub const PREEMPTED_REASON: &str = "evicted for a higher-priority deployment";
 /// The reason of the `requeued` event that follows a preemption.
 pub const REQUEUED_REASON: &str = "back in the queue after preemption";
 
+/// The reason of the `requeued` event that follows a loss.
+pub const LOST_REQUEUED_REASON: &str = "back in the queue after its agent was lost";
+
+/// The final status of a deployment whose container exited with `code` (none: it never ran).
+pub fn exit_status(code: Option<i32>) -> Status {
+    if code == Some(0) {
+        Status::Succeeded
+    } else {
+        Status::Failed
+    }
+}
+
+/// The `exited` event's reason: the exit code, or why it never ran.
+pub fn exit_reason(code: Option<i32>, output: &str) -> String {
+    match code {
+        Some(c) => format!("exit code {c}"),
+        None => {
+            let why = output
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!("did not run: {}", why.chars().take(500).collect::<String>())
+        }
+    }
+}
+
+/// What a deployment that exited keeps as its message: the last lines it wrote, or its exit
+/// reason when it wrote nothing.
+pub fn exit_message(code: Option<i32>, output: &str) -> String {
+    if output.trim().is_empty() {
+        exit_reason(code, output)
+    } else {
+        output.to_string()
+    }
+}
+
 /// What a transition reads and changes of a deployment's record, borrowed from it.
 pub struct Progress<'a> {
     pub status: &'a mut Status,
@@ -47,6 +84,14 @@ impl Progress<'_> {
         *self.updated_at = now;
         *self.preemptions += 1;
         *self.preempted_by = Some(by);
+    }
+
+    /// running → queued, its agent lost: back at its old place, not counted as a preemption.
+    pub fn lose(self, now: DateTime<Utc>) {
+        *self.status = Status::Queued;
+        *self.admitted_at = None;
+        *self.deadline_at = None;
+        *self.updated_at = now;
     }
 
     /// To the final status `to` at `now`; `message`, when given, replaces the stored one.

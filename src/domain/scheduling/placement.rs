@@ -116,6 +116,31 @@ impl Stage {
     }
 }
 
+/// Where a running deployment stands with the agents, as its answers show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// No agent runs it yet: none connected has room for it (or its previous container has
+    /// not stopped yet).
+    AwaitingAgent,
+    /// An agent was told to run it.
+    Assigned,
+    /// Its agent said it runs.
+    Started,
+}
+
+impl Placement {
+    /// What a deployment in `status` whose container is at `stage` shows (only a running one
+    /// shows any).
+    pub fn of(status: crate::domain::deployment::Status, stage: Option<Stage>) -> Option<Self> {
+        (status == crate::domain::deployment::Status::Running).then_some(match stage {
+            Some(Stage::Assigned) => Self::Assigned,
+            Some(Stage::Started) => Self::Started,
+            None | Some(Stage::Stopping) => Self::AwaitingAgent,
+        })
+    }
+}
+
 /// How long a stopping container is counted on its agent at most: the stop's grace before
 /// SIGKILL, and this margin for the exit's report.
 pub const STOP_REPORT_MARGIN_SECONDS: i64 = 5;
@@ -146,6 +171,9 @@ pub struct Agent {
     pub name: String,
     pub capacity: Resources,
     pub presence: Presence,
+    /// When its current connection began (its record's `connected_at`): a close of an older
+    /// socket changes nothing.
+    pub since: DateTime<Utc>,
 }
 
 impl Agent {
@@ -188,6 +216,7 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lost {
     pub agent: AgentId,
+    pub name: String,
     /// Whether its socket is still open (silent): it is to be closed.
     pub connected: bool,
     /// Its deployments that were to run (assigned or started): lost.
@@ -293,6 +322,7 @@ impl Fleet {
                 name,
                 capacity,
                 presence: Presence::Connected { seen: now },
+                since: now,
             },
         );
         let running: std::collections::HashSet<_> = running.iter().copied().collect();
@@ -339,11 +369,30 @@ impl Fleet {
         r
     }
 
-    /// The agent's socket closed at `now`.
-    pub fn leave(&mut self, agent: AgentId, now: DateTime<Utc>) {
-        if let Some(a) = self.agents.get_mut(&agent) {
-            a.presence = Presence::Away { since: now };
+    /// The agent's socket of the connection begun at `since` closed at `now`.
+    pub fn leave(&mut self, agent: AgentId, since: DateTime<Utc>, now: DateTime<Utc>) {
+        if let Some(a) = self.agents.get_mut(&agent).filter(|a| a.since == since) {
+            if let Presence::Connected { .. } = a.presence {
+                a.presence = Presence::Away { since: now };
+            }
         }
+    }
+
+    /// The connected agents.
+    pub fn connected(&self) -> Vec<AgentId> {
+        let mut ids: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| matches!(a.presence, Presence::Connected { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_by_key(|a| a.0);
+        ids
+    }
+
+    /// Whether some container is placed on `agent`.
+    fn holds(&self, agent: &AgentId) -> bool {
+        self.placed.values().any(|p| p.agent == *agent)
     }
 
     /// The agent was heard of at `at` (its socket open).
@@ -409,12 +458,20 @@ impl Fleet {
     }
 
     /// The agents not heard of for longer than `grace` at `now`: each is forgotten with its
-    /// placements (to come back, it says hello again).
-    pub fn lose(&mut self, now: DateTime<Utc>, grace: Duration) -> Vec<Lost> {
+    /// placements (to come back, it says hello again). Connected agents are judged by their
+    /// silence only when `heard` (their signs of life were just read: a tick); an idle one
+    /// (nothing placed) is never lost for silence.
+    pub fn lose(&mut self, now: DateTime<Utc>, grace: Duration, heard: bool) -> Vec<Lost> {
         let mut gone: Vec<AgentId> = self
             .agents
             .iter()
-            .filter(|(_, a)| now - a.silent_since() > grace)
+            .filter(|(id, a)| {
+                now - a.silent_since() > grace
+                    && match a.presence {
+                        Presence::Away { .. } => true,
+                        Presence::Connected { .. } => heard && self.holds(id),
+                    }
+            })
             .map(|(id, _)| *id)
             .collect();
         gone.sort_by_key(|a| a.0);
@@ -423,6 +480,7 @@ impl Fleet {
                 let a = self.agents.remove(&agent)?;
                 let mut lost = Lost {
                     agent,
+                    name: a.name.clone(),
                     connected: matches!(a.presence, Presence::Connected { .. }),
                     running: vec![],
                     released: vec![],
@@ -449,9 +507,14 @@ impl Fleet {
             .collect()
     }
 
-    /// When the next of these is due: an agent's grace, a stopping container's time.
+    /// When the next of these is due: the grace of an agent that holds containers, a
+    /// stopping container's time.
     pub fn next_due(&self, grace: Duration) -> Option<DateTime<Utc>> {
-        let agents = self.agents.values().map(|a| a.silent_since() + grace);
+        let agents = self
+            .agents
+            .iter()
+            .filter(|(id, _)| self.holds(id))
+            .map(|(_, a)| a.silent_since() + grace);
         let stops = self.placed.values().filter_map(|p| p.stop_until);
         agents.chain(stops).min()
     }
@@ -607,7 +670,9 @@ mod tests {
         f.started(agent(1), deployment(1));
         f.started(agent(1), deployment(2));
         f.stop(deployment(3), t(1));
-        f.leave(agent(1), t(2));
+        f.leave(agent(1), t(-5), t(2)); // an older socket's close
+        assert!(f.connected().contains(&agent(1)));
+        f.leave(agent(1), t(0), t(2));
         assert!(f
             .place([(deployment(9), Resources::ZERO)])
             .iter()
@@ -653,7 +718,8 @@ mod tests {
         let (a1, a2) = (holder(1), holder(2));
         assert_ne!(a1, a2);
         f.stop(deployment(2), t(1));
-        f.leave(agent(1), t(10));
+        f.join(agent(3), "idle".into(), Resources::ZERO, &[], &[], t(0));
+        f.leave(agent(1), t(0), t(10));
         f.seen(agent(2), t(50));
         f.seen(agent(2), t(40)); // older news changes nothing
         let grace = Duration::seconds(60);
@@ -662,19 +728,21 @@ mod tests {
             Some(t(16)),
             "the stop's time comes first"
         );
-        assert!(f.lose(t(70), grace).is_empty());
-        let lost = f.lose(t(71), grace);
+        assert!(f.lose(t(70), grace, true).is_empty());
+        let lost = f.lose(t(71), grace, false);
         assert_eq!(lost.len(), 1);
         assert!(!lost[0].connected);
         let gone = lost[0].agent;
         assert_eq!(lost[0].running.len() + lost[0].released.len(), 1);
         assert!(f.agent(&gone).is_none());
-        // The silent one, still connected, is lost at seen + grace.
-        let lost = f.lose(t(111), grace);
+        // The silent one, still connected, is lost at seen + grace, when it was listened for;
+        // the idle one is not.
+        assert!(f.lose(t(111), grace, false).is_empty());
+        let lost = f.lose(t(111), grace, true);
         assert_eq!(lost.len(), 1);
         assert!(lost[0].connected);
-        assert!(f.rooms().is_empty());
-        assert!(f.lose(t(1000), grace).is_empty(), "forgotten once");
+        assert_eq!(f.connected(), vec![agent(3)]);
+        assert!(f.lose(t(1000), grace, true).is_empty(), "forgotten once");
     }
 
     fn resources() -> impl Strategy<Value = Resources> {
