@@ -383,7 +383,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 
 /// Server text made safe for a terminal and a log line: control characters escaped, at
 /// most `max` characters.
-fn clean(text: &str, max: usize) -> String {
+pub(crate) fn clean(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
         .take(max)

@@ -8,5 +8,6 @@ pub mod connection;
 pub mod docker;
 pub mod driver;
 pub mod exec;
+pub mod orders;
 
 pub use driver::{DeploymentId, Driver, DriverError, Exit, ExitReceiver, RunSpec, OUTPUT_LIMIT};
