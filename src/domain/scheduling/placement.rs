@@ -7,9 +7,19 @@
 //! still occupies its agent until the agent reports it gone, which is what makes a preemptor
 //! wait for its victims' containers.
 //!
+//! [`Fleet`] is a cluster's placement state: its agents (capacity, presence) and where each
+//! placed deployment's container is ([`Stage`]); its methods are the transitions, each
+//! answering what the engine must write and which orders to send.
+//!
 //! The choice is best fit (Nomad's default, `binpack`): the agent left with the least room
 //! after taking the deployment, so large requests still find a whole machine later.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::agent::protocol::STOP_GRACE_SECONDS;
 use crate::domain::ids::{AgentId, DeploymentId};
 use crate::domain::resources::Resources;
 
@@ -73,6 +83,378 @@ pub fn place(
         }
     }
     placed
+}
+
+/// Where a placed deployment's container is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The run order is sent.
+    Assigned,
+    /// The agent said it runs.
+    Started,
+    /// A stop order is sent; the container occupies its agent until it reports the exit or
+    /// the stop's grace (and a margin for the report) has passed.
+    Stopping,
+}
+
+impl Stage {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Assigned => "assigned",
+            Self::Started => "started",
+            Self::Stopping => "stopping",
+        }
+    }
+
+    /// The stage a stored name names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Assigned, Self::Started, Self::Stopping]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// How long a stopping container is counted on its agent at most: the stop's grace before
+/// SIGKILL, and this margin for the exit's report.
+pub const STOP_REPORT_MARGIN_SECONDS: i64 = 5;
+
+/// One deployment's container on an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub agent: AgentId,
+    pub resources: Resources,
+    pub stage: Stage,
+    /// Until when a stopping container still counts on its agent.
+    pub stop_until: Option<DateTime<Utc>>,
+}
+
+/// Whether an agent is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Its socket is open; last heard of at `seen` (a message, or the runtime's answer to its
+    /// ping).
+    Connected { seen: DateTime<Utc> },
+    /// Its socket closed at `since`.
+    Away { since: DateTime<Utc> },
+}
+
+/// One agent of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub name: String,
+    pub capacity: Resources,
+    pub presence: Presence,
+}
+
+impl Agent {
+    /// Since when it has not been heard of (its last sign of life, or its socket's close).
+    fn silent_since(&self) -> DateTime<Utc> {
+        match self.presence {
+            Presence::Connected { seen } => seen,
+            Presence::Away { since } => since,
+        }
+    }
+}
+
+/// What a reconnecting agent's hello changes ([`Fleet::join`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Assigned to it and now reported running: started.
+    pub started: Vec<DeploymentId>,
+    /// Assigned to it, and it has not got them: the run order goes again.
+    pub rerun: Vec<DeploymentId>,
+    /// Reported running, but not to run there (placed elsewhere, ended, stopping): stop them.
+    pub stop: Vec<DeploymentId>,
+    /// Started there and no longer reported (nor with an exit to come): lost.
+    pub lost: Vec<DeploymentId>,
+    /// Stopping there and no longer reported: the container is gone.
+    pub released: Vec<DeploymentId>,
+}
+
+/// What a `started` report means ([`Fleet::started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Assigned to that agent: it runs now.
+    Started,
+    /// Said before: nothing changes.
+    Again,
+    /// It should not run there (stopping, ended, placed elsewhere): stop it.
+    Unwanted,
+}
+
+/// An agent that stayed away longer than the grace, with what it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    pub agent: AgentId,
+    /// Whether its socket is still open (silent): it is to be closed.
+    pub connected: bool,
+    /// Its deployments that were to run (assigned or started): lost.
+    pub running: Vec<DeploymentId>,
+    /// Its stopping containers, no longer counted.
+    pub released: Vec<DeploymentId>,
+}
+
+/// A cluster's agents and placed containers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fleet {
+    agents: HashMap<AgentId, Agent>,
+    placed: HashMap<DeploymentId, Placed>,
+}
+
+impl Fleet {
+    pub fn new(
+        agents: impl IntoIterator<Item = (AgentId, Agent)>,
+        placed: impl IntoIterator<Item = (DeploymentId, Placed)>,
+    ) -> Self {
+        Self {
+            agents: agents.into_iter().collect(),
+            placed: placed.into_iter().collect(),
+        }
+    }
+
+    pub fn agent(&self, id: &AgentId) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    pub fn placed(&self, id: &DeploymentId) -> Option<&Placed> {
+        self.placed.get(id)
+    }
+
+    /// Whether some agent is connected (placement has somewhere to go).
+    pub fn any_connected(&self) -> bool {
+        self.agents
+            .values()
+            .any(|a| matches!(a.presence, Presence::Connected { .. }))
+    }
+
+    /// Every connected agent's room.
+    pub fn rooms(&self) -> Vec<Room> {
+        let mut occupied: HashMap<AgentId, Resources> = HashMap::new();
+        for p in self.placed.values() {
+            let o = occupied.entry(p.agent).or_insert(Resources::ZERO);
+            *o = o.saturating_add(&p.resources);
+        }
+        let mut rooms: Vec<Room> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| matches!(a.presence, Presence::Connected { .. }))
+            .map(|(id, a)| Room {
+                agent: *id,
+                capacity: a.capacity,
+                occupied: occupied.get(id).copied().unwrap_or(Resources::ZERO),
+            })
+            .collect();
+        rooms.sort_by_key(|r| r.agent.0);
+        rooms
+    }
+
+    /// Places `waiting` (admitted, not placed; in admission order) on connected agents with
+    /// room ([`place`]); each placed one is assigned there.
+    pub fn place(
+        &mut self,
+        waiting: impl IntoIterator<Item = (DeploymentId, Resources)>,
+    ) -> Vec<(DeploymentId, AgentId)> {
+        let mut rooms = self.rooms();
+        let waiting: Vec<_> = waiting
+            .into_iter()
+            .filter(|(d, _)| !self.placed.contains_key(d))
+            .collect();
+        let resources: HashMap<DeploymentId, Resources> = waiting.iter().copied().collect();
+        let placed = place(&mut rooms, waiting);
+        for (d, agent) in &placed {
+            self.placed.insert(
+                *d,
+                Placed {
+                    agent: *agent,
+                    resources: resources.get(d).copied().unwrap_or(Resources::ZERO),
+                    stage: Stage::Assigned,
+                    stop_until: None,
+                },
+            );
+        }
+        placed
+    }
+
+    /// An agent said hello at `now` with what it runs and the exits it will report next.
+    pub fn join(
+        &mut self,
+        agent: AgentId,
+        name: String,
+        capacity: Resources,
+        running: &[DeploymentId],
+        exiting: &[DeploymentId],
+        now: DateTime<Utc>,
+    ) -> Reconciled {
+        self.agents.insert(
+            agent,
+            Agent {
+                name,
+                capacity,
+                presence: Presence::Connected { seen: now },
+            },
+        );
+        let running: std::collections::HashSet<_> = running.iter().copied().collect();
+        let exiting: std::collections::HashSet<_> = exiting.iter().copied().collect();
+        let mut r = Reconciled::default();
+        for d in &running {
+            match self.placed.get_mut(d) {
+                Some(p) if p.agent == agent && p.stage == Stage::Assigned => {
+                    p.stage = Stage::Started;
+                    r.started.push(*d);
+                }
+                Some(p) if p.agent == agent && p.stage == Stage::Started => {}
+                _ => r.stop.push(*d),
+            }
+        }
+        let mine: Vec<(DeploymentId, Stage)> = self
+            .placed
+            .iter()
+            .filter(|(d, p)| p.agent == agent && !running.contains(d) && !exiting.contains(d))
+            .map(|(d, p)| (*d, p.stage))
+            .collect();
+        for (d, stage) in mine {
+            match stage {
+                Stage::Assigned => r.rerun.push(d),
+                Stage::Started => {
+                    self.placed.remove(&d);
+                    r.lost.push(d);
+                }
+                Stage::Stopping => {
+                    self.placed.remove(&d);
+                    r.released.push(d);
+                }
+            }
+        }
+        for list in [
+            &mut r.started,
+            &mut r.rerun,
+            &mut r.stop,
+            &mut r.lost,
+            &mut r.released,
+        ] {
+            list.sort_by_key(|d| d.0);
+        }
+        r
+    }
+
+    /// The agent's socket closed at `now`.
+    pub fn leave(&mut self, agent: AgentId, now: DateTime<Utc>) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.presence = Presence::Away { since: now };
+        }
+    }
+
+    /// The agent was heard of at `at` (its socket open).
+    pub fn seen(&mut self, agent: AgentId, at: DateTime<Utc>) {
+        if let Some(Agent {
+            presence: Presence::Connected { seen },
+            ..
+        }) = self.agents.get_mut(&agent)
+        {
+            *seen = (*seen).max(at);
+        }
+    }
+
+    /// The agent reports that `d` runs.
+    pub fn started(&mut self, agent: AgentId, d: DeploymentId) -> Start {
+        match self.placed.get_mut(&d) {
+            Some(p) if p.agent == agent && p.stage == Stage::Assigned => {
+                p.stage = Stage::Started;
+                Start::Started
+            }
+            Some(p) if p.agent == agent && p.stage == Stage::Started => Start::Again,
+            _ => Start::Unwanted,
+        }
+    }
+
+    /// The agent reports that `d` ended: its container no longer counts. Answers the
+    /// placement it had, if it was on that agent (an exit from elsewhere changes nothing).
+    pub fn exited(&mut self, agent: AgentId, d: DeploymentId) -> Option<Placed> {
+        match self.placed.get(&d) {
+            Some(p) if p.agent == agent => self.placed.remove(&d),
+            _ => None,
+        }
+    }
+
+    /// `d` must stop (ended, preempted, expired) at `now`: answers the agent to tell, when its
+    /// container was to run. A stopping container counts on its agent until it reports the
+    /// exit, or until the grace and [`STOP_REPORT_MARGIN_SECONDS`] have passed.
+    pub fn stop(&mut self, d: DeploymentId, now: DateTime<Utc>) -> Option<AgentId> {
+        let p = self.placed.get_mut(&d)?;
+        if p.stage == Stage::Stopping {
+            return None;
+        }
+        p.stage = Stage::Stopping;
+        p.stop_until = Some(
+            now + Duration::seconds(i64::from(STOP_GRACE_SECONDS) + STOP_REPORT_MARGIN_SECONDS),
+        );
+        Some(p.agent)
+    }
+
+    /// Stopping containers whose time has passed at `now` no longer count; answers them.
+    pub fn release_overdue(&mut self, now: DateTime<Utc>) -> Vec<DeploymentId> {
+        let mut overdue: Vec<DeploymentId> = self
+            .placed
+            .iter()
+            .filter(|(_, p)| p.stage == Stage::Stopping && p.stop_until.is_none_or(|u| u <= now))
+            .map(|(d, _)| *d)
+            .collect();
+        overdue.sort_by_key(|d| d.0);
+        for d in &overdue {
+            self.placed.remove(d);
+        }
+        overdue
+    }
+
+    /// The agents not heard of for longer than `grace` at `now`: each is forgotten with its
+    /// placements (to come back, it says hello again).
+    pub fn lose(&mut self, now: DateTime<Utc>, grace: Duration) -> Vec<Lost> {
+        let mut gone: Vec<AgentId> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| now - a.silent_since() > grace)
+            .map(|(id, _)| *id)
+            .collect();
+        gone.sort_by_key(|a| a.0);
+        gone.into_iter()
+            .filter_map(|agent| {
+                let a = self.agents.remove(&agent)?;
+                let mut lost = Lost {
+                    agent,
+                    connected: matches!(a.presence, Presence::Connected { .. }),
+                    running: vec![],
+                    released: vec![],
+                };
+                let mine: Vec<(DeploymentId, Stage)> = self
+                    .placed
+                    .iter()
+                    .filter(|(_, p)| p.agent == agent)
+                    .map(|(d, p)| (*d, p.stage))
+                    .collect();
+                for (d, stage) in mine {
+                    self.placed.remove(&d);
+                    match stage {
+                        Stage::Stopping => lost.released.push(d),
+                        _ => lost.running.push(d),
+                    }
+                }
+                lost.running.sort_by_key(|d| d.0);
+                lost.released.sort_by_key(|d| d.0);
+                // An agent already away with nothing placed was forgotten quietly.
+                (lost.connected || !lost.running.is_empty() || !lost.released.is_empty())
+                    .then_some(lost)
+            })
+            .collect()
+    }
+
+    /// When the next of these is due: an agent's grace, a stopping container's time.
+    pub fn next_due(&self, grace: Duration) -> Option<DateTime<Utc>> {
+        let agents = self.agents.values().map(|a| a.silent_since() + grace);
+        let stops = self.placed.values().filter_map(|p| p.stop_until);
+        agents.chain(stops).min()
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +538,143 @@ mod tests {
         assert_eq!(r.free(), Resources::new(0, 1024, 0));
         assert!(!r.fits(&Resources::new(1, 0, 0)));
         assert!(r.fits(&Resources::new(0, 1024, 0)));
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("valid timestamp")
+    }
+
+    fn fleet_of(agents: &[(u128, i64)]) -> Fleet {
+        let mut f = Fleet::default();
+        for &(n, cpu) in agents {
+            f.join(
+                agent(n),
+                format!("a{n}"),
+                Resources::new(cpu, 1024, 0),
+                &[],
+                &[],
+                t(0),
+            );
+        }
+        f
+    }
+
+    #[test]
+    fn a_stopping_container_holds_its_room_until_its_exit_or_its_time() {
+        let mut f = fleet_of(&[(1, 1000)]);
+        let cpu = |n| Resources::new(n, 0, 0);
+        assert_eq!(
+            f.place([(deployment(1), cpu(1000))]),
+            vec![(deployment(1), agent(1))]
+        );
+        assert_eq!(f.started(agent(1), deployment(1)), Start::Started);
+        assert_eq!(f.started(agent(1), deployment(1)), Start::Again);
+        // Preempted: the preemptor waits for the victim's container.
+        assert_eq!(f.stop(deployment(1), t(10)), Some(agent(1)));
+        assert_eq!(f.stop(deployment(1), t(11)), None, "one stop order");
+        assert!(f.place([(deployment(2), cpu(1000))]).is_empty());
+        assert_eq!(f.started(agent(1), deployment(1)), Start::Unwanted);
+        // Its exit frees the room.
+        assert!(
+            f.exited(agent(2), deployment(1)).is_none(),
+            "another agent's word"
+        );
+        assert_eq!(
+            f.exited(agent(1), deployment(1)).map(|p| p.stage),
+            Some(Stage::Stopping)
+        );
+        assert_eq!(
+            f.place([(deployment(2), cpu(1000))]),
+            vec![(deployment(2), agent(1))]
+        );
+        // Without an exit, the grace and the margin free it.
+        f.stop(deployment(2), t(20));
+        assert!(f.release_overdue(t(34)).is_empty());
+        assert_eq!(f.next_due(Duration::seconds(600)), Some(t(35)));
+        assert_eq!(f.release_overdue(t(35)), vec![deployment(2)]);
+        assert!(f.rooms()[0].occupied.is_zero());
+    }
+
+    #[test]
+    fn a_hello_reconciles_what_the_agent_runs_with_what_is_placed_on_it() {
+        let mut f = fleet_of(&[(1, 4000), (2, 4000)]);
+        let cpu = Resources::new(1000, 0, 0);
+        let placed = f.place((1..=5).map(|n| (deployment(n), cpu)));
+        assert_eq!(placed.len(), 5);
+        let on = |f: &Fleet, n| f.placed(&deployment(n)).map(|p| p.agent);
+        let first: Vec<u128> = (1..=5).filter(|&n| on(&f, n) == Some(agent(1))).collect();
+        assert_eq!(first, vec![1, 2, 3, 4], "best fit fills one machine first");
+        f.started(agent(1), deployment(1));
+        f.started(agent(1), deployment(2));
+        f.stop(deployment(3), t(1));
+        f.leave(agent(1), t(2));
+        assert!(f
+            .place([(deployment(9), Resources::ZERO)])
+            .iter()
+            .all(|(_, a)| *a == agent(2)));
+        // Back: it runs 1 and 3, has an exit to report for 4, lost 2, and runs 7 that is
+        // not its own.
+        let r = f.join(
+            agent(1),
+            "a1".into(),
+            Resources::new(4000, 1024, 0),
+            &[deployment(1), deployment(3), deployment(7)],
+            &[deployment(4)],
+            t(30),
+        );
+        assert_eq!(r.stop, vec![deployment(3), deployment(7)]);
+        assert_eq!(r.lost, vec![deployment(2)]);
+        assert!(r.rerun.is_empty() && r.started.is_empty() && r.released.is_empty());
+        assert_eq!(on(&f, 2), None);
+        assert_eq!(on(&f, 4), Some(agent(1)), "its exit is still to come");
+        // An assigned one it does not have is sent again; one it runs is now started.
+        let mut g = fleet_of(&[(1, 4000)]);
+        g.place([(deployment(1), cpu), (deployment(2), cpu)]);
+        let r = g.join(
+            agent(1),
+            "a1".into(),
+            Resources::new(4000, 1024, 0),
+            &[deployment(2)],
+            &[],
+            t(5),
+        );
+        assert_eq!(
+            (r.rerun, r.started),
+            (vec![deployment(1)], vec![deployment(2)])
+        );
+    }
+
+    #[test]
+    fn an_agent_away_or_silent_past_the_grace_is_lost_with_what_it_ran() {
+        let mut f = fleet_of(&[(1, 4000), (2, 4000)]);
+        let cpu = Resources::new(3000, 0, 0);
+        f.place([(deployment(1), cpu), (deployment(2), cpu)]);
+        let holder = |n| f.placed(&deployment(n)).map(|p| p.agent);
+        let (a1, a2) = (holder(1), holder(2));
+        assert_ne!(a1, a2);
+        f.stop(deployment(2), t(1));
+        f.leave(agent(1), t(10));
+        f.seen(agent(2), t(50));
+        f.seen(agent(2), t(40)); // older news changes nothing
+        let grace = Duration::seconds(60);
+        assert_eq!(
+            f.next_due(grace),
+            Some(t(16)),
+            "the stop's time comes first"
+        );
+        assert!(f.lose(t(70), grace).is_empty());
+        let lost = f.lose(t(71), grace);
+        assert_eq!(lost.len(), 1);
+        assert!(!lost[0].connected);
+        let gone = lost[0].agent;
+        assert_eq!(lost[0].running.len() + lost[0].released.len(), 1);
+        assert!(f.agent(&gone).is_none());
+        // The silent one, still connected, is lost at seen + grace.
+        let lost = f.lose(t(111), grace);
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].connected);
+        assert!(f.rooms().is_empty());
+        assert!(f.lose(t(1000), grace).is_empty(), "forgotten once");
     }
 
     fn resources() -> impl Strategy<Value = Resources> {
