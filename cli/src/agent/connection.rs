@@ -4,19 +4,21 @@
 //! again ends [`run`] with an error: the token refused (401, or the server closing with
 //! "agent token revoked") or the cluster not the token's (404).
 //!
-//! What the server sends is read into an [`Incoming`] and handled in [`Connection::handle`];
-//! orders the protocol will gain (`run`, `stop`) become variants there, mapped onto the
-//! [`Driver`].
+//! What the server sends is read into an [`Incoming`] and handled in [`Connection::handle`]:
+//! its orders (`run`, `stop`, `forget`) go to [`Orders`], which carries them out on the
+//! [`Driver`] without holding up the connection, and whose reports (`started`, `exited`) are
+//! sent as they come. The exits not yet acknowledged outlive a connection: the next hello
+//! lists them and they are reported again after its welcome.
 
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::domain::agent::protocol::{ObjectMessage, PING, POLICY_VIOLATION, VERSION};
+use berth::domain::agent::protocol::{ObjectMessage, PING, POLICY_VIOLATION};
 use berth::domain::ids::AgentId;
 use berth::domain::resources::Resources;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep, timeout, Instant, MissedTickBehavior};
@@ -28,7 +30,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::backoff::Backoff;
-use super::driver::Driver;
+use super::driver::{DeploymentId, Driver, RunSpec};
+use super::orders::{self, Orders};
 
 /// How often the agent pings.
 pub const PING_EVERY: Duration = Duration::from_secs(15);
@@ -73,16 +76,27 @@ pub async fn run(
     driver: Arc<dyn Driver>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let mut orders = Orders::new(driver).await?;
+    let result = reconnect(settings, &mut orders, &mut stop).await;
+    orders.shutdown().await;
+    result
+}
+
+async fn reconnect(
+    settings: &Settings,
+    orders: &mut Orders,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
     let mut backoff = Backoff::new();
     loop {
         log(format_args!("connecting to {}", settings.url));
         let mut connection = Connection {
             settings,
-            driver: driver.as_ref(),
+            orders: &mut *orders,
             welcomed_at: None,
             unanswered: 0,
         };
-        let ended = connection.serve(&mut stop).await;
+        let ended = connection.serve(stop).await;
         if let Some(at) = connection.welcomed_at {
             backoff.ended_after(at.elapsed());
         }
@@ -99,11 +113,17 @@ pub async fn run(
             "connection lost: {reason}; retrying in {:.1} s",
             delay.as_secs_f64()
         ));
-        tokio::select! {
-            _ = sleep(delay) => {}
-            _ = stop_requested(&mut stop) => {
-                log("stopped");
-                return Ok(());
+        // Exits keep being recorded (and logged) meanwhile; the next hello lists them.
+        let wait = sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                _ = stop_requested(stop) => {
+                    log("stopped");
+                    return Ok(());
+                }
+                _ = orders.step() => {}
             }
         }
     }
@@ -127,6 +147,12 @@ pub enum Incoming {
     Welcome(AgentId),
     /// The answer to a ping.
     Pong,
+    /// Start this deployment (unless it is here already).
+    Run(RunSpec),
+    /// Stop this deployment: SIGTERM, then SIGKILL after `grace`.
+    Stop { id: DeploymentId, grace: Duration },
+    /// This deployment's exit is recorded: what is left of it may go.
+    Forget(DeploymentId),
     /// A message this agent does not act on: its type, as the log shows it.
     Unknown(String),
 }
@@ -138,9 +164,16 @@ impl Incoming {
         match serde_json::from_str::<ObjectMessage>(text) {
             Ok(ObjectMessage::Welcome { agent_id, .. }) => Incoming::Welcome(agent_id),
             Ok(ObjectMessage::Pong) => Incoming::Pong,
-            Ok(ObjectMessage::Run { .. }) => Incoming::Unknown("\"run\"".into()),
-            Ok(ObjectMessage::Stop { .. }) => Incoming::Unknown("\"stop\"".into()),
-            Ok(ObjectMessage::Forget { .. }) => Incoming::Unknown("\"forget\"".into()),
+            Ok(ObjectMessage::Run { deployment, .. }) => Incoming::Run(deployment),
+            Ok(ObjectMessage::Stop {
+                deployment_id,
+                grace_seconds,
+                ..
+            }) => Incoming::Stop {
+                id: deployment_id,
+                grace: Duration::from_secs(u64::from(grace_seconds)),
+            },
+            Ok(ObjectMessage::Forget { deployment_id, .. }) => Incoming::Forget(deployment_id),
             Err(_) => {
                 let kind = serde_json::from_str::<Value>(text)
                     .ok()
@@ -228,7 +261,7 @@ fn refused(e: WsError, url: &str) -> Ended {
 /// One connection, from the upgrade to its end.
 struct Connection<'a> {
     settings: &'a Settings,
-    driver: &'a dyn Driver,
+    orders: &'a mut Orders,
     /// When the welcome came; `None` before.
     welcomed_at: Option<Instant>,
     /// Pings sent since the last pong.
@@ -293,19 +326,18 @@ impl Connection<'_> {
 
     /// The hello, then frames until the connection ends.
     async fn converse(&mut self, ws: &mut Socket, stop: &mut watch::Receiver<bool>) -> Ended {
-        let running = match self.driver.running().await {
-            Ok(r) => r,
+        let (running, exited) = match self.orders.hello_lists().await {
+            Ok(lists) => lists,
             Err(e) => return Ended::Lost(format!("cannot list this machine's deployments: {e}")),
         };
-        let hello = json!({
-            "v": VERSION,
-            "type": "hello",
-            "agent": {"name": self.settings.name, "version": env!("CARGO_PKG_VERSION")},
-            "capacity": self.settings.capacity,
-            "running": running,
-        });
-        if let Err(e) = ws.send(Message::text(hello.to_string())).await {
-            return Ended::Lost(clean(&e.to_string(), 300));
+        let hello = orders::hello(
+            &self.settings.name,
+            &self.settings.capacity,
+            &running,
+            &exited,
+        );
+        if let Err(ended) = send(ws, hello.to_string()).await {
+            return ended;
         }
         let welcome_deadline = sleep(WELCOME_TIMEOUT);
         tokio::pin!(welcome_deadline);
@@ -327,16 +359,24 @@ impl Connection<'_> {
                             PING_EVERY.as_secs() * u64::from(MISSED_PONGS)
                         ));
                     }
-                    if let Err(e) = ws.send(Message::text(PING)).await {
-                        return Ended::Lost(clean(&e.to_string(), 300));
+                    if let Err(ended) = send(ws, PING.to_string()).await {
+                        return ended;
                     }
                     self.unanswered += 1;
+                }
+                // Reports only once welcomed; until then they wait (the hello says the same).
+                report = self.orders.step(), if self.welcomed_at.is_some() => {
+                    if let Some(report) = report {
+                        if let Err(ended) = send(ws, report.to_text()).await {
+                            return ended;
+                        }
+                    }
                 }
                 frame = ws.next() => match frame {
                     None => return Ended::Lost("the connection ended".to_string()),
                     Some(Err(e)) => return Ended::Lost(clean(&e.to_string(), 300)),
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(ended) = self.handle(Incoming::parse(&text)).await {
+                        if let Err(ended) = self.handle(ws, Incoming::parse(&text)).await {
                             return ended;
                         }
                     }
@@ -351,8 +391,9 @@ impl Connection<'_> {
         }
     }
 
-    /// Acts on one message; `Some` when the connection must end.
-    async fn handle(&mut self, incoming: Incoming) -> Option<Ended> {
+    /// Acts on one message; `Err` when the connection must end. Orders are handed to
+    /// [`Orders`] and return at once.
+    async fn handle(&mut self, ws: &mut Socket, incoming: Incoming) -> Result<(), Ended> {
         match incoming {
             Incoming::Welcome(agent_id) => {
                 if self.welcomed_at.is_none() {
@@ -361,17 +402,31 @@ impl Connection<'_> {
                         "connected as agent {agent_id} ({}, {})",
                         self.settings.name, self.settings.capacity_text
                     ));
+                    // The exits the hello listed (and any since), until `forget` comes.
+                    for report in self.orders.unacknowledged() {
+                        send(ws, report.to_text()).await?;
+                    }
                 }
             }
             Incoming::Pong => self.unanswered = 0,
+            Incoming::Run(spec) => self.orders.run(spec),
+            Incoming::Stop { id, grace } => self.orders.stop(id, grace),
+            Incoming::Forget(id) => self.orders.forget(id),
             Incoming::Unknown(kind) => {
                 log(format_args!(
-                    "ignoring {kind} (not implemented by this agent yet)"
+                    "ignoring {kind}: this agent does not understand it"
                 ));
             }
         }
-        None
+        Ok(())
     }
+}
+
+/// Sends one text frame; a failure ends the connection.
+async fn send(ws: &mut Socket, text: String) -> Result<(), Ended> {
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| Ended::Lost(clean(&e.to_string(), 300)))
 }
 
 /// Resolves once `stop` is true; never when nobody can set it any more.
@@ -383,7 +438,7 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 
 /// Server text made safe for a terminal and a log line: control characters escaped, at
 /// most `max` characters.
-fn clean(text: &str, max: usize) -> String {
+pub(crate) fn clean(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
         .take(max)
@@ -405,6 +460,7 @@ fn clean(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use berth::domain::agent::protocol::PONG;
+    use serde_json::json;
 
     #[test]
     fn the_server_s_messages_are_read() {
@@ -412,6 +468,7 @@ mod tests {
         let welcome = json!({"v": 1, "type": "welcome", "agent_id": id}).to_string();
         assert_eq!(Incoming::parse(&welcome), Incoming::Welcome(id));
         assert_eq!(Incoming::parse(PONG), Incoming::Pong);
+        // An order that does not read as one is shown by its type, and not acted on.
         assert_eq!(
             Incoming::parse(r#"{"v":1,"type":"run","deployment_id":"x"}"#),
             Incoming::Unknown("\"run\"".into())
@@ -425,6 +482,54 @@ mod tests {
             panic!("unknown");
         };
         assert!(!odd.chars().any(char::is_control), "{odd}");
+    }
+
+    #[test]
+    fn the_server_s_orders_are_read() {
+        let id = DeploymentId::new();
+        let run = json!({"v": 1, "type": "run", "deployment": {
+            "deployment_id": id, "image": "busybox:1",
+            "resources": {"cpu_millis": 500, "memory_mib": 64, "gpus": 0},
+            "command": ["sh", "-c", "exit 3"], "env": {"A": "b"},
+        }});
+        let Incoming::Run(spec) = Incoming::parse(&run.to_string()) else {
+            panic!("a run order");
+        };
+        assert_eq!(spec.deployment_id, id);
+        assert_eq!(spec.image, "busybox:1");
+        assert_eq!(spec.resources, Resources::new(500, 64, 0));
+        assert_eq!(spec.command.as_deref().map(<[String]>::len), Some(3));
+        assert_eq!(spec.env.get("A").map(String::as_str), Some("b"));
+        // The protocol's own serialisation reads back the same.
+        let order = ObjectMessage::Run {
+            v: 1,
+            deployment: spec.clone(),
+        };
+        assert_eq!(Incoming::parse(&order.to_text()), Incoming::Run(spec));
+
+        let stop = json!({"v": 1, "type": "stop", "deployment_id": id, "grace_seconds": 10});
+        assert_eq!(
+            Incoming::parse(&stop.to_string()),
+            Incoming::Stop {
+                id,
+                grace: Duration::from_secs(10)
+            }
+        );
+        let forget = json!({"v": 1, "type": "forget", "deployment_id": id});
+        assert_eq!(Incoming::parse(&forget.to_string()), Incoming::Forget(id));
+
+        // Malformed orders are not acted on, and nothing the server sends panics.
+        for bad in [
+            json!({"v": 1, "type": "stop", "deployment_id": id}),
+            json!({"v": 1, "type": "stop", "deployment_id": id, "grace_seconds": -1}),
+            json!({"v": 1, "type": "forget", "deployment_id": "nope"}),
+            json!({"v": 1, "type": "run", "deployment": {"deployment_id": id}}),
+        ] {
+            assert!(
+                matches!(Incoming::parse(&bad.to_string()), Incoming::Unknown(_)),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
