@@ -8,5 +8,6 @@ mod common;
 mod errors;
 mod openapi;
 mod orgs;
+mod placement;
 mod scheduling;
 mod support;

@@ -95,6 +95,12 @@ impl Platform for NativePlatform {
 }
 
 impl NativePlatform {
+    /// The orders for the cluster's agents that its writer's batches decided since last
+    /// taken (the object would deliver them to the agents' sockets).
+    pub fn orders(&self, cluster: ClusterId) -> Vec<berth::engine::Order> {
+        self.writer(cluster).take_orders()
+    }
+
     /// The in-process stand-in for the cluster's Durable Object: one writer per cluster.
     fn writer(&self, cluster: ClusterId) -> Arc<ClusterWriter> {
         self.writers
