@@ -27,9 +27,16 @@ fn docker_host() -> String {
     }
 }
 
+/// The agent name the driver tests' containers carry.
+const OWNER: &str = "drivers-test";
+
 async fn docker() -> DockerDriver {
+    docker_of(OWNER).await
+}
+
+async fn docker_of(owner: &str) -> DockerDriver {
     let host = docker_host();
-    match DockerDriver::connect(&host).await {
+    match DockerDriver::connect(&host, owner).await {
         Ok(d) => d,
         Err(e) => panic!("cannot reach the test Docker daemon at {host} ({e}): is `scripts/docker.sh start` running?"),
     }
@@ -297,6 +304,40 @@ async fn docker_stop_kills_after_the_grace_when_sigterm_is_ignored() {
         .await
         .expect("a stop of an unknown deployment");
     no_exit(&mut exits, &[s.deployment_id]).await;
+    forget(&driver, s.deployment_id).await;
+}
+
+#[tokio::test]
+async fn docker_agents_sharing_a_daemon_see_only_their_own_containers() {
+    let driver = docker().await;
+    let s = sh("sleep 600");
+    run(&driver, &s).await;
+    let other = docker_of("another-agent").await;
+    assert!(driver
+        .running()
+        .await
+        .expect("running")
+        .contains(&s.deployment_id));
+    assert!(!other
+        .running()
+        .await
+        .expect("running")
+        .contains(&s.deployment_id));
+    assert!(other.reconcile().await.expect("reconcile").is_empty());
+    // Nor can it stop it.
+    other
+        .stop(s.deployment_id, Duration::from_secs(1))
+        .await
+        .expect("a stop of what it does not have");
+    assert!(driver
+        .running()
+        .await
+        .expect("running")
+        .contains(&s.deployment_id));
+    driver
+        .stop(s.deployment_id, Duration::from_secs(1))
+        .await
+        .expect("stop");
     forget(&driver, s.deployment_id).await;
 }
 

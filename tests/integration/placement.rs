@@ -245,9 +245,18 @@ async fn admitted_deployments_run_on_agents_with_room_and_end_with_their_exit() 
     assert_eq!(g3["status"], "failed");
     assert!(g3["exit_code"].is_null());
     let events = g3["events"].as_array().expect("events");
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
-    assert_eq!(kinds, ["created", "admitted", "assigned", "exited", "failed"]);
-    assert_eq!(events[3]["reason"], "did not run: pulling busybox:1: no such image");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "admitted", "assigned", "exited", "failed"]
+    );
+    assert_eq!(
+        events[3]["reason"],
+        "did not run: pulling busybox:1: no such image"
+    );
 
     let agents = f
         .app

@@ -33,6 +33,9 @@ use super::driver::{DeploymentId, Driver, DriverError, Exit, ExitReceiver, Outpu
 
 /// The label that marks a container as a deployment's, with the deployment's id.
 pub const LABEL: &str = "berth.deployment";
+/// The label that names the agent that started it: agents sharing a daemon each find only
+/// their own containers.
+pub const AGENT_LABEL: &str = "berth.agent";
 
 /// The container's name for a deployment.
 pub fn container_name(id: DeploymentId) -> String {
@@ -48,6 +51,8 @@ const LOG_LINES: &str = "500";
 
 pub struct DockerDriver {
     docker: Docker,
+    /// The agent's name, on every container it starts ([`AGENT_LABEL`]).
+    owner: String,
     shared: Arc<Shared>,
     exits: Mutex<Option<ExitReceiver>>,
 }
@@ -141,8 +146,8 @@ fn phase(info: &ContainerInspectResponse) -> Phase {
 
 impl DockerDriver {
     /// Connects to the daemon at `host` (`unix:///path/docker.sock` or a path) and agrees on
-    /// the API version (Debian 12's Docker 20.10 speaks 1.41).
-    pub async fn connect(host: &str) -> Result<Self, DriverError> {
+    /// the API version (Debian 12's Docker 20.10 speaks 1.41), for the agent named `owner`.
+    pub async fn connect(host: &str, owner: &str) -> Result<Self, DriverError> {
         let path = host.strip_prefix("unix://").unwrap_or(host);
         let docker = Docker::connect_with_unix(path, TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| docker_error(&format!("cannot reach {host}"), e))?
@@ -152,6 +157,7 @@ impl DockerDriver {
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(DockerDriver {
             docker,
+            owner: owner.to_string(),
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 tx,
@@ -179,7 +185,15 @@ impl DockerDriver {
         &self,
         id: DeploymentId,
     ) -> Result<Option<ContainerInspectResponse>, DriverError> {
-        inspect(&self.docker, id).await
+        // Another agent's container (a shared daemon) is not this driver's to touch.
+        let mine = |info: &ContainerInspectResponse| {
+            info.config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(AGENT_LABEL))
+                == Some(&self.owner)
+        };
+        Ok(inspect(&self.docker, id).await?.filter(mine))
     }
 
     /// Makes sure the image is here; `Err` is the failed exit's message.
@@ -212,7 +226,7 @@ impl DockerDriver {
         Ok(Ok(()))
     }
 
-    fn container_body(spec: &RunSpec) -> ContainerCreateBody {
+    fn container_body(&self, spec: &RunSpec) -> ContainerCreateBody {
         let r = &spec.resources;
         let device_requests = (r.gpus > 0).then(|| {
             vec![DeviceRequest {
@@ -226,10 +240,10 @@ impl DockerDriver {
             image: Some(spec.image.clone()),
             cmd: spec.command.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(HashMap::from([(
-                LABEL.to_string(),
-                spec.deployment_id.to_string(),
-            )])),
+            labels: Some(HashMap::from([
+                (LABEL.to_string(), spec.deployment_id.to_string()),
+                (AGENT_LABEL.to_string(), self.owner.clone()),
+            ])),
             host_config: Some(HostConfig {
                 nano_cpus: (r.cpu_millis > 0).then(|| r.cpu_millis.saturating_mul(1_000_000)),
                 memory: (r.memory_mib > 0).then(|| r.memory_mib.saturating_mul(1 << 20)),
@@ -347,7 +361,10 @@ impl DockerDriver {
     async fn containers(&self) -> Result<Vec<(DeploymentId, String)>, DriverError> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([("label".into(), vec![LABEL.to_string()])])),
+            filters: Some(HashMap::from([(
+                "label".into(),
+                vec![LABEL.to_string(), format!("{AGENT_LABEL}={}", self.owner)],
+            )])),
             ..Default::default()
         };
         let list = self
@@ -460,7 +477,7 @@ impl Driver for DockerDriver {
         };
         match self
             .docker
-            .create_container(Some(options), Self::container_body(spec))
+            .create_container(Some(options), self.container_body(spec))
             .await
         {
             Ok(_) => {}

@@ -70,7 +70,7 @@ pub async fn agent(global: Global, args: AgentArgs) -> Result {
         DriverArg::Docker => {
             let host = docker_host()?;
             Arc::new(
-                DockerDriver::connect(&host)
+                DockerDriver::connect(&host, &name)
                     .await
                     .map_err(|e| CliError::Other(format!("the Docker driver: {e}")))?,
             )
