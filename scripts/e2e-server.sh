@@ -33,7 +33,7 @@ start() {
   need_port $((PORT + 1000)) "its inspector, BERTH_E2E_PORT + 1000" BERTH_E2E_PORT
   CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="${E2E_DATABASE_URL:?}" \
     setsid wrangler dev --local --ip 127.0.0.1 --port "$PORT" --inspector-port $((PORT + 1000)) \
-    --test-scheduled --show-interactive-dev-session=false --log-level warn \
+    --test-scheduled --show-interactive-dev-session=false --log-level "${BERTH_E2E_LOG_LEVEL:-log}" \
     --env-file "$ROOT/.data/e2e.vars" --persist-to "$ROOT/.data/wrangler-e2e" \
     >> "$logfile" 2>&1 &
   echo $! > "$pidfile"

@@ -6,7 +6,8 @@
 #                Durable Objects and cron trigger, on a real PostgreSQL
 #   fuzzing      schemathesis against that same Worker, answers checked against /openapi.json
 #   drivers      the agent's Docker driver against a real Docker daemon (scripts/docker.sh)
-#                and its exec driver against real processes
+#                and its exec driver against real processes; the e2e tier's agents run
+#                their deployments in that same daemon
 # plus `wrangler deploy --dry-run` and the native coverage total. Any failure fails the run.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -49,15 +50,13 @@ cargo nextest run -p berth-cli --no-fail-fast -E 'not binary(drivers)' 2>&1 | te
 cargo build -p berth-cli --quiet
 
 # The agent's drivers: Docker's against a daemon of the project's own (its socket and data in
-# .data/docker, no pull can leave the machine), exec's against real processes.
+# .data/docker, no pull can leave the machine), exec's against real processes. The daemon
+# stays up for the end-to-end tests, whose agents run their deployments in it.
 log "the agent's drivers: a real Docker daemon (scripts/docker.sh) and real processes"
-BERTH_TEST_DOCKER_HOST=$("$ROOT/scripts/docker.sh" start)
-export BERTH_TEST_DOCKER_HOST
+docker_host=$("$ROOT/scripts/docker.sh" start)
 drivers_status=0
-cargo nextest run -p berth-cli --test drivers --no-fail-fast 2>&1 | tee "$out/drivers.txt" \
-  || drivers_status=$?
-"$ROOT/scripts/docker.sh" stop
-unset BERTH_TEST_DOCKER_HOST
+BERTH_TEST_DOCKER_HOST="$docker_host" cargo nextest run -p berth-cli --test drivers --no-fail-fast \
+  2>&1 | tee "$out/drivers.txt" || drivers_status=$?
 [ "$drivers_status" = 0 ] || die "driver tests failed (the daemon's log: .data/docker/dockerd.log)"
 
 log "building the Worker (release wasm)"
@@ -74,7 +73,7 @@ export E2E_DATABASE_URL="$base/berth_e2e"
 "$ROOT/scripts/e2e-server.sh" start
 BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_E2E_SIGNING_KEY="$key" \
 BERTH_E2E_DATABASE_URL="$base/berth_e2e" BERTH_E2E_RESTART="$ROOT/scripts/e2e-server.sh restart" \
-BERTH_E2E_CLI="$ROOT/target/debug/berth" \
+BERTH_E2E_CLI="$ROOT/target/debug/berth" BERTH_E2E_DOCKER_HOST="$docker_host" \
 BERTH_E2E_PG_STOP="$ROOT/scripts/pg.sh stop test" \
 BERTH_E2E_PG_START="PG_EXTRA_OPTS='-c fsync=off -c synchronous_commit=off' $ROOT/scripts/pg.sh start test $PG_PORT" \
   bash -c 'cargo nextest run --features e2e --test e2e --no-fail-fast -E "not test(/restart|outage/)" \

@@ -15,17 +15,33 @@ use crate::cli::binary;
 use crate::scheduling::Team;
 
 /// A running `berth agent` and the lines of its stderr so far.
-struct Agent {
-    child: Child,
+pub struct Agent {
+    pub child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
 
 impl Agent {
     fn start(cluster: &str, token: &str) -> Self {
+        let args = [
+            "--driver",
+            "exec",
+            "--cpu",
+            "2",
+            "--memory",
+            "1Gi",
+            "--name",
+            "e2e-agent",
+        ];
+        Self::spawn(cluster, token, &args, &[])
+    }
+
+    /// `berth agent --cluster CLUSTER ARGS…` with the token in its environment (and `env`).
+    pub fn spawn(cluster: &str, token: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
-            .args(["agent", "--cluster", cluster, "--driver", "exec"])
-            .args(["--cpu", "2", "--memory", "1Gi", "--name", "e2e-agent"])
+            .args(["agent", "--cluster", cluster])
+            .args(args)
+            .envs(env.iter().copied())
             .env(
                 "BERTH_URL",
                 std::env::var("BERTH_E2E_URL").expect("BERTH_E2E_URL"),
@@ -61,7 +77,7 @@ impl Agent {
     }
 
     /// The first line (from now on) containing `needle`, within `within`.
-    async fn line(&mut self, needle: &str, within: Duration) -> String {
+    pub async fn line(&mut self, needle: &str, within: Duration) -> String {
         let wait = async {
             while let Some(line) = self.lines.recv().await {
                 self.seen.push(line.clone());
@@ -80,8 +96,16 @@ impl Agent {
         }
     }
 
+    /// Every line it wrote so far (for a failure's message).
+    pub fn said(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     /// The exit code within `within`, and every line it wrote.
-    async fn exit(mut self, within: Duration) -> (i32, Vec<String>) {
+    pub async fn exit(mut self, within: Duration) -> (i32, Vec<String>) {
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("still running after {within:?}: {:#?}", self.seen))
@@ -97,7 +121,7 @@ impl Agent {
 
 impl Team {
     /// A new agent token of `cluster`: (its id, its secret).
-    async fn agent_token(&self, cluster: &str) -> (String, String) {
+    pub async fn agent_token(&self, cluster: &str) -> (String, String) {
         let t = self.c.agent_token(&self.admin, cluster, "e2e-agent").await;
         let field = |k: &str| t[k].as_str().expect(k).to_string();
         (field("id"), field("token"))

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod agent_cli;
+mod agent_run;
 mod agents;
 mod cli;
 #[path = "../common/mod.rs"]

@@ -474,8 +474,15 @@ async fn a_silent_agent_is_closed_and_loses_its_deployments() {
     f.started(a, d).await;
     f.said();
     let now = f.app.platform.now();
-    f.app.advance(Duration::seconds(61));
-    // The socket is open, and it was last heard of 61 s ago.
+    // Silent past the pings it may miss (45 s) and the grace (60 s): its socket is open, and
+    // it was last heard of 106 s ago.
+    f.app.advance(Duration::seconds(104));
+    f.command(Command::Tick {
+        seen: Some(vec![(a, now)]),
+    })
+    .await;
+    assert!(f.said().is_empty(), "not yet");
+    f.app.advance(Duration::seconds(2));
     f.command(Command::Tick {
         seen: Some(vec![(a, now)]),
     })

@@ -14,7 +14,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::domain::agent::protocol::{ObjectMessage, PING, POLICY_VIOLATION};
+use berth::domain::agent::protocol::{self, ObjectMessage, PING, POLICY_VIOLATION};
 use berth::domain::ids::AgentId;
 use berth::domain::resources::Resources;
 use futures_util::{SinkExt, StreamExt};
@@ -34,9 +34,9 @@ use super::driver::{DeploymentId, Driver, RunSpec};
 use super::orders::{self, Orders};
 
 /// How often the agent pings.
-pub const PING_EVERY: Duration = Duration::from_secs(15);
+pub const PING_EVERY: Duration = Duration::from_secs(protocol::PING_INTERVAL_SECONDS);
 /// Pings in a row without a pong after which the connection counts as dead (45 s).
-pub const MISSED_PONGS: u32 = 3;
+pub const MISSED_PONGS: u32 = protocol::MISSED_PINGS;
 /// The longest wait for the upgrade (TCP, TLS and the HTTP answer).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest wait for the `welcome` after the `hello`.

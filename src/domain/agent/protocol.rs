@@ -44,6 +44,12 @@ pub const PING: &str = r#"{"type":"ping"}"#;
 /// Its answer.
 pub const PONG: &str = r#"{"type":"pong"}"#;
 
+/// How often an agent pings, in seconds.
+pub const PING_INTERVAL_SECONDS: u64 = 15;
+/// Pings in a row without an answer after which either side counts the connection dead
+/// (45 s of silence).
+pub const MISSED_PINGS: u32 = 3;
+
 /// Close code: the message broke the protocol.
 pub const POLICY_VIOLATION: u16 = 1008;
 /// Close code: a frame of a kind the protocol does not use (binary).

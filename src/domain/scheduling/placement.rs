@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::agent::protocol::STOP_GRACE_SECONDS;
+use crate::domain::agent::protocol::{MISSED_PINGS, PING_INTERVAL_SECONDS, STOP_GRACE_SECONDS};
 use crate::domain::ids::{AgentId, DeploymentId};
 use crate::domain::resources::Resources;
 
@@ -176,11 +176,18 @@ pub struct Agent {
     pub since: DateTime<Utc>,
 }
 
+/// How long a connected agent may be silent before it counts as away: the pings it may
+/// miss (an agent pings every 15 s; 45 s).
+pub fn silence() -> Duration {
+    Duration::seconds(i64::try_from(PING_INTERVAL_SECONDS).unwrap_or(15) * i64::from(MISSED_PINGS))
+}
+
 impl Agent {
-    /// Since when it has not been heard of (its last sign of life, or its socket's close).
-    fn silent_since(&self) -> DateTime<Utc> {
+    /// Since when it counts as away: its socket's close, or the end of the silence its pings
+    /// are allowed after its last sign of life.
+    fn away_since(&self) -> DateTime<Utc> {
         match self.presence {
-            Presence::Connected { seen } => seen,
+            Presence::Connected { seen } => seen + silence(),
             Presence::Away { since } => since,
         }
     }
@@ -457,16 +464,16 @@ impl Fleet {
         overdue
     }
 
-    /// The agents not heard of for longer than `grace` at `now`: each is forgotten with its
-    /// placements (to come back, it says hello again). Connected agents are judged by their
-    /// silence only when `heard` (their signs of life were just read: a tick); an idle one
+    /// The agents away for longer than `grace` at `now` (a connected one is away once silent
+    /// for [`silence`]): each is forgotten with its placements (to come back, it says hello
+    /// again). Connected agents are judged by their silence only when `heard` (their signs of life were just read: a tick); an idle one
     /// (nothing placed) is never lost for silence.
     pub fn lose(&mut self, now: DateTime<Utc>, grace: Duration, heard: bool) -> Vec<Lost> {
         let mut gone: Vec<AgentId> = self
             .agents
             .iter()
             .filter(|(id, a)| {
-                now - a.silent_since() > grace
+                now - a.away_since() > grace
                     && match a.presence {
                         Presence::Away { .. } => true,
                         Presence::Connected { .. } => heard && self.holds(id),
@@ -514,7 +521,7 @@ impl Fleet {
             .agents
             .iter()
             .filter(|(id, _)| self.holds(id))
-            .map(|(_, a)| a.silent_since() + grace);
+            .map(|(_, a)| a.away_since() + grace);
         let stops = self.placed.values().filter_map(|p| p.stop_until);
         agents.chain(stops).min()
     }
@@ -735,10 +742,11 @@ mod tests {
         let gone = lost[0].agent;
         assert_eq!(lost[0].running.len() + lost[0].released.len(), 1);
         assert!(f.agent(&gone).is_none());
-        // The silent one, still connected, is lost at seen + grace, when it was listened for;
-        // the idle one is not.
-        assert!(f.lose(t(111), grace, false).is_empty());
-        let lost = f.lose(t(111), grace, true);
+        // The silent one, still connected, is lost at seen + silence + grace, when it was
+        // listened for; the idle one is not.
+        assert!(f.lose(t(155), grace, true).is_empty());
+        assert!(f.lose(t(156), grace, false).is_empty());
+        let lost = f.lose(t(156), grace, true);
         assert_eq!(lost.len(), 1);
         assert!(lost[0].connected);
         assert_eq!(f.connected(), vec![agent(3)]);
