@@ -3,13 +3,27 @@
 # (no wrangler dev proxy in front) — with a transaction-pooling PgBouncer in front of
 # PostgreSQL, as Hyperdrive pools in production. Then the load program (benches/load.rs)
 # drives it and checks the invariants, and pgbench runs the same statements through the same
-# pooler as the ceiling, in the same run.
+# pooler as the ceiling, in the same run. Last, the dispatch phase (benches/dispatch.rs): real
+# `berth agent` processes run deployments, against a baseline without agents in the same run.
+# BENCH_ONLY=dispatch runs that phase alone.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 "$ROOT/scripts/setup.sh"
 
 source "$ROOT/scripts/stack.sh"
+
+# The dispatch phase's agents: the release `berth` binary.
+log "building the release berth binary (the dispatch phase's agents)"
+cargo build --release -p berth-cli -q
+
+# BENCH_ONLY=dispatch skips the load program and its ceilings.
+dispatch() {
+  log "dispatch: ${DISPATCH_AGENTS:-10} berth agents (exec driver) against workerd"
+  BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BERTH_BIN="$ROOT/target/release/berth" \
+    BENCH_LOG_DIR="$dir" cargo bench --bench dispatch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
+}
+if [ "${BENCH_ONLY:-}" = dispatch ]; then dispatch; exit 0; fi
 
 log "load program against workerd"
 BERTH_URL="http://127.0.0.1:$PORT" BENCH_RESULTS="$dir/results.txt" cargo bench --bench load 2>&1 \
@@ -81,3 +95,6 @@ show "object's own rate (64 conns)" object64 "$submit_ceiling"
 echo "(reads through the Worker's own connection: pgbench -C, a new pooled connection per transaction, as a stateless"
 echo " Worker opens one per request; a cluster, its queue and submissions: the object keeps its connections, so their"
 echo " ceilings run on a kept one — submissions' is the unbatched write transaction)"
+
+echo
+dispatch
