@@ -3,12 +3,30 @@
 //! workerd and restarts PostgreSQL. Afterwards it checks, against the database itself, that
 //! every acknowledged deployment exists, that usage equals the sum over running within
 //! capacity, and that the queue drains.
+//!
+//! Agent faults too: CRASH_AGENTS real `berth agent --driver exec` processes (default 3, each
+//! 8 CPU / 16 GiB; BERTH_BIN is the release `berth`) run the deployments (`sleep 1`–`3`),
+//! and CRASH_AGENT_KILLS times (default 4) one of them is SIGKILLed and started again after
+//! a pause of up to 8 s (the cluster's grace is 5 s: some come back in time, some are lost).
+//! Afterwards: no deployment started a second time unless its earlier run ended first (a
+//! `started` event only after an `exited` or a `lost`), every deployment's status and
+//! placement agree, and the cluster and its agents still answer.
 
-use std::collections::HashSet;
+#[path = "support/agents.rs"]
+mod agents;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -64,6 +82,47 @@ async fn main() {
         .json(&json!({"name": "crash", "capacity": {"cpu_millis": 32_000, "memory_mib": 65_536, "gpus": 8}}))
         .send().await.expect("cluster").json().await.expect("json");
     let cluster = cluster["id"].as_str().expect("cluster").to_string();
+    let ok = |r: reqwest::Response| {
+        assert!(r.status().is_success(), "{}: {}", r.url(), r.status());
+        r
+    };
+    ok(http
+        .patch(format!("{base}/v1/clusters/{cluster}"))
+        .bearer_auth(&token)
+        .json(&json!({"agent_grace_seconds": 5}))
+        .send()
+        .await
+        .expect("grace"));
+    let agent_token: Value = ok(http
+        .post(format!("{base}/v1/clusters/{cluster}/agent-tokens"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "crash"}))
+        .send()
+        .await
+        .expect("agent token"))
+    .json()
+    .await
+    .expect("json");
+    let agent_token = agent_token["token"].as_str().expect("token").to_string();
+    let n_agents: usize = env_or("CRASH_AGENTS", 3);
+    let agent_kills: usize = env_or("CRASH_AGENT_KILLS", 4);
+    let mut fleet = agents::Agents::spawn(
+        n_agents,
+        "crash",
+        (&base, &cluster, &agent_token),
+        "8",
+        "16Gi",
+    );
+    let up = agents::connected(
+        &http,
+        &base,
+        &token,
+        &cluster,
+        n_agents,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(up, "the agents did not connect (their logs: BENCH_LOG_DIR)");
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -88,6 +147,7 @@ async fn main() {
                 } else {
                     http.post(format!("{base}/v1/clusters/{cluster}/deployments")).bearer_auth(&token).json(&json!({
                         "name": format!("w{w}-{i}"), "image": "nginx:1.27", "priority": r % 1001,
+                        "command": ["sleep", (1 + r % 3).to_string()],
                         "resources": {"cpu_millis": 500 + r % 4000, "memory_mib": 256 + r % 8192, "gpus": r % 2}}))
                 };
                 let stop = i.is_multiple_of(4);
@@ -121,9 +181,28 @@ async fn main() {
             }
         }));
     }
+    // The agent faults, spread over the load: SIGKILL one, pause (sometimes past the grace),
+    // start it again.
+    let faults = tokio::spawn(async move {
+        let every =
+            Duration::from_secs(seconds.saturating_sub(6).max(1)) / agent_kills.max(1) as u32;
+        let mut pauses = vec![];
+        for k in 0..agent_kills {
+            let r = (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
+            tokio::time::sleep(every * 3 / 10).await;
+            let i = (r as usize) % n_agents;
+            fleet.kill(i).await;
+            let pause = Duration::from_millis(200 + r % 7800).min(every * 7 / 10);
+            tokio::time::sleep(pause).await;
+            fleet.start(i);
+            pauses.push((fleet.name(i), pause));
+        }
+        (fleet, pauses)
+    });
     for w in workers {
         w.await.expect("worker");
     }
+    let (mut fleet, pauses) = faults.await.expect("agent faults");
 
     // Wait until the service answers again (the campaign may have just restarted it).
     for _ in 0..100 {
@@ -205,18 +284,81 @@ async fn main() {
             stuck = true;
             break;
         }
-        for d in items {
-            let _ = http
-                .post(format!(
-                    "{base}/v1/deployments/{}/stop",
-                    d["id"].as_str().unwrap_or_default()
-                ))
-                .bearer_auth(&token)
-                .send()
-                .await;
-        }
+        // The round's stops at once (one after another, a large backlog takes minutes).
+        let stops = items.iter().map(|d| {
+            http.post(format!(
+                "{base}/v1/deployments/{}/stop",
+                d["id"].as_str().unwrap_or_default()
+            ))
+            .bearer_auth(&token)
+            .send()
+        });
+        futures::future::join_all(stops).await;
     }
     let drained = !stuck && usage().await["queued"].as_i64() == Some(0);
+
+    // Agents: every deployment's runs one after another (a second `started` only after an
+    // `exited` or a `lost`), status and placement agree, the cluster's agents still answer.
+    let events = db
+        .query(
+            "select e.deployment_id::text, e.kind from deployment_events e \
+             join deployments d on d.id = e.deployment_id where d.cluster_id = $1 order by e.id",
+            &[&cid],
+        )
+        .await
+        .expect("events");
+    let mut running_now: HashMap<String, bool> = HashMap::new();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    let (mut twice, mut lost_events, mut exited_events) = (vec![], 0, 0);
+    for e in &events {
+        let (id, kind): (String, &str) = (e.get(0), e.get(1));
+        match kind {
+            "started" => {
+                if running_now.insert(id.clone(), true) == Some(true) {
+                    twice.push(id.clone());
+                }
+                *starts.entry(id).or_default() += 1;
+            }
+            "exited" | "lost" => {
+                if kind == "lost" {
+                    lost_events += 1;
+                } else {
+                    exited_events += 1;
+                }
+                running_now.insert(id, false);
+            }
+            _ => {}
+        }
+    }
+    let rerun = starts.values().filter(|n| **n > 1).count();
+    // A queued deployment has no container; an ended one none that is to run (a stopping
+    // one may still be reported); a running one is awaiting an agent or placed on one.
+    let inconsistent: i64 = db
+        .query_one(
+            "select count(*) from deployments where cluster_id = $1 and not ( \
+               (status = 'queued' and placement is null) \
+               or (status = 'running' and (placement is null or agent_id is not null)) \
+               or (status in ('succeeded', 'failed', 'stopped', 'cancelled') \
+                   and (placement is null or placement = 'stopping')))",
+            &[&cid],
+        )
+        .await
+        .expect("consistency")
+        .get(0);
+    let by_status: Vec<(String, i64)> = db
+        .query(
+            "select status || coalesce('/' || placement, ''), count(*) from deployments \
+             where cluster_id = $1 group by 1 order by 1",
+            &[&cid],
+        )
+        .await
+        .expect("statuses")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let listed = agents::list(&http, &base, &token, &cluster).await;
+    let agents_answer = listed.len() == n_agents;
+    fleet.kill_all().await;
 
     println!(
         "crash campaign load: {} acknowledged, {} stops, {} requests refused while down",
@@ -229,7 +371,41 @@ async fn main() {
         t.unavailable_503, t.retry_after_missing, t.other_5xx
     );
     println!("  acknowledged but lost: {lost}; usage = sum over running within capacity: {exact}; queue drained: {drained} ({rounds} rounds)");
-    let ok = lost == 0 && exact && drained && t.other_5xx == 0 && t.retry_after_missing == 0;
+    println!(
+        "  agents: {n_agents}, SIGKILLed and restarted {} times (paused {}); {} starts, {exited_events} exits, \
+         {lost_events} lost, {rerun} deployments run again after a loss",
+        pauses.len(),
+        pauses
+            .iter()
+            .map(|(n, p)| format!("{n} {:.1} s", p.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        starts.values().sum::<usize>(),
+    );
+    println!(
+        "  started twice at once: {}; status and placement disagree: {inconsistent}; the cluster's agents answer: {agents_answer} ({} listed)",
+        twice.len(),
+        listed.len()
+    );
+    println!(
+        "  deployments by status/placement: {}",
+        by_status
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for id in twice.iter().take(5) {
+        println!("    started twice: {id}");
+    }
+    let ok = lost == 0
+        && exact
+        && drained
+        && t.other_5xx == 0
+        && t.retry_after_missing == 0
+        && twice.is_empty()
+        && inconsistent == 0
+        && agents_answer;
     println!("  verdict: {}", if ok { "PASS" } else { "FAIL" });
     if !ok {
         std::process::exit(1);

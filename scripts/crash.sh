@@ -2,7 +2,9 @@
 # `make crash`: the crash campaign (not part of `make test`). Under load (benches/crash.rs),
 # kills workerd at random moments CRASH_KILLS times (default 10) and restarts it, then stops
 # PostgreSQL for a few seconds mid-load and starts it again. The load program then verifies
-# that nothing acknowledged was lost, usage is exact, and the queue drains.
+# that nothing acknowledged was lost, usage is exact, and the queue drains. Meanwhile the load
+# program runs CRASH_AGENTS exec agents and SIGKILLs/restarts one CRASH_AGENT_KILLS times,
+# then checks that no deployment ran twice at once and that status and placement agree.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -12,8 +14,11 @@ source "$ROOT/scripts/stack.sh"
 kills=${CRASH_KILLS:-10}
 seconds=$(( kills * 3 + 12 ))
 cargo bench --bench crash --no-run -q 2>/dev/null
+log "building the release berth binary (the campaign's agents)"
+cargo build --release -p berth-cli -q
 log "load for ${seconds}s; $kills workerd kills, then a PostgreSQL restart"
 BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BENCH_SECONDS=$seconds \
+  BERTH_BIN="$ROOT/target/release/berth" BENCH_LOG_DIR="$dir" \
   cargo bench --bench crash -q 2>/dev/null > "$dir/crash.txt" & load=$!
 sleep 2
 for i in $(seq 1 "$kills"); do
