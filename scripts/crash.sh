@@ -13,9 +13,11 @@ source "$ROOT/scripts/stack.sh"
 
 kills=${CRASH_KILLS:-10}
 seconds=$(( kills * 3 + 12 ))
-cargo bench --bench crash --no-run -q 2>/dev/null
+# The agents' binary first: building it after the load program would rebuild the program
+# (they share target/release), and the kills would start while it compiles.
 log "building the release berth binary (the campaign's agents)"
 cargo build --release -p berth-cli -q
+cargo bench --bench crash --no-run -q 2>/dev/null
 log "load for ${seconds}s; $kills workerd kills, then a PostgreSQL restart"
 BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BENCH_SECONDS=$seconds \
   BERTH_BIN="$ROOT/target/release/berth" BENCH_LOG_DIR="$dir" \
