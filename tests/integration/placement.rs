@@ -83,6 +83,7 @@ impl Fixture {
             deployment_id: d,
             exit_code: code,
             output: output.into(),
+            abandoned: false,
         };
         self.report(agent, Report::Exited(exit)).await;
     }
@@ -436,6 +437,39 @@ async fn a_returning_agent_is_reconciled_with_what_it_runs() {
 }
 
 #[tokio::test]
+async fn an_exit_the_agent_abandoned_requeues_the_deployment() {
+    let f = Fixture::new(4000, false).await;
+    let a = f.hello("rack-1", 2000, &[]).await;
+    let d = f.submit("d", 1000, 0).await;
+    f.started(a, d).await;
+    f.said();
+    // Away from the server too long, the agent stopped it itself: lost, not failed.
+    let exit = Exit {
+        deployment_id: d,
+        exit_code: Some(143),
+        output: String::new(),
+        abandoned: true,
+    };
+    f.report(a, Report::Exited(exit)).await;
+    let g = f.get(d).await;
+    assert_eq!(g["status"], "running", "{g:#}");
+    assert!(g["exit_code"].is_null(), "{g:#}");
+    let kinds = f.kinds(d).await;
+    assert_eq!(
+        &kinds[3..],
+        ["started", "exited", "lost", "requeued", "admitted", "assigned"],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "forget", Some(d)),
+            said("rack-1", "run", Some(d))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_silent_agent_is_closed_and_loses_its_deployments() {
     let f = Fixture::new(4000, false).await;
     let a = f.hello("rack-1", 2000, &[]).await;
@@ -462,6 +496,29 @@ async fn a_silent_agent_is_closed_and_loses_its_deployments() {
         .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await;
     assert_eq!(agents.body["items"][0]["status"], "disconnected");
+
+    // It wakes up and says hello with its old copy still running: that copy is stopped, and
+    // the deployment is not placed there again before the copy's exit (which is not the new
+    // run's).
+    f.hello("rack-1", 2000, &[d]).await;
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "welcome", None),
+            said("rack-1", "stop", Some(d))
+        ]
+    );
+    f.exited(a, d, Some(143), "").await;
+    let g = f.get(d).await;
+    assert_eq!(g["status"], "running", "{g:#}");
+    assert!(g["exit_code"].is_null(), "{g:#}");
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "forget", Some(d)),
+            said("rack-1", "run", Some(d))
+        ]
+    );
 }
 
 #[tokio::test]
