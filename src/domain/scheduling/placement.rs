@@ -198,6 +198,14 @@ impl Agent {
     }
 }
 
+/// Who says hello ([`Fleet::join`]): its name and capacity, and when its connection began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joining {
+    pub name: String,
+    pub capacity: Resources,
+    pub at: DateTime<Utc>,
+}
+
 /// What a reconnecting agent's hello changes ([`Fleet::join`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
@@ -325,18 +333,17 @@ impl Fleet {
     pub fn join(
         &mut self,
         agent: AgentId,
-        name: String,
-        capacity: Resources,
+        joined: Joining,
         running: &[DeploymentId],
         exiting: &[DeploymentId],
-        now: DateTime<Utc>,
         resources_of: impl Fn(&DeploymentId) -> Option<Resources>,
     ) -> Reconciled {
+        let now = joined.at;
         self.agents.insert(
             agent,
             Agent {
-                name,
-                capacity,
+                name: joined.name,
+                capacity: joined.capacity,
                 presence: Presence::Connected { seen: now },
                 since: now,
             },
@@ -633,16 +640,22 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("valid timestamp")
     }
 
+    fn joining(name: impl Into<String>, capacity: Resources, at: DateTime<Utc>) -> Joining {
+        Joining {
+            name: name.into(),
+            capacity,
+            at,
+        }
+    }
+
     fn fleet_of(agents: &[(u128, i64)]) -> Fleet {
         let mut f = Fleet::default();
         for &(n, cpu) in agents {
             f.join(
                 agent(n),
-                format!("a{n}"),
-                Resources::new(cpu, 1024, 0),
+                joining(format!("a{n}"), Resources::new(cpu, 1024, 0), t(0)),
                 &[],
                 &[],
-                t(0),
                 |_| None,
             );
         }
@@ -708,11 +721,9 @@ mod tests {
         // not its own.
         let r = f.join(
             agent(1),
-            "a1".into(),
-            Resources::new(4000, 1024, 0),
+            joining("a1", Resources::new(4000, 1024, 0), t(30)),
             &[deployment(1), deployment(3), deployment(7)],
             &[deployment(4)],
-            t(30),
             |_| None,
         );
         assert_eq!(r.stop, vec![deployment(3), deployment(7)]);
@@ -733,11 +744,9 @@ mod tests {
         g.place([(deployment(1), cpu), (deployment(2), cpu)]);
         let r = g.join(
             agent(1),
-            "a1".into(),
-            Resources::new(4000, 1024, 0),
+            joining("a1", Resources::new(4000, 1024, 0), t(5)),
             &[deployment(2)],
             &[],
-            t(5),
             |_| None,
         );
         assert_eq!(
@@ -757,11 +766,9 @@ mod tests {
         f.stop(deployment(2), t(1));
         f.join(
             agent(3),
-            "idle".into(),
-            Resources::ZERO,
+            joining("idle", Resources::ZERO, t(0)),
             &[],
             &[],
-            t(0),
             |_| None,
         );
         f.leave(agent(1), t(0), t(10));

@@ -18,7 +18,7 @@ use crate::domain::ids::{AgentId, DeploymentId};
 use crate::domain::scheduling::lifecycle::{
     exit_message, exit_reason, exit_status, Settled, LOST_REQUEUED_REASON,
 };
-use crate::domain::scheduling::placement::{self, Stage, Start};
+use crate::domain::scheduling::placement::{self, Joining, Stage, Start};
 use crate::engine::batch::{event, Batch, Outgoing};
 use crate::engine::Order;
 
@@ -155,15 +155,14 @@ impl Live {
         grace_seconds: i32,
         now: DateTime<Utc>,
     ) {
-        let r = self.fleet.join(
-            agent.id,
-            agent.name.clone(),
-            agent.capacity,
-            running,
-            exited,
-            agent.connected_at,
-            |d| self.rows.get(d).map(|r| r.resources),
-        );
+        let joining = Joining {
+            name: agent.name.clone(),
+            capacity: agent.capacity,
+            at: agent.connected_at,
+        };
+        let r = self.fleet.join(agent.id, joining, running, exited, |d| {
+            self.rows.get(d).map(|r| r.resources)
+        });
         let welcome = ObjectMessage::Welcome {
             v: VERSION,
             agent_id: agent.id,
