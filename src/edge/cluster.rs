@@ -179,7 +179,7 @@ impl DurableObject for ClusterObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        let command = agents::on_message(&self.state, &ws, message)?;
+        let command = agents::on_message(&self.state, &self.hibernation, &ws, message)?;
         self.run_for_agent(&ws, command).await
     }
 

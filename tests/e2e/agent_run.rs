@@ -227,10 +227,11 @@ async fn containers_run_with_their_limits_report_their_exit_and_stop_when_told()
         (json!(3), json!("boom\n"))
     );
 
-    // An image that cannot be pulled (the daemon has no way out): failed, saying why.
-    let body = json!({"name": "nowhere", "image": "registry.invalid/none:1",
+    // An image that cannot be pulled (its registry, a refusing loopback port): failed, with why.
+    let body = json!({"name": "nowhere", "image": "127.0.0.1:9/missing:1",
         "resources": {"cpu_millis": 100, "memory_mib": 16, "gpus": 0}});
     let r = team.submit(&cluster, body).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
     let nowhere = r.body["id"].as_str().expect("id").to_string();
     let d = team
         .until(&nowhere, LONG, &mut agent, "failed", |d| {

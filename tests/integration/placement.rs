@@ -99,15 +99,14 @@ impl Fixture {
         DeploymentId::parse(r.body["id"].as_str().expect("id")).expect("uuid")
     }
 
+    /// `method path` as the admin, without a body.
+    async fn call(&self, method: Method, path: &str) -> crate::support::Reply {
+        self.app.call(method, path, Some(&self.admin), None).await
+    }
+
     async fn get(&self, d: DeploymentId) -> Value {
         let r = self
-            .app
-            .call(
-                Method::GET,
-                &format!("/v1/deployments/{d}"),
-                Some(&self.admin),
-                None,
-            )
+            .call(Method::GET, &format!("/v1/deployments/{d}"))
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
@@ -259,24 +258,12 @@ async fn admitted_deployments_run_on_agents_with_room_and_end_with_their_exit() 
     );
 
     let agents = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await;
     let items = agents.body["items"].as_array().expect("items").clone();
     assert_eq!(items.len(), 2);
     let usage = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}", f.cluster))
         .await
         .body["usage"]
         .clone();
@@ -292,13 +279,7 @@ async fn a_stopped_container_holds_its_room_until_it_exits() {
     f.started(a, d1).await;
     f.said();
     let r = f
-        .app
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{d1}/stop"),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::POST, &format!("/v1/deployments/{d1}/stop"))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(f.said(), vec![said("rack-1", "stop", Some(d1))]);
@@ -323,13 +304,7 @@ async fn a_stopped_container_holds_its_room_until_it_exits() {
     // Without an exit, the stop's grace and margin free the room.
     f.started(a, d2).await;
     let r = f
-        .app
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{d2}/stop"),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::POST, &format!("/v1/deployments/{d2}/stop"))
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let d3 = f.submit("d3", 2000, 0).await;
@@ -380,13 +355,7 @@ async fn an_agent_away_past_the_grace_loses_its_deployments_to_another() {
     let d = f.submit("d", 1000, 0).await;
     f.started(a, d).await;
     let since = match f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await
         .body["items"][0]["connected_at"]
         .as_str()
@@ -490,13 +459,7 @@ async fn a_silent_agent_is_closed_and_loses_its_deployments() {
     assert_eq!(f.said(), vec![said("rack-1", "close", None)]);
     assert_eq!(f.get(d).await["placement"], "awaiting_agent");
     let agents = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await;
     assert_eq!(agents.body["items"][0]["status"], "disconnected");
 }

@@ -153,7 +153,7 @@ pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -
                 output::age(d.created_at),
                 d.id.to_string(),
                 d.image,
-                output::clean(&d.message.unwrap_or_default()),
+                output::clean(d.message.unwrap_or_default().trim_end()),
             ]
         }));
     }
@@ -223,9 +223,10 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
             ("Preemptions", d.preemptions.to_string()),
             (
                 "Message",
+                // An exit's message is its output's last lines: without the final newline.
                 d.message
                     .as_deref()
-                    .map(output::clean)
+                    .map(|m| output::clean(m.trim_end()))
                     .unwrap_or_else(|| "-".into()),
             ),
             ("Created", output::time(Some(d.created_at))),
