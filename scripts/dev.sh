@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make dev`: installs what is missing, starts a project-local PostgreSQL unless
 # DATABASE_URL is set, applies the migrations, writes a development signing key on first
-# run, then serves the Worker with `wrangler dev` on BERTH_PORT (8787) and fires the cron
-# trigger every minute beside it. Ctrl-C stops everything it started; data is kept.
+# run, then serves the Worker with `wrangler dev` on BERTH_PORT (8787), fires the cron
+# trigger every minute beside it, and runs a local agent on this machine
+# (scripts/dev-agent.sh; BERTH_DEV_AGENT=0 leaves it out). Ctrl-C stops everything it
+# started; data is kept.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -14,7 +16,12 @@ pids=()
 started_pg=
 cleanup() {
   trap - INT TERM EXIT
-  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    # The agent runs in a process group of its own (setsid): the whole group goes.
+    kill -- "-$p" 2>/dev/null || true
+    pkill -P "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   [ -n "$started_pg" ] && "$ROOT/scripts/pg.sh" stop dev
   log "stopped"
@@ -47,4 +54,11 @@ pids+=($!)
     curl -fsS -o /dev/null "http://127.0.0.1:$PORT/cdn-cgi/handler/scheduled?cron=*+*+*+*+*" || true
   done ) &
 pids+=($!)
+
+# A local agent, so that a deployment really runs here (its account and token are in
+# .data/dev-agent/).
+if [ "${BERTH_DEV_AGENT:-1}" != 0 ]; then
+  BERTH_URL="http://127.0.0.1:$PORT" setsid "$ROOT/scripts/dev-agent.sh" &
+  pids+=($!)
+fi
 wait "${pids[0]}"

@@ -211,7 +211,8 @@ async fn docker_exit_codes_and_the_last_lines_of_output() {
         Exit {
             deployment_id: plain.deployment_id,
             exit_code: Some(0),
-            output: "hi\n".into()
+            output: "hi\n".into(),
+            abandoned: false
         }
     );
 
@@ -265,7 +266,8 @@ async fn docker_an_exit_nobody_listened_for_comes_from_reconcile() {
         vec![Exit {
             deployment_id: s.deployment_id,
             exit_code: Some(5),
-            output: "done\n".into()
+            output: "done\n".into(),
+            abandoned: false
         }]
     );
     assert_eq!(reconciled(&driver, &[s.deployment_id]).await, vec![]);
@@ -416,7 +418,8 @@ async fn docker_a_restarted_agent_finds_its_containers_and_reports_a_missed_exit
         vec![Exit {
             deployment_id: short.deployment_id,
             exit_code: Some(7),
-            output: "bye\n".into()
+            output: "bye\n".into(),
+            abandoned: false
         }]
     );
     assert_eq!(reconciled(&after, &ids).await, vec![]);

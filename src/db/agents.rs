@@ -144,17 +144,16 @@ pub async fn seen(db: &impl GenericClient, seen: &[(AgentId, DateTime<Utc>)]) ->
     Ok(())
 }
 
-/// Records agents as gone at `now` whatever socket they were on (their object found no
-/// socket for them, or they were silent past the grace).
-pub async fn away(db: &impl GenericClient, agents: &[AgentId], now: DateTime<Utc>) -> DbResult<()> {
+/// Records agents as gone whatever socket they were on (their object found no socket for
+/// them, or they were silent past the grace); `last_seen_at` stays their last sign of life.
+pub async fn away(db: &impl GenericClient, agents: &[AgentId]) -> DbResult<()> {
     if agents.is_empty() {
         return Ok(());
     }
     let ids: Vec<uuid::Uuid> = agents.iter().map(|a| a.0).collect();
     db.execute_typed(
-        "update agents set status = 'disconnected', last_seen_at = greatest(last_seen_at, $2) \
-         where id = any($1) and status = 'connected'",
-        &[(&ids, Type::UUID_ARRAY), (&now, Type::TIMESTAMPTZ)],
+        "update agents set status = 'disconnected' where id = any($1) and status = 'connected'",
+        &[(&ids, Type::UUID_ARRAY)],
     )
     .await?;
     Ok(())

@@ -27,6 +27,7 @@ use crate::db::agents::AgentRow;
 use crate::domain::agent::protocol::{self, Violation, PING, PONG};
 use crate::domain::agent::{step, Admitted, Joined, Session, Step};
 use crate::domain::ids::{AgentId, AgentTokenId};
+use crate::domain::scheduling::placement;
 use crate::engine::{Command, Order};
 use crate::http::{agents, ApiError, AppState};
 
@@ -136,6 +137,7 @@ pub fn accept(state: &State, req: &Request) -> worker::Result<Response> {
 /// or a joined agent's report. A violation closes the socket and changes nothing.
 pub fn on_message(
     state: &State,
+    hibernation: &HibernationState,
     ws: &WebSocket,
     message: WebSocketIncomingMessage,
 ) -> worker::Result<Option<Command>> {
@@ -157,12 +159,26 @@ pub fn on_message(
         }
         Ok(Step::Hello(hello)) => {
             // One machine, one live socket: a second agent under a connected one's name is
-            // refused.
+            // refused, unless that one has been silent past the pings it may miss (its peer
+            // is gone without closing, say): then the new socket replaces it.
             let name = hello.agent.name.clone();
-            if socket_named(state, &name).is_some() {
-                let v = Violation::policy(format!("an agent named {name} is already connected"));
-                ws.close(Some(v.code), Some(v.reason))?;
-                return Ok(None);
+            if let Some(old) = socket_named(state, &name) {
+                let silent = last_heard(hibernation, &old)
+                    .is_none_or(|at| Utc::now() - at > placement::silence());
+                if !silent {
+                    let v =
+                        Violation::policy(format!("an agent named {name} is already connected"));
+                    ws.close(Some(v.code), Some(v.reason))?;
+                    return Ok(None);
+                }
+                worker::console_log!("agent {name}: a silent socket replaced by a new one");
+                let _ = old.close(Some(1001), Some("replaced by a new connection"));
+                let mut stale = old
+                    .deserialize_attachment::<Session>()?
+                    .unwrap_or(session.clone());
+                stale.name = None;
+                stale.agent = None;
+                old.serialize_attachment(&stale)?;
             }
             session.name = Some(name);
             session.heard_at = Some(Utc::now());
@@ -302,18 +318,23 @@ pub fn seen(state: &State, hibernation: &HibernationState) -> Vec<(AgentId, Date
         .iter()
         .filter_map(|ws| {
             let session = ws.deserialize_attachment::<Session>().ok().flatten()?;
-            let agent = session.agent?;
-            let at = [
-                Some(agent.since),
-                session.heard_at,
-                last_auto_pong(hibernation, ws),
-            ]
-            .into_iter()
-            .flatten()
-            .max()?;
-            Some((agent.id, at))
+            Some((session.agent?.id, last_heard(hibernation, ws)?))
         })
         .collect()
+}
+
+/// When the agent on `ws` was last heard of: its hello's record, its last message, or the
+/// runtime's last answer to its ping.
+fn last_heard(hibernation: &HibernationState, ws: &WebSocket) -> Option<DateTime<Utc>> {
+    let session = ws.deserialize_attachment::<Session>().ok().flatten()?;
+    [
+        session.agent.map(|a| a.since),
+        session.heard_at,
+        last_auto_pong(hibernation, ws),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
 }
 
 /// The tag of every socket of one credential.

@@ -51,7 +51,13 @@ pub struct ClusterObject {
     writer: ClusterWriter,
     /// Whether this instance has stored its cluster's id for the alarm.
     remembered: std::cell::Cell<bool>,
+    /// When this instance last ran a command.
+    last_run: std::cell::Cell<Option<chrono::DateTime<Utc>>>,
 }
+
+/// After this long without a command, the object closes its database connections (at its
+/// alarm), so that it can leave memory while its agents stay connected.
+const IDLE_SECONDS: i64 = 30;
 
 impl ClusterObject {
     /// Runs a command on the cluster's writer, then carries out the orders for its agents
@@ -68,6 +74,7 @@ impl ClusterObject {
             },
             other => other,
         };
+        self.last_run.set(Some(Utc::now()));
         let result = self
             .writer
             .run(cluster, command, || connect_db(&self.env), Utc::now)
@@ -82,15 +89,29 @@ impl ClusterObject {
                     Err(e) => worker::console_error!("remembering the cluster failed: {e}"),
                 }
             }
-            if let Some(at) = next_deadline {
-                // A DateTime is an absolute time (an i64 would be an offset from now).
-                let when = (*at).max(Utc::now() + chrono::Duration::milliseconds(50));
-                if let Err(e) = self.state.storage().set_alarm(when).await {
-                    worker::console_error!("setting the alarm failed: {e}");
-                }
-            }
+            // Woken at the next time the cluster must be looked at, or once idle, to close
+            // its connections.
+            let idle = Utc::now() + chrono::Duration::seconds(IDLE_SECONDS);
+            let at = next_deadline.map_or(idle, |at| at.min(idle));
+            self.set_alarm(Some(at)).await;
         }
         result
+    }
+
+    /// Sets the alarm at `at` (none: deletes it).
+    async fn set_alarm(&self, at: Option<chrono::DateTime<Utc>>) {
+        let storage = self.state.storage();
+        let done = match at {
+            // A DateTime is an absolute time (an i64 would be an offset from now).
+            Some(at) => {
+                let when = at.max(Utc::now() + chrono::Duration::milliseconds(50));
+                storage.set_alarm(when).await
+            }
+            None => storage.delete_alarm().await,
+        };
+        if let Err(e) = done {
+            worker::console_error!("setting the alarm failed: {e}");
+        }
     }
 
     /// Runs the command an agent's socket gave, if any.
@@ -128,12 +149,18 @@ impl DurableObject for ClusterObject {
         let hibernation: HibernationState = raw.clone().unchecked_into();
         let state = State::from(raw.unchecked_into::<worker::worker_sys::DurableObjectState>());
         agents::set_auto_response(&state);
+        let kept = state.get_websockets().len();
+        if kept > 0 {
+            // Back from hibernation (or restarted): its agents stayed connected.
+            worker::console_log!("cluster object started with {kept} agent socket(s) kept");
+        }
         Self {
             state,
             hibernation,
             env,
             writer: ClusterWriter::new(),
             remembered: std::cell::Cell::new(false),
+            last_run: std::cell::Cell::new(None),
         }
     }
 
@@ -152,7 +179,7 @@ impl DurableObject for ClusterObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        let command = agents::on_message(&self.state, &ws, message)?;
+        let command = agents::on_message(&self.state, &self.hibernation, &ws, message)?;
         self.run_for_agent(&ws, command).await
     }
 
@@ -172,11 +199,23 @@ impl DurableObject for ClusterObject {
         self.run_for_agent(&ws, agents::on_gone(&ws)).await
     }
 
+    /// Ticks (deadlines, agents' grace, stopping containers), then, when no command came for
+    /// [`IDLE_SECONDS`], closes the database connections and sleeps until the next time the
+    /// cluster must be looked at.
     async fn alarm(&self) -> Result<Response> {
+        let idle = self
+            .last_run
+            .get()
+            .is_none_or(|t| Utc::now() - t >= chrono::Duration::seconds(IDLE_SECONDS));
         if let Some(cluster) = self.state.storage().get::<ClusterId>("cluster").await? {
             self.remembered.set(true);
-            if let Err(e) = self.run(cluster, Command::TICK).await {
-                worker::console_error!("cluster {cluster} alarm tick failed: {e}");
+            match self.run(cluster, Command::TICK).await {
+                Ok(executed) if idle && self.writer.release() => {
+                    worker::console_log!("cluster {cluster} idle: database connections closed");
+                    self.set_alarm(executed.next_deadline).await;
+                }
+                Ok(_) => {}
+                Err(e) => worker::console_error!("cluster {cluster} alarm tick failed: {e}"),
             }
         }
         Response::ok("ok")

@@ -288,7 +288,7 @@ impl Batch {
             deployments::set_placements(tx, &self.placements, now),
             deployments::record(tx, &self.events, now),
             agents_db::seen(tx, &self.seen),
-            agents_db::away(tx, &self.away, now),
+            agents_db::away(tx, &self.away),
             gone,
             deployments::processes(tx, &to_run),
             end,

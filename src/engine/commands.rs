@@ -57,7 +57,7 @@ pub(super) async fn apply(
                 capacity,
             };
             let agent = agents_db::connected(tx, &connecting, now).await?;
-            live.agent_joined(batch, &agent, &running, &exited, now);
+            live.agent_joined(batch, &agent, &running, &exited, c.agent_grace_seconds, now);
             Ok(Ok(Subject::Agent(Box::new(agent))))
         }
         Command::AgentReport { agent, report } => {

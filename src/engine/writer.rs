@@ -187,6 +187,22 @@ impl ClusterWriter {
         }
     }
 
+    /// Closes the writer's connections unless a batch or a read is using them (the next
+    /// command or read opens them again); the live view is kept. An object whose sockets are
+    /// all closed may leave memory while its agents stay connected.
+    pub fn release(&self) -> bool {
+        let Ok(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        let Ok(mut reader) = self.reader.try_lock() else {
+            return false;
+        };
+        let held = state.db.is_some() || reader.is_some();
+        state.db = None;
+        *reader = None;
+        held
+    }
+
     /// Takes the orders committed batches decided for the cluster's agents, in order. Whoever
     /// ran a command takes them after it (so each is delivered once).
     pub fn take_orders(&self) -> Vec<Order> {

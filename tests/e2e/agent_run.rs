@@ -227,10 +227,11 @@ async fn containers_run_with_their_limits_report_their_exit_and_stop_when_told()
         (json!(3), json!("boom\n"))
     );
 
-    // An image that cannot be pulled (the daemon has no way out): failed, saying why.
-    let body = json!({"name": "nowhere", "image": "registry.invalid/none:1",
+    // An image that cannot be pulled (its registry, a refusing loopback port): failed, with why.
+    let body = json!({"name": "nowhere", "image": "127.0.0.1:9/missing:1",
         "resources": {"cpu_millis": 100, "memory_mib": 16, "gpus": 0}});
     let r = team.submit(&cluster, body).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
     let nowhere = r.body["id"].as_str().expect("id").to_string();
     let d = team
         .until(&nowhere, LONG, &mut agent, "failed", |d| {
@@ -416,4 +417,88 @@ async fn a_killed_agent_finds_its_containers_again_and_one_away_too_long_loses_t
         "{:#}",
         agents.body
     );
+}
+
+/// Named for the restart group: `make test` runs it alone, after the others. The server goes
+/// away for longer than the cluster's grace: the agent stops what it runs before the server
+/// gives it to another agent (so nothing runs twice), reports the exit when it is back, and
+/// the deployment, lost and requeued, runs again.
+#[tokio::test]
+async fn an_agent_away_past_the_grace_during_a_restart_stops_what_it_runs() {
+    let team = Team::new().await;
+    let cluster = team.agents_cluster(false, 5).await;
+    let (_, token) = team.agent_token(&cluster).await;
+    let mut agent = exec_agent(&cluster, &token, "e2e-away");
+    agent.line("connected as agent", LONG).await;
+    let long = team.sh(&cluster, "long", "sleep 600", json!({})).await;
+    team.until(&long, LONG, &mut agent, "started", |d| {
+        d["placement"] == "started"
+    })
+    .await;
+
+    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
+    let ok = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&restart)
+        .status()
+        .await
+        .expect("restart");
+    assert!(ok.success(), "the server restarted");
+    agent.line("away from the server too long", LONG).await;
+    agent.line(&format!("exited {long}"), LONG).await;
+    agent
+        .line("connected as agent", Duration::from_secs(90))
+        .await;
+    let d = team
+        .until(&long, LONG, &mut agent, "lost and started again", |d| {
+            d["placement"] == "started" && kinds(d).contains(&"lost".to_string())
+        })
+        .await;
+    let k = kinds(&d);
+    assert_eq!(k.iter().filter(|k| *k == "started").count(), 2, "{d:#}");
+    team.stop(&long).await;
+    team.until(&long, LONG, &mut agent, "stopped", |d| {
+        !d["exit_code"].is_null()
+    })
+    .await;
+}
+
+/// Whether a process whose command line holds `needle` runs on this machine.
+fn process_with(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+}
+
+#[tokio::test]
+async fn an_exec_agent_killed_takes_its_processes_with_it() {
+    let team = Team::new().await;
+    let cluster = team.agents_cluster(false, 60).await;
+    let (_, token) = team.agent_token(&cluster).await;
+    let mut agent = exec_agent(&cluster, &token, "e2e-exec-kill");
+    agent.line("connected as agent", LONG).await;
+    // A sleep whose command line is this test's own.
+    let seconds = format!("600.{}", std::process::id());
+    let body = json!({"name": "sleeper", "image": IMAGE, "command": ["sleep", seconds],
+        "resources": {"cpu_millis": 100, "memory_mib": 16, "gpus": 0}});
+    let r = team.submit(&cluster, body).await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    let id = r.body["id"].as_str().expect("id").to_string();
+    team.until(&id, LONG, &mut agent, "started", |d| {
+        d["placement"] == "started"
+    })
+    .await;
+    assert!(process_with(&format!("sleep {seconds}")));
+    agent.child.start_kill().expect("kill");
+    let _ = agent.child.wait().await;
+    eventually(LONG, "its process gone", || {
+        !process_with(&format!("sleep {seconds}"))
+    })
+    .await;
 }

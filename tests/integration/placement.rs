@@ -83,6 +83,7 @@ impl Fixture {
             deployment_id: d,
             exit_code: code,
             output: output.into(),
+            abandoned: false,
         };
         self.report(agent, Report::Exited(exit)).await;
     }
@@ -99,15 +100,14 @@ impl Fixture {
         DeploymentId::parse(r.body["id"].as_str().expect("id")).expect("uuid")
     }
 
+    /// `method path` as the admin, without a body.
+    async fn call(&self, method: Method, path: &str) -> crate::support::Reply {
+        self.app.call(method, path, Some(&self.admin), None).await
+    }
+
     async fn get(&self, d: DeploymentId) -> Value {
         let r = self
-            .app
-            .call(
-                Method::GET,
-                &format!("/v1/deployments/{d}"),
-                Some(&self.admin),
-                None,
-            )
+            .call(Method::GET, &format!("/v1/deployments/{d}"))
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.body
@@ -259,24 +259,12 @@ async fn admitted_deployments_run_on_agents_with_room_and_end_with_their_exit() 
     );
 
     let agents = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await;
     let items = agents.body["items"].as_array().expect("items").clone();
     assert_eq!(items.len(), 2);
     let usage = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}", f.cluster))
         .await
         .body["usage"]
         .clone();
@@ -292,13 +280,7 @@ async fn a_stopped_container_holds_its_room_until_it_exits() {
     f.started(a, d1).await;
     f.said();
     let r = f
-        .app
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{d1}/stop"),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::POST, &format!("/v1/deployments/{d1}/stop"))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(f.said(), vec![said("rack-1", "stop", Some(d1))]);
@@ -323,13 +305,7 @@ async fn a_stopped_container_holds_its_room_until_it_exits() {
     // Without an exit, the stop's grace and margin free the room.
     f.started(a, d2).await;
     let r = f
-        .app
-        .call(
-            Method::POST,
-            &format!("/v1/deployments/{d2}/stop"),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::POST, &format!("/v1/deployments/{d2}/stop"))
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let d3 = f.submit("d3", 2000, 0).await;
@@ -380,13 +356,7 @@ async fn an_agent_away_past_the_grace_loses_its_deployments_to_another() {
     let d = f.submit("d", 1000, 0).await;
     f.started(a, d).await;
     let since = match f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await
         .body["items"][0]["connected_at"]
         .as_str()
@@ -467,6 +437,39 @@ async fn a_returning_agent_is_reconciled_with_what_it_runs() {
 }
 
 #[tokio::test]
+async fn an_exit_the_agent_abandoned_requeues_the_deployment() {
+    let f = Fixture::new(4000, false).await;
+    let a = f.hello("rack-1", 2000, &[]).await;
+    let d = f.submit("d", 1000, 0).await;
+    f.started(a, d).await;
+    f.said();
+    // Away from the server too long, the agent stopped it itself: lost, not failed.
+    let exit = Exit {
+        deployment_id: d,
+        exit_code: Some(143),
+        output: String::new(),
+        abandoned: true,
+    };
+    f.report(a, Report::Exited(exit)).await;
+    let g = f.get(d).await;
+    assert_eq!(g["status"], "running", "{g:#}");
+    assert!(g["exit_code"].is_null(), "{g:#}");
+    let kinds = f.kinds(d).await;
+    assert_eq!(
+        &kinds[3..],
+        ["started", "exited", "lost", "requeued", "admitted", "assigned"],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "forget", Some(d)),
+            said("rack-1", "run", Some(d))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_silent_agent_is_closed_and_loses_its_deployments() {
     let f = Fixture::new(4000, false).await;
     let a = f.hello("rack-1", 2000, &[]).await;
@@ -490,15 +493,32 @@ async fn a_silent_agent_is_closed_and_loses_its_deployments() {
     assert_eq!(f.said(), vec![said("rack-1", "close", None)]);
     assert_eq!(f.get(d).await["placement"], "awaiting_agent");
     let agents = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}/agents", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
         .await;
     assert_eq!(agents.body["items"][0]["status"], "disconnected");
+
+    // It wakes up and says hello with its old copy still running: that copy is stopped, and
+    // the deployment is not placed there again before the copy's exit (which is not the new
+    // run's).
+    f.hello("rack-1", 2000, &[d]).await;
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "welcome", None),
+            said("rack-1", "stop", Some(d))
+        ]
+    );
+    f.exited(a, d, Some(143), "").await;
+    let g = f.get(d).await;
+    assert_eq!(g["status"], "running", "{g:#}");
+    assert!(g["exit_code"].is_null(), "{g:#}");
+    assert_eq!(
+        f.said(),
+        vec![
+            said("rack-1", "forget", Some(d)),
+            said("rack-1", "run", Some(d))
+        ]
+    );
 }
 
 #[tokio::test]

@@ -33,6 +33,11 @@ use super::backoff::Backoff;
 use super::driver::{DeploymentId, Driver, RunSpec};
 use super::orders::{self, Orders};
 
+/// How long a stop lets a deployment end on SIGTERM (the protocol's stop grace).
+const STOP_GRACE: Duration = Duration::from_secs(protocol::STOP_GRACE_SECONDS as u64);
+/// Margin before the server's grace ends, on top of [`STOP_GRACE`].
+const STOP_MARGIN: Duration = Duration::from_secs(2);
+
 /// How often the agent pings.
 pub const PING_EVERY: Duration = Duration::from_secs(protocol::PING_INTERVAL_SECONDS);
 /// Pings in a row without a pong after which the connection counts as dead (45 s).
@@ -88,6 +93,9 @@ async fn reconnect(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut backoff = Backoff::new();
+    // Since when the agent has been away from the server (its last welcomed connection
+    // ended), and whether it stopped its deployments for it.
+    let mut away: Option<(Instant, bool)> = None;
     loop {
         log(format_args!("connecting to {}", settings.url));
         let mut connection = Connection {
@@ -99,6 +107,7 @@ async fn reconnect(
         let ended = connection.serve(stop).await;
         if let Some(at) = connection.welcomed_at {
             backoff.ended_after(at.elapsed());
+            away = Some((Instant::now(), false));
         }
         let reason = match ended {
             Ended::Stopped => {
@@ -116,12 +125,28 @@ async fn reconnect(
         // Exits keep being recorded (and logged) meanwhile; the next hello lists them.
         let wait = sleep(delay);
         tokio::pin!(wait);
+        // Away for longer than the server's grace, its deployments run elsewhere: they are
+        // stopped here first (with the time a stop takes), so that none runs twice.
+        let stop_at = away.and_then(|(since, stopped)| {
+            let grace = orders.away_grace?;
+            (!stopped).then(|| since + grace.saturating_sub(STOP_GRACE + STOP_MARGIN))
+        });
         loop {
             tokio::select! {
                 _ = &mut wait => break,
                 _ = stop_requested(stop) => {
                     log("stopped");
                     return Ok(());
+                }
+                _ = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)),
+                    if stop_at.is_some() && away.is_some_and(|(_, stopped)| !stopped) =>
+                {
+                    let n = orders.stop_all(STOP_GRACE).await;
+                    log(format_args!(
+                        "away from the server too long: stopping the {n} deployment(s) it runs \
+                         here (the server gives them to other agents)"
+                    ));
+                    away = away.map(|(since, _)| (since, true));
                 }
                 _ = orders.step() => {}
             }
@@ -144,7 +169,11 @@ enum Ended {
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
     /// The answer to the hello: this connection's agent id.
-    Welcome(AgentId),
+    Welcome {
+        agent_id: AgentId,
+        /// How long the server lets the agent stay away before its deployments go elsewhere.
+        grace: Option<Duration>,
+    },
     /// The answer to a ping.
     Pong,
     /// Start this deployment (unless it is here already).
@@ -162,7 +191,14 @@ impl Incoming {
     /// [`ObjectMessage`], so that one it gains must be handled here to compile.
     pub fn parse(text: &str) -> Self {
         match serde_json::from_str::<ObjectMessage>(text) {
-            Ok(ObjectMessage::Welcome { agent_id, .. }) => Incoming::Welcome(agent_id),
+            Ok(ObjectMessage::Welcome {
+                agent_id,
+                grace_seconds,
+                ..
+            }) => Incoming::Welcome {
+                agent_id,
+                grace: grace_seconds.map(|s| Duration::from_secs(u64::from(s))),
+            },
             Ok(ObjectMessage::Pong) => Incoming::Pong,
             Ok(ObjectMessage::Run { deployment, .. }) => Incoming::Run(deployment),
             Ok(ObjectMessage::Stop {
@@ -395,9 +431,10 @@ impl Connection<'_> {
     /// [`Orders`] and return at once.
     async fn handle(&mut self, ws: &mut Socket, incoming: Incoming) -> Result<(), Ended> {
         match incoming {
-            Incoming::Welcome(agent_id) => {
+            Incoming::Welcome { agent_id, grace } => {
                 if self.welcomed_at.is_none() {
                     self.welcomed_at = Some(Instant::now());
+                    self.orders.away_grace = grace;
                     log(format_args!(
                         "connected as agent {agent_id} ({}, {})",
                         self.settings.name, self.settings.capacity_text
@@ -466,7 +503,22 @@ mod tests {
     fn the_server_s_messages_are_read() {
         let id = AgentId::new();
         let welcome = json!({"v": 1, "type": "welcome", "agent_id": id}).to_string();
-        assert_eq!(Incoming::parse(&welcome), Incoming::Welcome(id));
+        assert_eq!(
+            Incoming::parse(&welcome),
+            Incoming::Welcome {
+                agent_id: id,
+                grace: None
+            }
+        );
+        let with_grace =
+            json!({"v": 1, "type": "welcome", "agent_id": id, "grace_seconds": 60}).to_string();
+        assert_eq!(
+            Incoming::parse(&with_grace),
+            Incoming::Welcome {
+                agent_id: id,
+                grace: Some(Duration::from_secs(60))
+            }
+        );
         assert_eq!(Incoming::parse(PONG), Incoming::Pong);
         // An order that does not read as one is shown by its type, and not acted on.
         assert_eq!(

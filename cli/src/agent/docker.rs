@@ -176,6 +176,7 @@ impl DockerDriver {
             deployment_id: id,
             exit_code: None,
             output,
+            abandoned: false,
         };
         self.shared.state().failed.insert(id, exit.clone());
         self.shared.offer(exit);
@@ -449,6 +450,7 @@ async fn exit_of(
         deployment_id: id,
         exit_code,
         output: tail.finish(),
+        abandoned: false,
     })
 }
 

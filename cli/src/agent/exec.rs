@@ -96,6 +96,7 @@ impl ExecDriver {
             deployment_id: id,
             exit_code: None,
             output: why,
+            abandoned: false,
         });
     }
 }
@@ -156,6 +157,18 @@ impl Driver for ExecDriver {
             command.env("PATH", path);
         }
         command.envs(&spec.env);
+        // The process dies with the agent (SIGKILL when the thread that started it ends: a
+        // runtime worker, which lives as long as the agent): an agent killed with SIGKILL
+        // leaves nothing running that the server would then run a second time elsewhere.
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
 
         let mut children = self.shared.children();
         if children.contains_key(&id) {
@@ -215,6 +228,7 @@ impl Driver for ExecDriver {
                 deployment_id: id,
                 exit_code,
                 output,
+                abandoned: false,
             });
             let _ = done.send(true);
         });

@@ -40,13 +40,19 @@ impl Report {
     pub fn to_text(&self) -> String {
         match self {
             Report::Started(id) => json!({"v": VERSION, "type": "started", "deployment_id": id}),
-            Report::Exited(exit) => json!({
-                "v": VERSION,
-                "type": "exited",
-                "deployment_id": exit.deployment_id,
-                "exit_code": exit.exit_code,
-                "output": exit.output,
-            }),
+            Report::Exited(exit) => {
+                let mut m = json!({
+                    "v": VERSION,
+                    "type": "exited",
+                    "deployment_id": exit.deployment_id,
+                    "exit_code": exit.exit_code,
+                    "output": exit.output,
+                });
+                if exit.abandoned {
+                    m["abandoned"] = json!(true);
+                }
+                m
+            }
         }
         .to_string()
     }
@@ -76,6 +82,11 @@ pub struct Orders {
     ready: VecDeque<Report>,
     /// Whether the driver's `reconcile` has answered (it is asked again until it has).
     reconciled: bool,
+    /// How long the server lets this agent stay away before its deployments go elsewhere
+    /// (from the last welcome).
+    pub away_grace: Option<Duration>,
+    /// Deployments it stops itself, away from the server too long: their exits say so.
+    abandoning: HashSet<DeploymentId>,
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -97,6 +108,8 @@ impl Orders {
             stop_after_start: HashMap::new(),
             ready: VecDeque::new(),
             reconciled: false,
+            away_grace: None,
+            abandoning: HashSet::new(),
             tasks: JoinSet::new(),
             done_tx,
             done_rx,
@@ -205,6 +218,24 @@ impl Orders {
         });
     }
 
+    /// Stops everything the driver runs (the agent has been away too long); answers how many.
+    /// Their exits are reported at the next connection, as any other.
+    pub async fn stop_all(&mut self, grace: Duration) -> usize {
+        let running = match self.driver.running().await {
+            Ok(r) => r,
+            Err(e) => {
+                log(format_args!("cannot list what runs here to stop it: {e}"));
+                return 0;
+            }
+        };
+        let n = running.len();
+        for id in running {
+            self.abandoning.insert(id);
+            self.stop(id, grace);
+        }
+        n
+    }
+
     /// A `forget` order: the exit is recorded by the server; what is left of the deployment
     /// goes.
     pub fn forget(&mut self, id: DeploymentId) {
@@ -256,7 +287,8 @@ impl Orders {
     }
 
     fn exited(&mut self, exit: Exit) -> Option<Report> {
-        let exit = bounded(exit);
+        let mut exit = bounded(exit);
+        exit.abandoned |= self.abandoning.remove(&exit.deployment_id);
         let id = exit.deployment_id;
         match exit.exit_code {
             Some(code) => log(format_args!("exited {id} with code {code}")),
@@ -293,6 +325,7 @@ impl Orders {
                     deployment_id: id,
                     exit_code: None,
                     output: cut(why, OUTPUT_LIMIT),
+                    abandoned: false,
                 };
                 self.unacknowledged.insert(id, exit.clone());
                 Some(Report::Exited(exit))
@@ -478,7 +511,8 @@ mod tests {
             Exit {
                 deployment_id: id,
                 exit_code: Some(3),
-                output: "hi\n".into()
+                output: "hi\n".into(),
+                abandoned: false
             }
         );
         // Kept, across any number of hellos, until `forget`.
@@ -625,6 +659,7 @@ mod tests {
                 deployment_id: id,
                 exit_code: Some(143),
                 output: String::new(),
+                abandoned: false,
             };
             if let Some(tx) = &*self.tx.lock().expect("lock") {
                 let _ = tx.send(exit);
@@ -684,6 +719,7 @@ mod tests {
             deployment_id: id,
             exit_code: Some(1),
             output,
+            abandoned: false,
         })
         .expect("sent");
         let exit = exit_of(report(&mut orders).await);
@@ -697,6 +733,7 @@ mod tests {
             deployment_id: DeploymentId::new(),
             exit_code: Some(0),
             output: "done\n".into(),
+            abandoned: false,
         };
         let driver = Scripted::new();
         *driver.reconcile.lock().expect("lock") =
@@ -739,6 +776,7 @@ mod tests {
             deployment_id: id,
             exit_code: Some(0),
             output: String::new(),
+            abandoned: false,
         };
         let unack = BTreeMap::from([(b, exit(b)), (c, exit(c))]);
         let (running, exited) = hello_lists(vec![a, b, a], &unack);
@@ -772,6 +810,7 @@ mod tests {
             deployment_id: id,
             exit_code: Some(143),
             output: "bye\n".into(),
+            abandoned: false,
         };
         assert_eq!(
             protocol::parse(&Report::Exited(exit.clone()).to_text()),

@@ -283,12 +283,22 @@ pub async fn agents(ctx: &Ctx, cluster: &str) -> Result {
             } else {
                 output::age(a.last_seen_at)
             };
+            let (p, c) = (a.placed, a.capacity);
             crate::row![
                 a.name,
                 a.status,
-                output::cpu(a.capacity.cpu_millis),
-                output::memory(a.capacity.memory_mib),
-                a.capacity.gpus.to_string(),
+                a.running.to_string(),
+                format!(
+                    "{}/{}",
+                    output::cpu(p.cpu_millis),
+                    output::cpu(c.cpu_millis)
+                ),
+                format!(
+                    "{}/{}",
+                    output::memory(p.memory_mib),
+                    output::memory(c.memory_mib)
+                ),
+                format!("{}/{}", p.gpus, c.gpus),
                 seen,
                 a.version,
                 a.id.to_string(),
@@ -299,7 +309,7 @@ pub async fn agents(ctx: &Ctx, cluster: &str) -> Result {
         ctx.out,
         raw,
         &[
-            "NAME", "STATUS", "CPU", "MEMORY", "GPUS", "SEEN", "VERSION", "+ID",
+            "NAME", "STATUS", "RUNNING", "CPU", "MEMORY", "GPUS", "SEEN", "VERSION", "+ID",
         ],
         rows,
     );

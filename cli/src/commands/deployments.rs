@@ -143,6 +143,9 @@ pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -
                 d.name,
                 output::status_cell(d.status),
                 c.name.clone(),
+                d.agent
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |a| output::clean(&a.name)),
                 d.priority.to_string(),
                 output::cpu(d.resources.cpu_millis),
                 output::memory(d.resources.memory_mib),
@@ -150,7 +153,7 @@ pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -
                 output::age(d.created_at),
                 d.id.to_string(),
                 d.image,
-                output::clean(&d.message.unwrap_or_default()),
+                output::clean(d.message.unwrap_or_default().trim_end()),
             ]
         }));
     }
@@ -158,7 +161,7 @@ pub async fn ps(ctx: &Ctx, cluster: Option<String>, status: Option<StatusArg>) -
         ctx.out,
         raws,
         &[
-            "NAME", "STATUS", "CLUSTER", "PRIORITY", "CPU", "MEMORY", "GPUS", "AGE", "ID",
+            "NAME", "STATUS", "CLUSTER", "AGENT", "PRIORITY", "CPU", "MEMORY", "GPUS", "AGE", "ID",
             "+IMAGE", "+MESSAGE",
         ],
         rows,
@@ -194,6 +197,19 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
             ("Name", output::bold(&d.name)),
             ("Id", d.id.to_string()),
             ("Status", format!("{}{position}", output::status(d.status))),
+            (
+                "Placement",
+                d.placement
+                    .map(|p| wire_name(&p).replace('_', " "))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "Agent",
+                d.agent
+                    .as_ref()
+                    .map(|a| format!("{} ({})", output::clean(&a.name), a.id))
+                    .unwrap_or_else(|| "-".into()),
+            ),
             ("Image", d.image.clone()),
             ("Resources", output::resources(&d.resources)),
             ("Priority", d.priority.to_string()),
@@ -207,15 +223,21 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
             ("Preemptions", d.preemptions.to_string()),
             (
                 "Message",
+                // An exit's message is its output's last lines: without the final newline.
                 d.message
                     .as_deref()
-                    .map(output::clean)
+                    .map(|m| output::clean(m.trim_end()))
                     .unwrap_or_else(|| "-".into()),
             ),
             ("Created", output::time(Some(d.created_at))),
             ("Admitted", output::time(d.admitted_at)),
+            ("Started", output::time(d.started_at)),
             ("Deadline", output::time(d.deadline_at)),
             ("Finished", output::time(d.finished_at)),
+            (
+                "Exit code",
+                d.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+            ),
         ]);
         anstream::println!("\nEvents:");
         print_events(ctx.out, &d, Value::Null);

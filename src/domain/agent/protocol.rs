@@ -7,12 +7,16 @@
 //!   The object then reconciles: it keeps what should run, stops what should not, sends again
 //!   a `run` the agent does not have, and counts as lost what the agent no longer has.
 //! - `started` `{v, type, deployment_id}`: a `run` order's deployment is running.
-//! - `exited` `{v, type, deployment_id, exit_code: int|null, output}`: it ended (`exit_code`
-//!   null when it never ran, `output` then says why); `output` is the last lines it wrote, at
-//!   most [`OUTPUT_LIMIT`] bytes. Sent again after every reconnection until `forget` comes.
+//! - `exited` `{v, type, deployment_id, exit_code: int|null, output, abandoned?}`: it ended
+//!   (`exit_code` null when it never ran, `output` then says why); `output` is the last lines
+//!   it wrote, at most [`OUTPUT_LIMIT`] bytes; `abandoned: true` when the agent stopped it
+//!   itself, having been away from the server too long. Sent again after every reconnection
+//!   until `forget` comes.
 //!
 //! object → agent:
-//! - `welcome` `{v, type, agent_id}`, the answer to the hello.
+//! - `welcome` `{v, type, agent_id, grace_seconds}`, the answer to the hello: the agent's id,
+//!   and how long it may stay away before its deployments are lost and run elsewhere (an
+//!   agent that cannot reconnect stops them before then, so none runs twice).
 //! - `run` `{v, type, deployment: {deployment_id, image, resources, command?, env?}}`: start
 //!   it (an order may come twice: a deployment the agent has already is not started again).
 //! - `stop` `{v, type, deployment_id, grace_seconds}`: SIGTERM, then SIGKILL after the grace.
@@ -118,6 +122,11 @@ pub struct Exit {
     /// The last lines of its output (stdout and stderr together), at most [`OUTPUT_LIMIT`]
     /// bytes.
     pub output: String,
+    /// The agent stopped it itself: away from the server for nearly the grace the welcome
+    /// gave, it gave its deployments up before the server gives them to other agents. The
+    /// deployment is then lost (requeued), not finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
 }
 
 /// A message from an agent.
@@ -143,6 +152,10 @@ pub enum ObjectMessage {
         v: u32,
         /// This connection's id.
         agent_id: AgentId,
+        /// The cluster's `agent_grace_seconds`: how long the agent may stay away before
+        /// what it runs is given to other agents (it stops its deployments before then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_seconds: Option<u32>,
     },
     /// Start a deployment.
     Run { v: u32, deployment: RunSpec },
@@ -447,11 +460,16 @@ mod tests {
     #[test]
     fn the_object_s_messages_are_versioned_json() {
         let id = AgentId::new();
-        let text = ObjectMessage::Welcome { v: 1, agent_id: id }.to_text();
+        let text = ObjectMessage::Welcome {
+            v: 1,
+            agent_id: id,
+            grace_seconds: Some(60),
+        }
+        .to_text();
         let back: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(
             back,
-            json!({"v": 1, "type": "welcome", "agent_id": id.to_string()})
+            json!({"v": 1, "type": "welcome", "agent_id": id.to_string(), "grace_seconds": 60})
         );
         assert_eq!(ObjectMessage::Pong.to_text(), PONG);
         assert_eq!(

@@ -145,6 +145,11 @@ impl Placement {
 /// SIGKILL, and this margin for the exit's report.
 pub const STOP_REPORT_MARGIN_SECONDS: i64 = 5;
 
+/// Until when a container told to stop at `now` still counts on its agent.
+fn stop_until(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + Duration::seconds(i64::from(STOP_GRACE_SECONDS) + STOP_REPORT_MARGIN_SECONDS)
+}
+
 /// One deployment's container on an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
@@ -191,6 +196,14 @@ impl Agent {
             Presence::Away { since } => since,
         }
     }
+}
+
+/// Who says hello ([`Fleet::join`]): its name and capacity, and when its connection began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joining {
+    pub name: String,
+    pub capacity: Resources,
+    pub at: DateTime<Utc>,
 }
 
 /// What a reconnecting agent's hello changes ([`Fleet::join`]).
@@ -314,20 +327,23 @@ impl Fleet {
     }
 
     /// An agent said hello at `now` with what it runs and the exits it will report next.
+    /// A copy it runs that it should not is stopped; while it stops, it holds its room there
+    /// (`resources_of` tells what it asked for) and, when the deployment has no other
+    /// container, keeps it from being placed again until that copy's exit.
     pub fn join(
         &mut self,
         agent: AgentId,
-        name: String,
-        capacity: Resources,
+        joined: Joining,
         running: &[DeploymentId],
         exiting: &[DeploymentId],
-        now: DateTime<Utc>,
+        resources_of: impl Fn(&DeploymentId) -> Option<Resources>,
     ) -> Reconciled {
+        let now = joined.at;
         self.agents.insert(
             agent,
             Agent {
-                name,
-                capacity,
+                name: joined.name,
+                capacity: joined.capacity,
                 presence: Presence::Connected { seen: now },
                 since: now,
             },
@@ -342,7 +358,19 @@ impl Fleet {
                     r.started.push(*d);
                 }
                 Some(p) if p.agent == agent && p.stage == Stage::Started => {}
-                _ => r.stop.push(*d),
+                Some(_) => r.stop.push(*d),
+                None => {
+                    self.placed.insert(
+                        *d,
+                        Placed {
+                            agent,
+                            resources: resources_of(d).unwrap_or(Resources::ZERO),
+                            stage: Stage::Stopping,
+                            stop_until: Some(stop_until(now)),
+                        },
+                    );
+                    r.stop.push(*d);
+                }
             }
         }
         let mine: Vec<(DeploymentId, Stage)> = self
@@ -443,9 +471,7 @@ impl Fleet {
             return None;
         }
         p.stage = Stage::Stopping;
-        p.stop_until = Some(
-            now + Duration::seconds(i64::from(STOP_GRACE_SECONDS) + STOP_REPORT_MARGIN_SECONDS),
-        );
+        p.stop_until = Some(stop_until(now));
         Some(p.agent)
     }
 
@@ -614,16 +640,23 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("valid timestamp")
     }
 
+    fn joining(name: impl Into<String>, capacity: Resources, at: DateTime<Utc>) -> Joining {
+        Joining {
+            name: name.into(),
+            capacity,
+            at,
+        }
+    }
+
     fn fleet_of(agents: &[(u128, i64)]) -> Fleet {
         let mut f = Fleet::default();
         for &(n, cpu) in agents {
             f.join(
                 agent(n),
-                format!("a{n}"),
-                Resources::new(cpu, 1024, 0),
+                joining(format!("a{n}"), Resources::new(cpu, 1024, 0), t(0)),
                 &[],
                 &[],
-                t(0),
+                |_| None,
             );
         }
         f
@@ -688,27 +721,33 @@ mod tests {
         // not its own.
         let r = f.join(
             agent(1),
-            "a1".into(),
-            Resources::new(4000, 1024, 0),
+            joining("a1", Resources::new(4000, 1024, 0), t(30)),
             &[deployment(1), deployment(3), deployment(7)],
             &[deployment(4)],
-            t(30),
+            |_| None,
         );
         assert_eq!(r.stop, vec![deployment(3), deployment(7)]);
         assert_eq!(r.lost, vec![deployment(2)]);
         assert!(r.rerun.is_empty() && r.started.is_empty() && r.released.is_empty());
         assert_eq!(on(&f, 2), None);
         assert_eq!(on(&f, 4), Some(agent(1)), "its exit is still to come");
+        // The stray copy of 7 stops; until its exit, 7 is placed nowhere (a new copy would
+        // take its exit for its own).
+        assert!(f.place([(deployment(7), cpu)]).is_empty());
+        assert_eq!(
+            f.exited(agent(1), deployment(7)).map(|p| p.stage),
+            Some(Stage::Stopping)
+        );
+        assert_eq!(f.place([(deployment(7), cpu)]).len(), 1);
         // An assigned one it does not have is sent again; one it runs is now started.
         let mut g = fleet_of(&[(1, 4000)]);
         g.place([(deployment(1), cpu), (deployment(2), cpu)]);
         let r = g.join(
             agent(1),
-            "a1".into(),
-            Resources::new(4000, 1024, 0),
+            joining("a1", Resources::new(4000, 1024, 0), t(5)),
             &[deployment(2)],
             &[],
-            t(5),
+            |_| None,
         );
         assert_eq!(
             (r.rerun, r.started),
@@ -725,7 +764,13 @@ mod tests {
         let (a1, a2) = (holder(1), holder(2));
         assert_ne!(a1, a2);
         f.stop(deployment(2), t(1));
-        f.join(agent(3), "idle".into(), Resources::ZERO, &[], &[], t(0));
+        f.join(
+            agent(3),
+            joining("idle", Resources::ZERO, t(0)),
+            &[],
+            &[],
+            |_| None,
+        );
         f.leave(agent(1), t(0), t(10));
         f.seen(agent(2), t(50));
         f.seen(agent(2), t(40)); // older news changes nothing

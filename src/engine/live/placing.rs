@@ -18,7 +18,7 @@ use crate::domain::ids::{AgentId, DeploymentId};
 use crate::domain::scheduling::lifecycle::{
     exit_message, exit_reason, exit_status, Settled, LOST_REQUEUED_REASON,
 };
-use crate::domain::scheduling::placement::{Stage, Start};
+use crate::domain::scheduling::placement::{self, Joining, Stage, Start};
 use crate::engine::batch::{event, Batch, Outgoing};
 use crate::engine::Order;
 
@@ -152,19 +152,21 @@ impl Live {
         agent: &AgentRow,
         running: &[DeploymentId],
         exited: &[DeploymentId],
+        grace_seconds: i32,
         now: DateTime<Utc>,
     ) {
-        let r = self.fleet.join(
-            agent.id,
-            agent.name.clone(),
-            agent.capacity,
-            running,
-            exited,
-            agent.connected_at,
-        );
+        let joining = Joining {
+            name: agent.name.clone(),
+            capacity: agent.capacity,
+            at: agent.connected_at,
+        };
+        let r = self.fleet.join(agent.id, joining, running, exited, |d| {
+            self.rows.get(d).map(|r| r.resources)
+        });
         let welcome = ObjectMessage::Welcome {
             v: VERSION,
             agent_id: agent.id,
+            grace_seconds: u32::try_from(grace_seconds).ok(),
         };
         self.send(batch, agent.id, welcome);
         for d in r.started {
@@ -239,16 +241,32 @@ impl Live {
         batch
             .events
             .push(event(d, EventKind::Exited, Some(&reason), None));
-        let change = Change {
-            exit_code: exit.exit_code,
-            ..Change::default()
-        };
-        self.change_placement(batch, d, change);
         let to_run = placed.stage != Stage::Stopping
             && self
                 .rows
                 .get(&d)
                 .is_some_and(|r| r.status == Status::Running);
+        if to_run && exit.abandoned {
+            // Its agent gave it up, away from the server too long: lost, not finished.
+            let why = format!(
+                "agent {} stopped it, away from the server too long",
+                self.name_of(agent)
+            );
+            self.lose_deployment(batch, d, &why, now);
+            return;
+        }
+        // The exit of a copy stopped while the deployment runs again (it waits for an agent)
+        // is not that run's: its code is not kept.
+        let running_again = !to_run
+            && self
+                .rows
+                .get(&d)
+                .is_some_and(|r| r.status == Status::Running);
+        let change = Change {
+            exit_code: exit.exit_code.filter(|_| !running_again),
+            ..Change::default()
+        };
+        self.change_placement(batch, d, change);
         if to_run {
             let to = exit_status(exit.exit_code);
             let kind = if to == Status::Succeeded {
@@ -306,7 +324,10 @@ impl Live {
                 batch.orders.push(Outgoing::Ready(Order::Close {
                     agent: lost.agent,
                     name: lost.name.clone(),
-                    reason: format!("no sign of life for {} s", c.agent_grace_seconds),
+                    reason: format!(
+                        "no sign of life for {} s (its pings, then the cluster's grace)",
+                        placement::silence().num_seconds() + i64::from(c.agent_grace_seconds)
+                    ),
                 }));
             }
             let why = format!(
