@@ -104,8 +104,8 @@ impl Agents {
         self.starts[i] += 1;
     }
 
-    /// SIGKILLs agent `i` and reaps it (what it ran as the exec driver's children is left
-    /// running: nothing stops a killed process's process groups).
+    /// SIGKILLs agent `i` and reaps it (the exec driver's children die with it:
+    /// PR_SET_PDEATHSIG).
     pub async fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             let _ = child.start_kill();
