@@ -434,6 +434,12 @@ async fn exit_of(
         match chunk {
             Ok(out) => tail.push(out.as_ref()),
             Err(e) if status_of(&e) == Some(404) => break,
+            // The daemon answered but has no logs to give (a container being removed, or
+            // dead): the exit is still known, without its output.
+            Err(e) if answered(&e) => {
+                tail.push(format!("(logs unavailable: {})\n", message_of(&e)).as_bytes());
+                break;
+            }
             Err(e) => return Err(docker_error("cannot read a container's logs", e)),
         }
     }
