@@ -173,13 +173,18 @@ fn show_cluster(c: Cluster) {
         ("Created", output::time(Some(c.created_at))),
     ]);
     let Some(u) = c.usage else { return };
-    anstream::println!(
-        "\n{} running, {} queued; {} agent(s) connected with {}\n",
-        u.running,
-        u.queued,
-        u.agents_connected,
-        output::resources(&u.agent_capacity)
-    );
+    let agents = match u.agents_connected {
+        0 => "no agent connected".to_string(),
+        1 => format!(
+            "1 agent connected with {}",
+            output::resources(&u.agent_capacity)
+        ),
+        n => format!(
+            "{n} agents connected with {}",
+            output::resources(&u.agent_capacity)
+        ),
+    };
+    anstream::println!("\n{} running, {} queued; {agents}\n", u.running, u.queued);
     let rows = [
         (
             "CPU",
