@@ -173,14 +173,7 @@ async fn an_agent_connects_reconnects_after_a_restart_and_ends_when_its_token_is
     );
 
     // The server goes away and comes back: the agent notices, waits, and is welcomed again.
-    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = Command::new("bash")
-        .arg("-c")
-        .arg(&restart)
-        .status()
-        .await
-        .expect("restart");
-    assert!(ok.success(), "the server restarted");
+    crate::support::restart_server().await;
     let lost = agent
         .line("connection lost: ", Duration::from_secs(10))
         .await;

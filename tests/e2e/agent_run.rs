@@ -436,14 +436,7 @@ async fn an_agent_away_past_the_grace_during_a_restart_stops_what_it_runs() {
     })
     .await;
 
-    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(&restart)
-        .status()
-        .await
-        .expect("restart");
-    assert!(ok.success(), "the server restarted");
+    crate::support::restart_server().await;
     agent.line("away from the server too long", LONG).await;
     agent.line(&format!("exited {long}"), LONG).await;
     agent

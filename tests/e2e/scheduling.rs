@@ -312,14 +312,7 @@ async fn restart_of_the_dev_server_mid_way_loses_nothing_and_the_queue_resumes()
     for i in 0..6 {
         ids.push(t.cpu_job(&cluster, &format!("r{i}"), 400, 100 * i).await["id"].clone());
     }
-    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(&restart)
-        .status()
-        .await
-        .expect("restart");
-    assert!(ok.success(), "the server restarted");
+    crate::support::restart_server().await;
     let mut running = Vec::new();
     for id in &ids {
         let s = t.status(id).await;

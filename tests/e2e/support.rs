@@ -73,3 +73,16 @@ pub async fn database() -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// Restarts the Worker under test (`BERTH_E2E_RESTART`, which `make test` sets) and waits
+/// until it answers again; only tests of the restart group, which run alone, may call it.
+pub async fn restart_server() {
+    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
+    let ok = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&restart)
+        .status()
+        .await
+        .expect("restart");
+    assert!(ok.success(), "the server restarted");
+}
