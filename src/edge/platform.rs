@@ -206,4 +206,8 @@ impl Platform for EdgePlatform {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn log(&self, line: &str) {
+        worker::console_log!("{line}");
+    }
 }

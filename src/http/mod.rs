@@ -14,6 +14,7 @@ mod invites;
 mod ops;
 mod orgs;
 pub mod pagination;
+pub mod request_log;
 pub mod router;
 pub mod state;
 

@@ -279,6 +279,7 @@ fn built() -> &'static (Router<AppState>, OpenApiDoc) {
         SharedProblems.modify(&mut doc);
         ReferencedItems.modify(&mut doc);
         let router = router
+            .route_layer(axum::middleware::from_fn(super::request_log::record_route))
             .fallback(|| async { ApiError::NotFound("no such route".into()) })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
         (router, doc)
@@ -296,7 +297,9 @@ pub fn openapi_json() -> &'static str {
     JSON.get_or_init(|| openapi().to_json().unwrap_or_else(|_| "{}".into()))
 }
 
-/// The application: every route with its state, plus problem+json 404/405 fallbacks.
+/// The application: every route with its state, plus problem+json 404/405 fallbacks, each
+/// request logged as one JSON line (`request_log`).
 pub fn app(state: AppState) -> Router {
-    built().0.clone().with_state(state)
+    let log = axum::middleware::from_fn_with_state(state.clone(), super::request_log::request_log);
+    built().0.clone().layer(log).with_state(state)
 }

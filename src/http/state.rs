@@ -46,6 +46,8 @@ pub trait Platform: Send + Sync {
     ) -> Result<(), ApiError>;
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+    /// Writes one structured log line (JSON) where the platform's logs go.
+    fn log(&self, line: &str);
 }
 
 /// Shared state of every handler.

@@ -85,3 +85,38 @@ async fn the_cron_trigger_purges_expired_refresh_tokens() {
         &[&email]).await.expect("count").get(0);
     assert_eq!(live, 1, "live tokens stay");
 }
+
+/// The Worker's log (where `scripts/e2e-server.sh` writes it).
+fn worker_log() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("logs/test/wrangler.txt");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn each_request_is_logged_as_one_json_line_with_the_id_it_answers() {
+    let c = Client::new();
+    let r = c.call(Method::GET, "/health", None, None).await;
+    let id = r.headers["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(!id.is_empty());
+    let started = std::time::Instant::now();
+    let line = loop {
+        let log = worker_log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains(&id) && l.contains("\"kind\""))
+        {
+            break line.to_string();
+        }
+        assert!(started.elapsed().as_secs() < 5, "no log line for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let start = line.find('{').expect("a JSON object");
+    let json: serde_json::Value = serde_json::from_str(&line[start..]).expect("JSON");
+    assert_eq!(json["kind"], "request");
+    assert_eq!(json["route"], "/health");
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["caller"], "anonymous");
+}

@@ -35,6 +35,8 @@ pub struct NativePlatform {
     book: Mutex<ThrottleBook>,
     skew: Mutex<Duration>,
     writers: Mutex<HashMap<ClusterId, Arc<ClusterWriter>>>,
+    /// The structured log lines the app wrote.
+    pub logs: Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -91,6 +93,9 @@ impl Platform for NativePlatform {
     }
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + *self.skew.lock().expect("lock")
+    }
+    fn log(&self, line: &str) {
+        self.logs.lock().expect("lock").push(line.to_string());
     }
 }
 
@@ -155,6 +160,7 @@ impl TestApp {
             book: Mutex::new(ThrottleBook::default()),
             skew: Mutex::new(Duration::zero()),
             writers: Mutex::new(HashMap::new()),
+            logs: Mutex::new(Vec::new()),
         });
         let keys =
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")
