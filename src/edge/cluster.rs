@@ -80,6 +80,9 @@ impl ClusterObject {
             .run(cluster, command, || connect_db(&self.env), Utc::now)
             .await;
         agents::deliver(&self.state, self.writer.take_orders());
+        for line in self.writer.take_logs() {
+            worker::console_log!("{line}");
+        }
         if let Ok(Executed { next_deadline, .. }) = &result {
             if !self.remembered.get() {
                 // Remembered for the alarm, which arrives without a request (once per

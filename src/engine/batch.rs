@@ -28,8 +28,21 @@ pub(super) enum Subject {
     Noted,
 }
 
-/// The answers of a batch's commands, and the orders for the cluster's agents it committed.
-pub type BatchResult = (Vec<Result<Executed, EngineError>>, Vec<Order>);
+/// The answers of a batch's commands, the orders for the cluster's agents it committed, and
+/// what it decided.
+pub type BatchResult = (Vec<Result<Executed, EngineError>>, Vec<Order>, Decided);
+
+/// What one committed batch decided: its log line's figures (and a `Tick`'s answer).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Decided {
+    pub admitted: usize,
+    pub preempted: usize,
+    pub expired: usize,
+    /// Requeued because their agent lost them.
+    pub lost: usize,
+    /// Orders sent to agents (welcome, run, stop, forget, close).
+    pub orders: usize,
+}
 
 /// Runs `cmds` against `cluster` in one transaction, in order, each with its own result,
 /// and commits (or rolls back when the batch as a whole fails).
@@ -102,7 +115,7 @@ async fn in_transaction(
             .await?;
         clusters::delete(tx, cluster).await?;
         tx.batch_execute("commit").await?;
-        (Ticked::default(), vec![])
+        (Decided::default(), vec![])
     } else {
         for (id, new) in &batch.inserts {
             batch
@@ -121,28 +134,26 @@ async fn in_transaction(
         let processes = batch
             .write(tx, cluster, c.org_id, &settled, now, true)
             .await?;
-        let ticked = Ticked {
+        let decided = Decided {
             admitted: settled.admitted.len(),
             preempted: settled.preempted.len(),
             expired,
+            lost: batch.lost.len(),
+            orders: 0,
         };
-        (ticked, processes)
+        (decided, processes)
     };
     let orders = batch.orders(live, processes);
-    let out = answers(tx, &c, live, subjects, ticked).await;
+    let decided = Decided {
+        orders: orders.len(),
+        ..ticked
+    };
+    let out = answers(tx, &c, live, subjects, decided).await;
     live.clear_done();
     if batch.deleted {
         *cache = None;
     }
-    Ok((out, orders))
-}
-
-/// What the batch's scheduling did, for a `Tick`'s answer.
-#[derive(Default)]
-struct Ticked {
-    admitted: usize,
-    preempted: usize,
-    expired: usize,
+    Ok((out, orders, decided))
 }
 
 /// Every command's answer, after the commit: the one place outcomes are built.
@@ -151,7 +162,7 @@ async fn answers(
     c: &ClusterRow,
     live: &Live,
     subjects: Vec<Result<Subject, EngineError>>,
-    ticked: Ticked,
+    ticked: Decided,
 ) -> Vec<Result<Executed, EngineError>> {
     let next_deadline = live.next_wake(c);
     let positions = live.positions(&subjects);

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::authorize::{authorize_reader, keys_presented};
-use super::batch::execute_batch;
+use super::batch::{execute_batch, Decided};
 use super::live::Live;
 use super::{BatchStats, Command, EngineError, Executed, Order, View, Viewed};
 use crate::auth::Caller;
@@ -29,6 +29,8 @@ pub struct ClusterWriter {
     reader: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
     /// Orders for the cluster's agents that committed batches decided, until taken.
     orders: Mutex<Vec<Order>>,
+    /// One JSON line per batch run, until taken ([`ClusterWriter::take_logs`]).
+    logs: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -79,7 +81,7 @@ impl ClusterWriter {
             }
             let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let started = clock();
-            let (mut results, orders) = state.run(cluster, cmds, &connect, started).await;
+            let (mut results, orders, decided) = state.run(cluster, cmds, &connect, started).await;
             if !orders.is_empty() {
                 self.lock_orders().extend(orders);
             }
@@ -88,6 +90,7 @@ impl ClusterWriter {
                 micros: u64::try_from((clock() - started).num_microseconds().unwrap_or(0))
                     .unwrap_or(0),
             };
+            self.log_batch(cluster, stats, decided);
             for executed in results.iter_mut().flatten() {
                 executed.batch = Some(stats);
             }
@@ -203,6 +206,41 @@ impl ClusterWriter {
         held
     }
 
+    /// Records a batch's log line: committed (with what it decided) or not.
+    fn log_batch(&self, cluster: ClusterId, stats: BatchStats, decided: Option<Decided>) {
+        #[derive(serde::Serialize)]
+        struct Line {
+            kind: &'static str,
+            cluster: ClusterId,
+            commands: u32,
+            duration_ms: f64,
+            committed: bool,
+            #[serde(flatten)]
+            decided: Option<Decided>,
+        }
+        let line = Line {
+            kind: "batch",
+            cluster,
+            commands: stats.commands,
+            duration_ms: stats.micros as f64 / 1000.0,
+            committed: decided.is_some(),
+            decided,
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            self.lock_logs().push(text);
+        }
+    }
+
+    /// Takes the log lines of the batches run since last taken (one JSON line per batch),
+    /// for the platform's log.
+    pub fn take_logs(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock_logs())
+    }
+
+    fn lock_logs(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes the orders committed batches decided for the cluster's agents, in order. Whoever
     /// ran a command takes them after it (so each is delivered once).
     pub fn take_orders(&self) -> Vec<Order> {
@@ -226,7 +264,11 @@ impl State {
         cmds: Vec<Command>,
         connect: &C,
         now: DateTime<Utc>,
-    ) -> (Vec<Result<Executed, EngineError>>, Vec<Order>)
+    ) -> (
+        Vec<Result<Executed, EngineError>>,
+        Vec<Order>,
+        Option<Decided>,
+    )
     where
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
@@ -259,10 +301,10 @@ impl State {
         }
         .await;
         match result {
-            Ok(results) => {
+            Ok((answers, orders, decided)) => {
                 self.db = db;
                 self.cache = cache;
-                results
+                (answers, orders, Some(decided))
             }
             Err(e) => {
                 // A lost connection is reopened; an unknown cluster keeps none open (its
@@ -270,7 +312,7 @@ impl State {
                 if !matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
                     self.db = db;
                 }
-                (vec![Err(e); n], vec![])
+                (vec![Err(e); n], vec![], None)
             }
         }
     }

@@ -48,7 +48,10 @@ async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
         .to_string();
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
 
-    let logged = lines(&app);
+    let logged: Vec<Value> = lines(&app)
+        .into_iter()
+        .filter(|l| l["kind"] == "request")
+        .collect();
     assert_eq!(logged.len(), 2, "{logged:#?}");
     let one = &logged[0];
     assert_eq!(
@@ -85,4 +88,44 @@ async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
             &json!("anonymous")
         )
     );
+}
+
+#[tokio::test]
+async fn every_batch_is_one_json_line_with_what_it_decided() {
+    let app = TestApp::spawn().await;
+    let (admin, _) = app.user_as("ada@example.com").await;
+    let org = app.org(&admin, "Acme").await["id"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let body = json!({"name": "c", "capacity": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
+    let cluster = app.cluster(&admin, &org, body).await;
+    app.platform.logs.lock().expect("lock").clear();
+    let job = json!({"name": "j", "image": "busybox:1",
+        "resources": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
+    let r = app.deploy(&admin, &cluster, job).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let batches: Vec<Value> = lines(&app)
+        .into_iter()
+        .filter(|l| l["kind"] == "batch")
+        .collect();
+    assert_eq!(batches.len(), 1, "{batches:#?}");
+    let b = &batches[0];
+    assert_eq!(
+        (
+            &b["cluster"],
+            &b["commands"],
+            &b["committed"],
+            &b["admitted"],
+            &b["preempted"]
+        ),
+        (
+            &json!(cluster),
+            &json!(1),
+            &json!(true),
+            &json!(1),
+            &json!(0)
+        )
+    );
+    assert!(b["duration_ms"].as_f64().expect("a duration") >= 0.0);
 }

@@ -75,10 +75,14 @@ impl Platform for NativePlatform {
         cluster: ClusterId,
         cmd: Command,
     ) -> Result<Executed, ApiError> {
-        Ok(self
-            .writer(cluster)
+        let writer = self.writer(cluster);
+        let executed = writer
             .run(cluster, cmd, || self.connect(), || self.now())
-            .await?)
+            .await;
+        for line in writer.take_logs() {
+            self.log(&line);
+        }
+        Ok(executed?)
     }
     async fn cluster_view(
         &self,
