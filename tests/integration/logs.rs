@@ -16,8 +16,8 @@ fn lines(app: &TestApp) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
+/// An app with an admin (its token) and a cluster of theirs (its id), its log cleared.
+async fn with_a_cluster() -> (TestApp, String, String) {
     let app = TestApp::spawn().await;
     let (admin, _) = app.user_as("ada@example.com").await;
     let org = app.org(&admin, "Acme").await["id"]
@@ -27,6 +27,12 @@ async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
     let body = json!({"name": "c", "capacity": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
     let cluster = app.cluster(&admin, &org, body).await;
     app.platform.logs.lock().expect("lock").clear();
+    (app, admin, cluster)
+}
+
+#[tokio::test]
+async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
+    let (app, admin, cluster) = with_a_cluster().await;
 
     let mut req = request(
         Method::GET,
@@ -92,15 +98,7 @@ async fn every_request_is_one_json_line_with_its_id_route_status_and_caller() {
 
 #[tokio::test]
 async fn every_batch_is_one_json_line_with_what_it_decided() {
-    let app = TestApp::spawn().await;
-    let (admin, _) = app.user_as("ada@example.com").await;
-    let org = app.org(&admin, "Acme").await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
-    let body = json!({"name": "c", "capacity": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
-    let cluster = app.cluster(&admin, &org, body).await;
-    app.platform.logs.lock().expect("lock").clear();
+    let (app, admin, cluster) = with_a_cluster().await;
     let job = json!({"name": "j", "image": "busybox:1",
         "resources": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
     let r = app.deploy(&admin, &cluster, job).await;
