@@ -14,7 +14,7 @@
 //! The choice is best fit (Nomad's default, `binpack`): the agent left with the least room
 //! after taking the deployment, so large requests still find a whole machine later.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -246,10 +246,23 @@ pub struct Lost {
 }
 
 /// A cluster's agents and placed containers.
+///
+/// Beside the placements it keeps, changed with them ([`Fleet::put`], [`Fleet::take`]), what
+/// each agent holds and the stopping containers in time order, so that a batch's questions
+/// (rooms, what is due) never walk every placement.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fleet {
     agents: HashMap<AgentId, Agent>,
     placed: HashMap<DeploymentId, Placed>,
+    /// What the containers placed on each agent occupy, and how many there are.
+    occupied: HashMap<AgentId, (Resources, usize)>,
+    /// (until when it counts, id) of every stopping container.
+    stopping: BTreeSet<(DateTime<Utc>, DeploymentId)>,
+}
+
+/// A stopping container's key in [`Fleet::stopping`] (one without a time is overdue).
+fn stopping_key(d: DeploymentId, p: &Placed) -> Option<(DateTime<Utc>, DeploymentId)> {
+    (p.stage == Stage::Stopping).then(|| (p.stop_until.unwrap_or(DateTime::<Utc>::MIN_UTC), d))
 }
 
 impl Fleet {
@@ -257,10 +270,38 @@ impl Fleet {
         agents: impl IntoIterator<Item = (AgentId, Agent)>,
         placed: impl IntoIterator<Item = (DeploymentId, Placed)>,
     ) -> Self {
-        Self {
+        let mut fleet = Self {
             agents: agents.into_iter().collect(),
-            placed: placed.into_iter().collect(),
+            ..Self::default()
+        };
+        for (d, p) in placed {
+            fleet.put(d, p);
         }
+        fleet
+    }
+
+    /// Places `p` as `d`'s container (replacing any other), with the indexes.
+    fn put(&mut self, d: DeploymentId, p: Placed) {
+        self.take(d);
+        let o = self.occupied.entry(p.agent).or_insert((Resources::ZERO, 0));
+        *o = (o.0.saturating_add(&p.resources), o.1 + 1);
+        self.stopping.extend(stopping_key(d, &p));
+        self.placed.insert(d, p);
+    }
+
+    /// Removes `d`'s container, with the indexes.
+    fn take(&mut self, d: DeploymentId) -> Option<Placed> {
+        let p = self.placed.remove(&d)?;
+        if let Some(o) = self.occupied.get_mut(&p.agent) {
+            *o = (o.0.saturating_sub(&p.resources), o.1.saturating_sub(1));
+            if o.1 == 0 {
+                self.occupied.remove(&p.agent);
+            }
+        }
+        if let Some(key) = stopping_key(d, &p) {
+            self.stopping.remove(&key);
+        }
+        Some(p)
     }
 
     pub fn agent(&self, id: &AgentId) -> Option<&Agent> {
@@ -280,11 +321,6 @@ impl Fleet {
 
     /// Every connected agent's room.
     pub fn rooms(&self) -> Vec<Room> {
-        let mut occupied: HashMap<AgentId, Resources> = HashMap::new();
-        for p in self.placed.values() {
-            let o = occupied.entry(p.agent).or_insert(Resources::ZERO);
-            *o = o.saturating_add(&p.resources);
-        }
         let mut rooms: Vec<Room> = self
             .agents
             .iter()
@@ -292,7 +328,7 @@ impl Fleet {
             .map(|(id, a)| Room {
                 agent: *id,
                 capacity: a.capacity,
-                occupied: occupied.get(id).copied().unwrap_or(Resources::ZERO),
+                occupied: self.occupied.get(id).map_or(Resources::ZERO, |o| o.0),
             })
             .collect();
         rooms.sort_by_key(|r| r.agent.0);
@@ -313,7 +349,7 @@ impl Fleet {
         let resources: HashMap<DeploymentId, Resources> = waiting.iter().copied().collect();
         let placed = place(&mut rooms, waiting);
         for (d, agent) in &placed {
-            self.placed.insert(
+            self.put(
                 *d,
                 Placed {
                     agent: *agent,
@@ -360,7 +396,7 @@ impl Fleet {
                 Some(p) if p.agent == agent && p.stage == Stage::Started => {}
                 Some(_) => r.stop.push(*d),
                 None => {
-                    self.placed.insert(
+                    self.put(
                         *d,
                         Placed {
                             agent,
@@ -383,11 +419,11 @@ impl Fleet {
             match stage {
                 Stage::Assigned => r.rerun.push(d),
                 Stage::Started => {
-                    self.placed.remove(&d);
+                    self.take(d);
                     r.lost.push(d);
                 }
                 Stage::Stopping => {
-                    self.placed.remove(&d);
+                    self.take(d);
                     r.released.push(d);
                 }
             }
@@ -427,7 +463,7 @@ impl Fleet {
 
     /// Whether some container is placed on `agent`.
     fn holds(&self, agent: &AgentId) -> bool {
-        self.placed.values().any(|p| p.agent == *agent)
+        self.occupied.contains_key(agent)
     }
 
     /// The agent was heard of at `at` (its socket open).
@@ -457,7 +493,7 @@ impl Fleet {
     /// placement it had, if it was on that agent (an exit from elsewhere changes nothing).
     pub fn exited(&mut self, agent: AgentId, d: DeploymentId) -> Option<Placed> {
         match self.placed.get(&d) {
-            Some(p) if p.agent == agent => self.placed.remove(&d),
+            Some(p) if p.agent == agent => self.take(d),
             _ => None,
         }
     }
@@ -466,26 +502,31 @@ impl Fleet {
     /// container was to run. A stopping container counts on its agent until it reports the
     /// exit, or until the grace and [`STOP_REPORT_MARGIN_SECONDS`] have passed.
     pub fn stop(&mut self, d: DeploymentId, now: DateTime<Utc>) -> Option<AgentId> {
-        let p = self.placed.get_mut(&d)?;
+        let p = *self.placed.get(&d)?;
         if p.stage == Stage::Stopping {
             return None;
         }
-        p.stage = Stage::Stopping;
-        p.stop_until = Some(stop_until(now));
+        let stopping = Placed {
+            stage: Stage::Stopping,
+            stop_until: Some(stop_until(now)),
+            ..p
+        };
+        self.put(d, stopping);
         Some(p.agent)
     }
 
     /// Stopping containers whose time has passed at `now` no longer count; answers them.
     pub fn release_overdue(&mut self, now: DateTime<Utc>) -> Vec<DeploymentId> {
+        // In time order: the overdue ones are a prefix.
         let mut overdue: Vec<DeploymentId> = self
-            .placed
+            .stopping
             .iter()
-            .filter(|(_, p)| p.stage == Stage::Stopping && p.stop_until.is_none_or(|u| u <= now))
-            .map(|(d, _)| *d)
+            .take_while(|(until, _)| *until <= now)
+            .map(|(_, d)| *d)
             .collect();
         overdue.sort_by_key(|d| d.0);
         for d in &overdue {
-            self.placed.remove(d);
+            self.take(*d);
         }
         overdue
     }
@@ -525,7 +566,7 @@ impl Fleet {
                     .map(|(d, p)| (*d, p.stage))
                     .collect();
                 for (d, stage) in mine {
-                    self.placed.remove(&d);
+                    self.take(d);
                     match stage {
                         Stage::Stopping => lost.released.push(d),
                         _ => lost.running.push(d),
@@ -548,7 +589,7 @@ impl Fleet {
             .iter()
             .filter(|(id, _)| self.holds(id))
             .map(|(_, a)| a.away_since() + grace);
-        let stops = self.placed.values().filter_map(|p| p.stop_until);
+        let stops = self.stopping.first().map(|(until, _)| *until);
         agents.chain(stops).min()
     }
 }
@@ -648,6 +689,22 @@ mod tests {
         }
     }
 
+    /// The fleet's indexes are what its placements say.
+    fn consistent(f: &Fleet) {
+        let mut occupied: HashMap<AgentId, (Resources, usize)> = HashMap::new();
+        for p in f.placed.values() {
+            let o = occupied.entry(p.agent).or_insert((Resources::ZERO, 0));
+            *o = (o.0.saturating_add(&p.resources), o.1 + 1);
+        }
+        assert_eq!(f.occupied, occupied);
+        let stopping: BTreeSet<_> = f
+            .placed
+            .iter()
+            .filter_map(|(d, p)| stopping_key(*d, p))
+            .collect();
+        assert_eq!(f.stopping, stopping);
+    }
+
     fn fleet_of(agents: &[(u128, i64)]) -> Fleet {
         let mut f = Fleet::default();
         for &(n, cpu) in agents {
@@ -692,10 +749,12 @@ mod tests {
         );
         // Without an exit, the grace and the margin free it.
         f.stop(deployment(2), t(20));
+        consistent(&f);
         assert!(f.release_overdue(t(34)).is_empty());
         assert_eq!(f.next_due(Duration::seconds(600)), Some(t(35)));
         assert_eq!(f.release_overdue(t(35)), vec![deployment(2)]);
         assert!(f.rooms()[0].occupied.is_zero());
+        consistent(&f);
     }
 
     #[test]
@@ -739,6 +798,7 @@ mod tests {
             Some(Stage::Stopping)
         );
         assert_eq!(f.place([(deployment(7), cpu)]).len(), 1);
+        consistent(&f);
         // An assigned one it does not have is sent again; one it runs is now started.
         let mut g = fleet_of(&[(1, 4000)]);
         g.place([(deployment(1), cpu), (deployment(2), cpu)]);
@@ -796,6 +856,7 @@ mod tests {
         assert!(lost[0].connected);
         assert_eq!(f.connected(), vec![agent(3)]);
         assert!(f.lose(t(1000), grace, true).is_empty(), "forgotten once");
+        consistent(&f);
     }
 
     fn resources() -> impl Strategy<Value = Resources> {
