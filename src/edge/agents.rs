@@ -11,6 +11,8 @@
 //! Pings are answered by the runtime without waking the object (the auto-response set in
 //! `ClusterObject::new`).
 
+use std::collections::HashMap;
+
 use axum::body::Body;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
@@ -278,16 +280,32 @@ fn socket_named(state: &State, name: &str) -> Option<WebSocket> {
     })
 }
 
-/// Carries out the orders of committed batches on the agents' sockets. An agent without a
-/// socket misses its order; what it should run is reconciled when it says hello again.
+/// Carries out the orders of committed batches on the agents' sockets (each socket's
+/// session read once, however many orders). An agent without a socket misses its order;
+/// what it should run is reconciled when it says hello again.
 pub fn deliver(state: &State, orders: Vec<Order>) {
+    if orders.is_empty() {
+        return;
+    }
+    let sockets: HashMap<String, WebSocket> = state
+        .get_websockets()
+        .into_iter()
+        .filter_map(|ws| {
+            let name = ws
+                .deserialize_attachment::<Session>()
+                .ok()
+                .flatten()?
+                .name?;
+            Some((name, ws))
+        })
+        .collect();
     for order in orders {
         match order {
             Order::Send {
                 agent,
                 name,
                 message,
-            } => match socket_named(state, &name) {
+            } => match sockets.get(&name) {
                 Some(ws) => {
                     if let Err(e) = ws.send_with_str(message.to_text()) {
                         worker::console_error!("order for agent {agent} not sent: {e}");
@@ -300,7 +318,7 @@ pub fn deliver(state: &State, orders: Vec<Order>) {
                 name,
                 reason,
             } => {
-                if let Some(ws) = socket_named(state, &name) {
+                if let Some(ws) = sockets.get(&name) {
                     let v = Violation::policy(reason);
                     worker::console_log!("agent {agent} closed: {}", v.reason);
                     let _ = ws.close(Some(1011), Some(v.reason));
