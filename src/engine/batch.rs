@@ -1,6 +1,8 @@
 //! A batch of commands, one transaction: lock, authorize, apply each command, expire and
 //! schedule, write everything, commit, and answer every command.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio_postgres::Client;
 
@@ -224,8 +226,10 @@ pub(in crate::engine) struct Batch {
     pub(super) finishes: Vec<Finishing>,
     pub(super) priorities: Vec<(DeploymentId, i32)>,
     pub(super) deleted: bool,
-    /// Placement changes, one per deployment (merged as they come).
+    /// Placement changes, one per deployment (merged as they come), in first-change order.
     placements: Vec<PlacementWrite>,
+    /// Where each deployment's change is in `placements`.
+    placement_of: HashMap<DeploymentId, usize>,
     /// Running deployments requeued because their agent lost them.
     pub(super) lost: Vec<DeploymentId>,
     /// Orders for the agents, in the order they were decided.
@@ -244,7 +248,11 @@ impl Batch {
     /// Adds a placement change, merged with one already made to the same deployment (the
     /// later wins; a start time, exit code or agent given earlier stays unless replaced).
     pub(super) fn place(&mut self, w: PlacementWrite) {
-        match self.placements.iter_mut().find(|p| p.id == w.id) {
+        match self
+            .placement_of
+            .get(&w.id)
+            .and_then(|&i| self.placements.get_mut(i))
+        {
             Some(p) => {
                 p.agent = w.agent.or(p.agent.take());
                 p.stage = w.stage;
@@ -252,7 +260,10 @@ impl Batch {
                 p.started_at = w.started_at.or(p.started_at);
                 p.exit_code = w.exit_code.or(p.exit_code);
             }
-            None => self.placements.push(w),
+            None => {
+                self.placement_of.insert(w.id, self.placements.len());
+                self.placements.push(w);
+            }
         }
     }
 
@@ -313,12 +324,14 @@ impl Batch {
         live: &Live,
         processes: Vec<(DeploymentId, crate::domain::deployment::Process)>,
     ) -> Vec<Order> {
+        let processes: HashMap<DeploymentId, crate::domain::deployment::Process> =
+            processes.into_iter().collect();
         std::mem::take(&mut self.orders)
             .into_iter()
             .filter_map(|o| match o {
                 Outgoing::Ready(order) => Some(order),
                 Outgoing::Run(agent, name, d) => {
-                    let process = processes.iter().find(|(id, _)| *id == d)?.1.clone();
+                    let process = processes.get(&d)?.clone();
                     let deployment = live.run_spec(d, process)?;
                     Some(Order::Send {
                         agent,
