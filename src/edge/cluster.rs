@@ -53,6 +53,8 @@ pub struct ClusterObject {
     remembered: std::cell::Cell<bool>,
     /// When this instance last ran a command.
     last_run: std::cell::Cell<Option<chrono::DateTime<Utc>>>,
+    /// The alarm this instance has set and that has not fired yet.
+    alarm_at: std::cell::Cell<Option<chrono::DateTime<Utc>>>,
 }
 
 /// After this long without a command, the object closes its database connections (at its
@@ -96,7 +98,15 @@ impl ClusterObject {
             // its connections.
             let idle = Utc::now() + chrono::Duration::seconds(IDLE_SECONDS);
             let at = next_deadline.map_or(idle, |at| at.min(idle));
-            self.set_alarm(Some(at)).await;
+            // An alarm already due sooner will do (it looks again, and sets the next one):
+            // a command does not cost a storage write for moving it.
+            let sooner = self
+                .alarm_at
+                .get()
+                .is_some_and(|pending| pending <= at && pending > Utc::now());
+            if !sooner {
+                self.set_alarm(Some(at)).await;
+            }
         }
         result
     }
@@ -112,8 +122,9 @@ impl ClusterObject {
             }
             None => storage.delete_alarm().await,
         };
-        if let Err(e) = done {
-            worker::console_error!("setting the alarm failed: {e}");
+        match done {
+            Ok(()) => self.alarm_at.set(at),
+            Err(e) => worker::console_error!("setting the alarm failed: {e}"),
         }
     }
 
@@ -164,6 +175,7 @@ impl DurableObject for ClusterObject {
             writer: ClusterWriter::new(),
             remembered: std::cell::Cell::new(false),
             last_run: std::cell::Cell::new(None),
+            alarm_at: std::cell::Cell::new(None),
         }
     }
 
@@ -206,6 +218,7 @@ impl DurableObject for ClusterObject {
     /// [`IDLE_SECONDS`], closes the database connections and sleeps until the next time the
     /// cluster must be looked at.
     async fn alarm(&self) -> Result<Response> {
+        self.alarm_at.set(None);
         let idle = self
             .last_run
             .get()
