@@ -15,18 +15,15 @@
 #[path = "support/agents.rs"]
 mod agents;
 
+#[path = "support/env.rs"]
+mod env;
+use env::env_or;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Default, Debug)]
 struct Tally {

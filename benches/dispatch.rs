@@ -24,6 +24,10 @@
 #[path = "support/agents.rs"]
 mod agents;
 
+#[path = "support/env.rs"]
+mod env;
+use env::env_or;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,13 +35,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Each agent's offer, as `berth agent` takes it and in the API's units.
 const AGENT_CPU: (&str, i64) = ("4", 4000);

@@ -18,6 +18,10 @@
 //! `make bench` runs it against workerd + PgBouncer; BERTH_URL, BENCH_SECONDS,
 //! BENCH_CONNECTIONS, BENCH_USERS, BENCH_ORGS and BENCH_CLUSTERS tune it.
 
+#[path = "support/env.rs"]
+mod env;
+use env::env_or;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,13 +30,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Latencies and outcomes of one route.
 #[derive(Default)]
