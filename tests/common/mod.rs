@@ -191,6 +191,14 @@ impl<T: Transport> TestClient<T> {
         self.create(token, "/v1/orgs", json!({"name": name})).await
     }
 
+    /// Creates an organization; answers its id.
+    pub async fn org_id(&self, token: &str, name: &str) -> String {
+        self.org(token, name).await["id"]
+            .as_str()
+            .expect("an organization id")
+            .to_string()
+    }
+
     /// POSTs `body` to `path`, which must answer 201; answers what it created.
     pub async fn create(&self, token: &str, path: &str, body: Value) -> Value {
         let r = self.call(Method::POST, path, Some(token), Some(body)).await;

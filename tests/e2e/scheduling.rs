@@ -19,10 +19,7 @@ impl Team {
     pub async fn new() -> Self {
         let c = Client::new();
         let (_, admin, _) = c.user().await;
-        let org = c.org(&admin, "E2E").await["id"]
-            .as_str()
-            .expect("org")
-            .to_string();
+        let org = c.org_id(&admin, "E2E").await;
         Self { c, admin, org }
     }
 

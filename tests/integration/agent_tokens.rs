@@ -23,10 +23,7 @@ impl Fixture {
     async fn new() -> Self {
         let app = TestApp::spawn().await;
         let (admin, _) = app.user_as("admin@example.com").await;
-        let org = app.org(&admin, "Acme").await["id"]
-            .as_str()
-            .expect("org")
-            .to_string();
+        let org = app.org_id(&admin, "Acme").await;
         let cluster = cluster(&app, &admin, &org, "gpu").await;
         Self {
             app,

@@ -26,10 +26,7 @@ fn headers(bearer: Option<&str>, upgrade: bool) -> HeaderMap {
 async fn an_agent_token_on_an_existing_cluster_is_admitted_and_nothing_else_is() {
     let app = TestApp::spawn().await;
     let (_, admin, _) = app.user().await;
-    let org = app.org(&admin, "Agents").await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
+    let org = app.org_id(&admin, "Agents").await;
     let body =
         json!({"name": "c1", "capacity": {"cpu_millis": 1000, "memory_mib": 1024, "gpus": 0}});
     let cluster = app.cluster(&admin, &org, body).await;
@@ -129,10 +126,7 @@ async fn agents_are_recorded_by_name_and_listed() {
 
     let app = TestApp::spawn().await;
     let (_, admin, _) = app.user().await;
-    let org = app.org(&admin, "Agents").await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
+    let org = app.org_id(&admin, "Agents").await;
     let body =
         json!({"name": "c1", "capacity": {"cpu_millis": 1000, "memory_mib": 1024, "gpus": 0}});
     let cluster = ClusterId(app.cluster(&admin, &org, body).await.parse().expect("id"));

@@ -20,10 +20,7 @@ fn lines(app: &TestApp) -> Vec<Value> {
 async fn with_a_cluster() -> (TestApp, String, String) {
     let app = TestApp::spawn().await;
     let (admin, _) = app.user_as("ada@example.com").await;
-    let org = app.org(&admin, "Acme").await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
+    let org = app.org_id(&admin, "Acme").await;
     let body = json!({"name": "c", "capacity": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}});
     let cluster = app.cluster(&admin, &org, body).await;
     app.platform.logs.lock().expect("lock").clear();

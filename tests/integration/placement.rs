@@ -27,10 +27,7 @@ impl Fixture {
     async fn new(cpu: i64, preemption: bool) -> Self {
         let app = TestApp::spawn().await;
         let (admin, _) = app.user_as("admin@example.com").await;
-        let org = app.org(&admin, "Acme").await["id"]
-            .as_str()
-            .expect("org")
-            .to_string();
+        let org = app.org_id(&admin, "Acme").await;
         let body = json!({"name": "c", "preemption": preemption,
             "capacity": {"cpu_millis": cpu, "memory_mib": 1024, "gpus": 0}});
         let cluster = app.cluster(&admin, &org, body).await;
