@@ -121,7 +121,8 @@ pub async fn disconnected(
 pub async fn of_cluster(db: &impl GenericClient, cluster: ClusterId) -> DbResult<Vec<AgentRow>> {
     let sql = format!(
         "select {COLUMNS} from agents a where cluster_id = $1 and (status = 'connected' or \
-           exists (select 1 from deployments d where d.agent_id = a.id and d.placement is not null))"
+           exists (select 1 from deployments d where d.cluster_id = a.cluster_id \
+             and d.agent_id = a.id and d.placement is not null))"
     );
     let rows = db.query_typed(&sql, &[(&cluster.0, Type::UUID)]).await?;
     rows.iter().map(AgentRow::try_from).collect()
