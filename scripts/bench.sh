@@ -67,7 +67,7 @@ select 1 from clusters where id = '$cluster_id' for update;
 select user_id, role from memberships where org_id = '$org_id' and user_id = any(array['$user_id'::uuid]);
 insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, priority, status, enqueued_at)
   values (gen_random_uuid(), '$cluster_id', '$org_id', 'pgbench', 'nginx', 1, 1, 0, 0, 'cancelled', now()) returning id;
-insert into deployment_events (deployment_id, kind, at) select id, 'created', now() from deployments where cluster_id = '$cluster_id' limit 1;
+insert into deployment_events (deployment_id, cluster_id, kind, at) select id, cluster_id, 'created', now() from deployments where cluster_id = '$cluster_id' limit 1;
 commit;
 SQL
 pg() { # script, extra flags
