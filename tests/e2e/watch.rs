@@ -64,6 +64,29 @@ async fn open(
     )
 }
 
+/// The status of a watch of `path` as `token` (the stream, if any, dropped unread), as a
+/// reply with its problem body when refused.
+pub async fn status(c: &Client, token: &str, path: &str) -> crate::support::Reply {
+    let res = reqwest::Client::new()
+        .get(format!("{}{path}", c.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("cf-connecting-ip", &c.ip)
+        .send()
+        .await
+        .expect("the Worker answers");
+    let status = res.status();
+    let body = if status == StatusCode::OK {
+        Value::Null
+    } else {
+        res.json().await.unwrap_or(Value::Null)
+    };
+    crate::support::Reply {
+        status,
+        headers: Default::default(),
+        body,
+    }
+}
+
 async fn watch(c: &Client, token: &str, cluster: &str) -> Watcher {
     let (status, w) = open(c, token, cluster, None).await;
     assert_eq!(status, StatusCode::OK);

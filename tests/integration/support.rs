@@ -124,7 +124,7 @@ impl NativePlatform {
     }
 
     /// The in-process stand-in for the cluster's Durable Object: one writer per cluster.
-    fn writer(&self, cluster: ClusterId) -> Arc<ClusterWriter> {
+    pub fn writer(&self, cluster: ClusterId) -> Arc<ClusterWriter> {
         self.writers
             .lock()
             .expect("lock")
