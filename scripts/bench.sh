@@ -5,7 +5,8 @@
 # drives it and checks the invariants, and pgbench runs the same statements through the same
 # pooler as the ceiling, in the same run. Last, the dispatch phase (benches/dispatch.rs): real
 # `berth agent` processes run deployments, against a baseline without agents in the same run.
-# BENCH_ONLY=dispatch runs that phase alone.
+# BENCH_ONLY=dispatch runs that phase alone. Then the watch phase (benches/watch.rs): submissions
+# with 100 watch streams open against none; BENCH_ONLY=watch alone.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -24,6 +25,14 @@ dispatch() {
     BENCH_LOG_DIR="$dir" cargo bench --bench dispatch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
 }
 if [ "${BENCH_ONLY:-}" = dispatch ]; then dispatch; exit 0; fi
+
+# What open watch streams cost submissions (benches/watch.rs); BENCH_ONLY=watch alone.
+watch() {
+  log "watch: submissions with ${WATCHERS:-100} watch streams open, against none, in the same run"
+  BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" \
+    cargo bench --bench watch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
+}
+if [ "${BENCH_ONLY:-}" = watch ]; then watch; exit 0; fi
 
 log "load program against workerd"
 BERTH_URL="http://127.0.0.1:$PORT" BENCH_RESULTS="$dir/results.txt" cargo bench --bench load 2>&1 \
@@ -98,3 +107,6 @@ echo " ceilings run on a kept one — submissions' is the unbatched write transa
 
 echo
 dispatch
+
+echo
+watch

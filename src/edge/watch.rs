@@ -39,6 +39,8 @@ const REFUSED: u16 = 409;
 /// How far a watcher may fall behind (bytes handed to its stream and not yet read by the
 /// runtime) before it is dropped.
 pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
+/// At most this much is handed to the runtime at once (more when one frame is larger).
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The Worker's side: asks the cluster's object to open `watch`, and answers the stream's
 /// body, or the object's refusal as the API's error.
@@ -132,8 +134,17 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
             };
             match got {
                 Some(Some(frame)) => {
-                    queued.set(queued.get().saturating_sub(frame.len()));
-                    Some((Ok(frame.as_bytes().to_vec()), (rx, queued, false)))
+                    // Whatever else is waiting goes in the same chunk: one per batch, not one
+                    // per frame, for the runtime to move.
+                    let mut chunk = frame.as_bytes().to_vec();
+                    while chunk.len() < CHUNK_BYTES {
+                        match rx.try_recv() {
+                            Ok(more) => chunk.extend_from_slice(more.as_bytes()),
+                            Err(_) => break,
+                        }
+                    }
+                    queued.set(queued.get().saturating_sub(chunk.len()));
+                    Some((Ok(chunk), (rx, queued, false)))
                 }
                 // Dropped by the object (ended, too slow, or the cluster is gone).
                 Some(None) => None,
