@@ -14,12 +14,11 @@ cd "$ROOT"
 
 source "$ROOT/scripts/stack.sh"
 
-# The dispatch phase's agents: the release `berth` binary.
-log "building the release berth binary (the dispatch phase's agents)"
-cargo build --release -p berth-cli -q
-
 # BENCH_ONLY=dispatch skips the load program and its ceilings.
 dispatch() {
+  # Its agents: the release `berth` binary.
+  log "building the release berth binary (the dispatch phase's agents)"
+  cargo build --release -p berth-cli -q
   log "dispatch: ${DISPATCH_AGENTS:-10} berth agents (exec driver) against workerd"
   BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BERTH_BIN="$ROOT/target/release/berth" \
     BENCH_LOG_DIR="$dir" cargo bench --bench dispatch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
