@@ -180,10 +180,10 @@ pub enum Command {
   berth watch gpu-east
   berth watch gpu-east -o json | jq -c 'select(.event == \"deployment\")'
 
-The first lines show the cluster now (usage, queue head, agents); then one line per
-deployment event, usage change or agent coming and going. With -o json, one object per
-line: {\"event\": …, \"id\": …, \"data\": …} (data as the API's watch stream has it). A broken
-stream is resumed where it stopped.")]
+The first lines show the cluster now (usage, queue head, agents), then one line
+per deployment event, usage change or agent coming and going. With -o json, one
+object per line: {\"event\": …, \"id\": …, \"data\": …}, data as the API's watch
+stream has it. A broken stream is resumed where it stopped.")]
     Watch {
         /// Cluster name or id.
         cluster: String,
