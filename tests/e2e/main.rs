@@ -14,6 +14,7 @@ mod json_numbers;
 mod ops;
 mod roles;
 mod scheduling;
+mod stall;
 mod support;
 mod throttling;
 mod watch;

@@ -129,7 +129,11 @@ impl NativePlatform {
             .lock()
             .expect("lock")
             .entry(cluster)
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(ClusterWriter::with_deadline(Arc::new(|d| {
+                    Box::pin(tokio::time::sleep(d))
+                })))
+            })
             .clone()
     }
 }
