@@ -20,6 +20,17 @@ export function DeploymentPage({ id }) {
   const feed = useFeed(d?.cluster_id, { onDeployment: (x) => x.id === id && load() });
   useEffect(() => d && setOrg(d.org_id), [d?.org_id]);
   useTick(5000);
+  // The names of the deployments its events name (its preemptors).
+  const [names, setNames] = useState({});
+  const others = [...new Set((d?.events || []).map((e) => e.by_deployment).filter(Boolean))];
+  useEffect(() => {
+    for (const other of others.filter((o) => !(o in names))) {
+      get(`/v1/deployments/${other}`).then(
+        (x) => setNames((n) => ({ ...n, [other]: x.name })),
+        () => setNames((n) => ({ ...n, [other]: null })),
+      );
+    }
+  }, [others.join()]);
 
   if (!d) {
     return <Page title="Deployment">{error ? <Problem error={error} /> : <p class="muted">Reading the deployment…</p>}</Page>;
@@ -91,7 +102,7 @@ export function DeploymentPage({ id }) {
                 {e.reason && <span class="reason">{e.reason}</span>}
                 {e.by_deployment && (
                   <a href={`#/deployments/${e.by_deployment}`} class="by">
-                    by another deployment
+                    by {names[e.by_deployment] || 'another deployment'}
                   </a>
                 )}
               </li>

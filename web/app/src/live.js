@@ -1,8 +1,9 @@
 // A cluster as it changes: `GET /v1/clusters/{id}/watch` read with fetch (EventSource cannot
 // send the Authorization header) and parsed by eventsource-parser. The snapshot gives the
 // cluster, its usage, the head of its queue and its agents; `deployment`, `usage` and `agent`
-// events change them. A stream that ends (the access token expired, the server restarted) is
-// opened again with a fresh token and `Last-Event-ID`; a fresh snapshot replaces everything.
+// events change them; `deleted` ends it for good. A stream that ends otherwise (`end`: the
+// access token expired, the watcher was too slow; or the server went away) is opened again
+// with a fresh token and `Last-Event-ID`; a fresh snapshot then replaces everything.
 
 import { createParser } from 'eventsource-parser';
 import { ApiError, all, answer, get, refresh, token } from './api.js';
@@ -142,6 +143,9 @@ export class ClusterFeed {
       this.deployment(data);
     } else if (kind === 'usage') {
       this.set({ usage: data, mode: 'live', error: null });
+    } else if (kind === 'deleted') {
+      this.abort.abort();
+      this.set({ mode: 'failed', error: new ApiError(404, { title: 'Cluster deleted', detail: data.reason }) });
     } else if (kind === 'agent') {
       const agents = this.state.agents.filter((a) => a.id !== data.id);
       agents.push(data);
