@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { call, closeBrowser, cluster, newPage, org, signIn, submit, unique, user } from './support.mjs';
+import { call, closeBrowser, cluster, newPage, org, signIn, startAgent, stopAgent, submit, unique, user } from './support.mjs';
 
 let ada, acme;
 before(async () => {
@@ -74,8 +74,14 @@ test('a submission from the page queues, and is admitted live when another is st
   await row.getByText('waiting for capacity').waitFor();
   assert.equal(await page.getByRole('meter', { name: 'CPU' }).getAttribute('aria-valuenow'), '3000');
 
-  // Nothing reloads: a mark left on the window stays, and the stream brings the change.
+  // Nothing reloads: a mark left on the window stays, and the stream brings the change; no
+  // read of the cluster or of its running deployments happens meanwhile (no polling).
   await page.evaluate(() => (window.__sameDocument = true));
+  const reads = [];
+  page.on('request', (r) => {
+    const path = new URL(r.url()).pathname + new URL(r.url()).search;
+    if (path === `/v1/clusters/${c.id}` || path.includes('status=running')) reads.push(path);
+  });
   const stopped = Date.now();
   await call('POST', `/v1/deployments/${big.id}/stop`, { token: ada.token });
   const running = page.getByRole('table', { name: /^Running/ });
@@ -85,6 +91,7 @@ test('a submission from the page queues, and is admitted live when another is st
   await page.getByRole('button', { name: 'Stop big' }).waitFor({ state: 'detached' });
   await page.waitForFunction(() => document.querySelector('[role=meter]')?.getAttribute('aria-valuenow') === '2000');
   assert.equal(await page.evaluate(() => window.__sameDocument), true);
+  assert.deepEqual(reads, []);
   await live(page);
   assert.ok(seen < 5000, `admitted on the page ${seen} ms after the stop`);
   assert.deepEqual(page.errors, []);
@@ -115,7 +122,11 @@ test('the keyboard alone submits a deployment', async () => {
   await page.getByRole('status').filter({ hasText: 'typed is running' }).waitFor();
   await page.getByRole('table', { name: /^Running/ }).getByRole('row').filter({ hasText: 'typed' }).waitFor();
   // The Stop button is a real button: Tab reaches it, Enter presses it.
-  await page.getByRole('button', { name: 'Stop typed' }).focus();
+  tabs = 0;
+  while ((await page.evaluate(() => document.activeElement?.getAttribute('aria-label'))) !== 'Stop typed') {
+    assert.ok(++tabs < 30, 'the Stop button is reachable with Tab');
+    await page.keyboard.press('Tab');
+  }
   await page.keyboard.press('Enter');
   await page.getByText('Nothing runs.').waitFor();
   assert.deepEqual(page.errors, []);
@@ -156,11 +167,44 @@ test("a deployment's timeline grows live, and its page stops it", async () => {
   assert.deepEqual(await timeline.locator('strong').allInnerTexts(), ['created']);
   await page.getByRole('button', { name: 'Cancel second' }).waitFor();
   await call('POST', `/v1/deployments/${first.id}/stop`, { token: ada.token });
-  await timeline.getByText('admitted').waitFor({ timeout: 5000 });
+  await timeline.getByText('admitted', { exact: true }).waitFor({ timeout: 5000 });
   await page.getByRole('button', { name: 'Stop second' }).click();
-  await timeline.getByText('stopped').waitFor();
+  await timeline.getByText('stopped', { exact: true }).waitFor();
   assert.deepEqual(await timeline.locator('strong').allInnerTexts(), ['created', 'admitted', 'stopped']);
   assert.equal(await page.getByRole('button', { name: /^(Stop|Cancel) second/ }).count(), 0);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('a running deployment shows its agent, and agents come and go live', async (t) => {
+  const c = await cluster(ada, acme.id, { cpu: 4000, memory: 8192 });
+  const page = await newPage();
+  await signIn(page, ada, `#/clusters/${c.id}`);
+  await live(page);
+  await page.getByText('No agent has connected').waitFor();
+  const agent = await startAgent(ada, c.id, 'rack-1', { cpu: '2', memory: '2Gi' });
+  t.after(() => stopAgent(agent));
+  const agents = page.getByRole('table', { name: 'Agents' });
+  const rack = agents.getByRole('row').filter({ hasText: 'rack-1' });
+  const status = (s) => rack.getByRole('cell', { name: s, exact: true });
+  await status('connected').waitFor({ timeout: 15_000 }).catch((e) => {
+    throw new Error(`${e.message}\nthe agent's log:\n${agent.log}`);
+  });
+  assert.match(await rack.innerText(), /2 CPU, 2Gi/);
+
+  // Submitted from the page with a command, which the agent runs.
+  const form = await fillSubmit(page, { name: 'napper', cpu: '1' });
+  await form.getByLabel('Command (optional)').fill('sleep 300');
+  await form.getByRole('button', { name: 'Submit' }).click();
+  const row = page.getByRole('table', { name: /^Running/ }).getByRole('row').filter({ hasText: 'napper' });
+  await row.getByRole('cell', { name: 'rack-1', exact: true }).waitFor({ timeout: 15_000 });
+  await rack.getByRole('cell', { name: '1', exact: true }).waitFor(); // running on it
+  await row.getByRole('button', { name: 'Stop napper' }).click();
+  await page.getByText('Nothing runs.').waitFor();
+
+  // The agent stops: the page hears it leave.
+  await stopAgent(agent);
+  await status('disconnected').waitFor({ timeout: 15_000 });
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

@@ -1,7 +1,9 @@
 // What the browser tests share: the Worker under test (BERTH_E2E_URL), its API for setting
 // things up, Debian's Chromium driven by playwright-core, and the screenshots.
 
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join as joinPath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -63,6 +65,37 @@ export async function submit(who, clusterId, { name = unique('job'), cpu = 1000,
     token: who.token,
     body: { name, image: 'ghcr.io/acme/trainer:1.4', resources: { cpu_millis: cpu, memory_mib: memory, gpus: 0 }, priority },
   });
+}
+
+/**
+ * `berth agent` (BERTH_E2E_CLI, the binary test.sh built) for `clusterId`, with the exec
+ * driver: a deployment's command runs as a plain process, which dies with the agent.
+ */
+export async function startAgent(admin, clusterId, name, { cpu = '4', memory = '8Gi', gpus = '0' } = {}) {
+  const cli = process.env.BERTH_E2E_CLI;
+  if (!cli) throw new Error('BERTH_E2E_CLI must name the berth binary (scripts/test.sh sets it)');
+  const { token } = await call('POST', `/v1/clusters/${clusterId}/agent-tokens`, { token: admin.token, body: { name } });
+  const child = spawn(
+    cli,
+    ['agent', '--cluster', clusterId, '--driver', 'exec', '--name', name, '--cpu', cpu, '--memory', memory, '--gpus', gpus],
+    {
+      env: { ...process.env, BERTH_URL: BASE, BERTH_AGENT_TOKEN: token, BERTH_CONFIG: joinPath(tmpdir(), 'berth-browser-agent-none.toml'), BERTH_TOKEN: '' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  child.log = '';
+  child.stderr.on('data', (b) => (child.log += b));
+  child.exited = new Promise((resolve) => child.on('exit', resolve));
+  return child;
+}
+
+/** SIGTERM, as systemd stops an agent; SIGKILL if it has not gone within 10 s. */
+export async function stopAgent(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await child.exited;
+  clearTimeout(t);
 }
 
 let browser;

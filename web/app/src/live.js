@@ -134,7 +134,7 @@ export class ClusterFeed {
         cluster: data.cluster,
         usage: data.usage,
         queue: data.queue,
-        agents: data.agents,
+        agents: byName(data.agents),
         mode: 'live',
         error: null,
       });
@@ -149,8 +149,7 @@ export class ClusterFeed {
     } else if (kind === 'agent') {
       const agents = this.state.agents.filter((a) => a.id !== data.id);
       agents.push(data);
-      agents.sort((a, b) => a.name.localeCompare(b.name));
-      this.set({ agents, mode: 'live', error: null });
+      this.set({ agents: byName(agents), mode: 'live', error: null });
     }
   }
 
@@ -179,18 +178,30 @@ export class ClusterFeed {
       mode: 'live',
       error: null,
     });
-    if (old || d.status === 'queued') this.readQueueSoon();
+    // Agents' events say when one connects or leaves; what each holds follows its deployments.
+    this.readSoon({ queue: Boolean(old) || d.status === 'queued', agents: Boolean(d.agent) });
     this.onDeployment(d);
   }
 
-  /** The queue's head as the cluster's object orders it, once the events have settled. */
-  readQueueSoon() {
+  /**
+   * What the events do not carry, read once they have settled (300 ms after the last): the
+   * queue's reasons and effective priorities, what each agent holds and runs.
+   */
+  readSoon({ queue, agents }) {
+    if (!this.detail || !(queue || agents)) return;
+    this.pending = { queue: queue || this.pending?.queue, agents: agents || this.pending?.agents };
     clearTimeout(this.queueTimer);
     this.queueTimer = setTimeout(async () => {
       const events = this.events;
+      const want = this.pending;
+      this.pending = null;
       try {
-        const page = await get(`/v1/clusters/${this.id}/queue?limit=${QUEUE_HEAD}`);
-        if (events === this.events && !this.abort.signal.aborted) this.set({ queue: page.items });
+        const read = {};
+        if (want.queue) read.queue = (await get(`/v1/clusters/${this.id}/queue?limit=${QUEUE_HEAD}`)).items;
+        if (want.agents) read.agents = byName(await all(`/v1/clusters/${this.id}/agents`));
+        // A read that an event overtook is stale: that event asked for another one.
+        if (events === this.events && !this.abort.signal.aborted) this.set(read);
+        else this.readSoon(want);
       } catch {
         // the next event reads it again
       }
@@ -220,7 +231,7 @@ export class ClusterFeed {
         const more = this.detail
           ? {
               queue: (await get(`/v1/clusters/${this.id}/queue?limit=${QUEUE_HEAD}`)).items,
-              agents: await all(`/v1/clusters/${this.id}/agents`),
+              agents: byName(await all(`/v1/clusters/${this.id}/agents`)),
               running: sortRunning(await all(`/v1/clusters/${this.id}/deployments?status=running`)),
             }
           : {};
@@ -238,4 +249,8 @@ export class ClusterFeed {
 
 function sortRunning(list) {
   return list.sort((a, b) => (a.admitted_at || '').localeCompare(b.admitted_at || '') || a.id.localeCompare(b.id));
+}
+
+function byName(agents) {
+  return agents.sort((a, b) => a.name.localeCompare(b.name));
 }
