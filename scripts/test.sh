@@ -90,6 +90,7 @@ e2e_status=${PIPESTATUS[0]}
 log "browser tests: the dashboard in chromium against the Worker on port $E2E_PORT"
 browser_started=$SECONDS
 BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_SCREENSHOTS="$out/screenshots" \
+BERTH_E2E_CLI="$ROOT/target/debug/berth" \
   node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec tests/browser/*.test.mjs 2>&1 | tee "$out/browser.txt"
 browser_status=${PIPESTATUS[0]}
 browser_seconds=$((SECONDS - browser_started))
