@@ -5,7 +5,8 @@
 # drives it and checks the invariants, and pgbench runs the same statements through the same
 # pooler as the ceiling, in the same run. Last, the dispatch phase (benches/dispatch.rs): real
 # `berth agent` processes run deployments, against a baseline without agents in the same run.
-# BENCH_ONLY=dispatch runs that phase alone.
+# BENCH_ONLY=dispatch runs that phase alone. Then the watch phase (benches/watch.rs): submissions
+# with 100 watch streams open against none; BENCH_ONLY=watch alone.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -13,17 +14,24 @@ cd "$ROOT"
 
 source "$ROOT/scripts/stack.sh"
 
-# The dispatch phase's agents: the release `berth` binary.
-log "building the release berth binary (the dispatch phase's agents)"
-cargo build --release -p berth-cli -q
-
 # BENCH_ONLY=dispatch skips the load program and its ceilings.
 dispatch() {
+  # Its agents: the release `berth` binary.
+  log "building the release berth binary (the dispatch phase's agents)"
+  cargo build --release -p berth-cli -q
   log "dispatch: ${DISPATCH_AGENTS:-10} berth agents (exec driver) against workerd"
   BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BERTH_BIN="$ROOT/target/release/berth" \
     BENCH_LOG_DIR="$dir" cargo bench --bench dispatch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
 }
 if [ "${BENCH_ONLY:-}" = dispatch ]; then dispatch; exit 0; fi
+
+# What open watch streams cost submissions (benches/watch.rs); BENCH_ONLY=watch alone.
+watch() {
+  log "watch: submissions with ${WATCHERS:-100} watch streams open, against none, in the same run"
+  BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" \
+    cargo bench --bench watch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
+}
+if [ "${BENCH_ONLY:-}" = watch ]; then watch; exit 0; fi
 
 log "load program against workerd"
 BERTH_URL="http://127.0.0.1:$PORT" BENCH_RESULTS="$dir/results.txt" cargo bench --bench load 2>&1 \
@@ -67,7 +75,7 @@ select 1 from clusters where id = '$cluster_id' for update;
 select user_id, role from memberships where org_id = '$org_id' and user_id = any(array['$user_id'::uuid]);
 insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, priority, status, enqueued_at)
   values (gen_random_uuid(), '$cluster_id', '$org_id', 'pgbench', 'nginx', 1, 1, 0, 0, 'cancelled', now()) returning id;
-insert into deployment_events (deployment_id, kind, at) select id, 'created', now() from deployments where cluster_id = '$cluster_id' limit 1;
+insert into deployment_events (deployment_id, cluster_id, kind, at) select id, cluster_id, 'created', now() from deployments where cluster_id = '$cluster_id' limit 1;
 commit;
 SQL
 pg() { # script, extra flags
@@ -98,3 +106,6 @@ echo " ceilings run on a kept one — submissions' is the unbatched write transa
 
 echo
 dispatch
+
+echo
+watch

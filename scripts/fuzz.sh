@@ -15,8 +15,10 @@
 # schemathesis is installed, pinned by tools/fuzz-requirements.txt, into .venv/fuzz when
 # missing or when that file changed. The run acts as a fresh admin of a fresh organization
 # that tools/fuzz_setup.py fills with real clusters, deployments, members, invites and an
-# API key; path ids point at them in most cases, random ids (→ 404) in the rest. No
-# operation is excluded: logout revokes only the refresh-token family of the token in its
+# API key; path ids point at them in most cases, random ids (→ 404) in the rest. One
+# operation is left out: the watch stream (GET …/watch), whose answer never ends, so no
+# fuzzer's request could complete (tests/e2e/watch.rs and the role matrix cover it). None
+# other is: logout revokes only the refresh-token family of the token in its
 # body (never the fuzzer's), not the access token the fuzzer sends; deleting, stopping or
 # demoting is part of the test, and later cases then see the 403, 404 or 409 that the
 # document declares. Removing and changing members always take the setup's members, never
@@ -61,7 +63,7 @@ status=0
   run "$URL/openapi.json" \
   --checks "$CHECKS" --phases "$PHASES" \
   --max-examples "$MAX_EXAMPLES" --seed "$SEED" --generation-database none \
-  --workers "$WORKERS" --request-timeout 30 \
+  --workers "$WORKERS" --request-timeout 30 --exclude-operation-id watch_cluster \
   -H "Authorization: Bearer $(cat "$out/token")" \
   --report json --report-json-path "$out/report.json") > "$out/schemathesis.txt" 2>&1 \
   || status=$?

@@ -175,6 +175,19 @@ pub enum Command {
         /// Cluster name or id.
         cluster: String,
     },
+    /// Watch a cluster live: every change as it is committed, until Ctrl-C.
+    #[command(after_help = "Examples:
+  berth watch gpu-east
+  berth watch gpu-east -o json | jq -c 'select(.event == \"deployment\")'
+
+The first lines show the cluster now (usage, queue head, agents); then one line per
+deployment event, usage change or agent coming and going. With -o json, one object per
+line: {\"event\": …, \"id\": …, \"data\": …} (data as the API's watch stream has it). A broken
+stream is resumed where it stopped.")]
+    Watch {
+        /// Cluster name or id.
+        cluster: String,
+    },
     /// A cluster's queue in scheduling order, with positions and why each waits.
     #[command(after_help = "Examples:\n  berth queue gpu-east\n  berth queue gpu-east -o json")]
     Queue {

@@ -199,6 +199,49 @@ impl Client {
         self.finish(status, reply, true)
     }
 
+    /// Opens an event stream (`GET path`, `Accept: text/event-stream`, resuming after
+    /// `last_event_id`): the answer, whose body is read as it comes. No overall timeout, but
+    /// a read timeout longer than the server's heartbeats. A stored login whose access token
+    /// is refused is refreshed and the stream opened again, once; a refusal is the problem.
+    pub async fn stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, CliError> {
+        let streaming = reqwest::Client::builder()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(45))
+            .build()
+            .map_err(|e| CliError::Other(format!("cannot start an HTTP client: {e}")))?;
+        let open = |token: String| {
+            let mut req = streaming
+                .get(format!("{}{path}", self.server))
+                .bearer_auth(token)
+                .header(reqwest::header::ACCEPT, "text/event-stream");
+            if let Some(id) = last_event_id {
+                req = req.header("last-event-id", id);
+            }
+            req.send()
+        };
+        let token = self.bearer(None).await?;
+        let mut resp = open(token.clone()).await.map_err(|e| self.transport(e))?;
+        if resp.status() == StatusCode::UNAUTHORIZED && matches!(self.auth, Auth::Stored) {
+            let fresh = self.bearer(Some(&token)).await?;
+            resp = open(fresh).await.map_err(|e| self.transport(e))?;
+        }
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.json().await.unwrap_or(Value::Null);
+        // Not a success, so `finish` answers its problem.
+        Err(self
+            .finish(status, body, true)
+            .err()
+            .unwrap_or_else(|| CliError::Other(format!("the server answered {status}"))))
+    }
+
     /// A GET with `token` rather than the caller's (login checks the login it just made).
     pub async fn get_as(&self, path: &str, token: &str) -> Result<Reply, CliError> {
         let (status, reply) = self

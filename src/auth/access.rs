@@ -162,6 +162,15 @@ impl TokenKeys {
     /// API gateways' JWT caches do. The answer cannot differ: it depends only on the token
     /// and these keys, except for expiry, which is checked on every call.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<UserId, TokenError> {
+        self.verify_until(token, now).map(|(user, _)| user)
+    }
+
+    /// [`TokenKeys::verify`], answering also when the token expires.
+    pub fn verify_until(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(UserId, DateTime<Utc>), TokenError> {
         let remembered = self
             .verified
             .lock()
@@ -169,7 +178,7 @@ impl TokenKeys {
             .and_then(|cache| cache.get(token).copied());
         if let Some((user, expires)) = remembered {
             return if now <= expires {
-                Ok(user)
+                Ok((user, expires))
             } else {
                 Err(TokenError::Expired)
             };
@@ -184,7 +193,7 @@ impl TokenKeys {
             }
             cache.insert(token.to_string(), (user, expires));
         }
-        Ok(user)
+        Ok((user, expires))
     }
 
     /// The full check: algorithm, key, signature, expiry, issuer and audience.

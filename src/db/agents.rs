@@ -128,6 +128,14 @@ pub async fn of_cluster(db: &impl GenericClient, cluster: ClusterId) -> DbResult
     rows.iter().map(AgentRow::try_from).collect()
 }
 
+/// The agents among `ids`.
+pub async fn by_ids(db: &impl GenericClient, ids: &[AgentId]) -> DbResult<Vec<AgentRow>> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|a| a.0).collect();
+    let sql = format!("select {COLUMNS} from agents where id = any($1) order by name");
+    let rows = db.query_typed(&sql, &[(&ids, Type::UUID_ARRAY)]).await?;
+    rows.iter().map(AgentRow::try_from).collect()
+}
+
 /// Records when connected agents were last heard of, in one statement.
 pub async fn seen(db: &impl GenericClient, seen: &[(AgentId, DateTime<Utc>)]) -> DbResult<()> {
     if seen.is_empty() {

@@ -96,6 +96,21 @@ pub async fn revoke(
     super::revoke_in_org(db, "api_keys", org, id.0, now).await
 }
 
+/// The hash of the organization's key `id` (what its callers are known by).
+pub async fn hash_of(
+    db: &impl GenericClient,
+    org: OrgId,
+    id: ApiKeyId,
+) -> DbResult<Option<Vec<u8>>> {
+    let row = db
+        .query_typed_opt(
+            "select key_hash from api_keys where org_id = $1 and id = $2",
+            &[(&org.0, Type::UUID), (&id.0, Type::UUID)],
+        )
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
 /// The live (unrevoked) keys among `hashes`, without touching them: (hash, organization,
 /// role). For lookups inside another transaction, where bumping `last_used_at` would hold
 /// the key's row lock until that commits; [`touch`] bumps them afterwards.

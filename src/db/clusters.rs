@@ -143,6 +143,17 @@ pub async fn lock(db: &impl GenericClient, id: ClusterId) -> DbResult<Option<Clu
     row.as_ref().map(ClusterRow::try_from).transpose()
 }
 
+/// The ids of every cluster of an organization.
+pub async fn ids_of(db: &impl GenericClient, org: OrgId) -> DbResult<Vec<ClusterId>> {
+    let rows = db
+        .query_typed(
+            "select id from clusters where org_id = $1",
+            &[(&org.0, Type::UUID)],
+        )
+        .await?;
+    rows.iter().map(|r| Ok(ClusterId(r.try_get(0)?))).collect()
+}
+
 /// An organization's clusters, by id.
 pub async fn list(db: &impl GenericClient, org: OrgId, page: &Page) -> DbResult<Vec<ClusterRow>> {
     let rows = super::page_of_org(db, "clusters", COLUMNS, org, page).await?;

@@ -602,10 +602,17 @@ pub struct Event {
     pub by_deployment: Option<DeploymentId>,
 }
 
-/// Appends events, all at `now`, in one statement.
-pub async fn record(db: &impl GenericClient, events: &[Event], now: DateTime<Utc>) -> DbResult<()> {
+/// Appends events of `cluster`'s deployments, all at `now`, in one statement, and answers
+/// their ids in the order of `events` (the identity is drawn in the order the rows are
+/// produced, which `ordinality` fixes).
+pub async fn record(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> DbResult<Vec<i64>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.deployment_id.0).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -614,19 +621,105 @@ pub async fn record(db: &impl GenericClient, events: &[Event], now: DateTime<Utc
         .iter()
         .map(|e| e.by_deployment.map(|b| b.0))
         .collect();
-    db.query_typed(
-        "insert into deployment_events (deployment_id, kind, reason, by_deployment, at) \
-         select d, k, r, b, $5 from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) as e(d, k, r, b)",
-        &[
-            (&ids, Type::UUID_ARRAY),
-            (&kinds, Type::TEXT_ARRAY),
-            (&reasons, Type::TEXT_ARRAY),
-            (&by, Type::UUID_ARRAY),
-            (&now, Type::TIMESTAMPTZ),
-        ],
-    )
-    .await?;
-    Ok(())
+    let rows = db
+        .query_typed(
+            "insert into deployment_events (deployment_id, cluster_id, kind, reason, by_deployment, at) \
+             select d, $6, k, r, b, $5 \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[]) with ordinality as e(d, k, r, b, n) \
+             order by n returning id",
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&kinds, Type::TEXT_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+                (&by, Type::UUID_ARRAY),
+                (&now, Type::TIMESTAMPTZ),
+                (&cluster.0, Type::UUID),
+            ],
+        )
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| r.try_get::<_, i64>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Drawn in row order; RETURNING's own order is not promised.
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The id of `cluster`'s latest event (0 when it has none).
+pub async fn last_event(db: &impl GenericClient, cluster: ClusterId) -> DbResult<i64> {
+    let row = db
+        .query_typed_one(
+            "select coalesce(max(id), 0)::int8 from deployment_events where cluster_id = $1",
+            &[(&cluster.0, Type::UUID)],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// An event of a cluster's with the deployment it is about, as the deployment is now.
+#[derive(Debug, Clone)]
+pub struct ClusterEvent {
+    pub id: i64,
+    pub kind: EventKind,
+    pub deployment: DeploymentRow,
+}
+
+/// `cluster`'s events after the event `after`, oldest first, at most `limit`, each with its
+/// deployment as it is now; `None` when `after` is none of the cluster's events.
+pub async fn events_after(
+    db: &impl GenericClient,
+    cluster: ClusterId,
+    after: i64,
+    limit: i64,
+) -> DbResult<Option<Vec<ClusterEvent>>> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("d.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "select e.id as event_id, e.kind as event_kind, {cols} from deployment_events e \
+         join deployments d on d.id = e.deployment_id \
+         where e.cluster_id = $1 and e.id > $2 order by e.id limit $3"
+    );
+    let known_params = [
+        (
+            &cluster.0 as &(dyn tokio_postgres::types::ToSql + Sync),
+            Type::UUID,
+        ),
+        (&after, Type::INT8),
+    ];
+    let params = [
+        (
+            &cluster.0 as &(dyn tokio_postgres::types::ToSql + Sync),
+            Type::UUID,
+        ),
+        (&after, Type::INT8),
+        (&limit, Type::INT8),
+    ];
+    let (known, rows) = tokio::try_join!(
+        db.query_typed_opt(
+            "select 1 from deployment_events where cluster_id = $1 and id = $2",
+            &known_params,
+        ),
+        db.query_typed(&sql, &params),
+    )?;
+    if known.is_none() {
+        return Ok(None);
+    }
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("event_kind")?;
+            Ok(ClusterEvent {
+                id: r.try_get("event_id")?,
+                kind: EventKind::parse(&kind)
+                    .ok_or_else(|| DbError::Other(format!("unknown event kind {kind}")))?,
+                deployment: DeploymentRow::try_from(r)?,
+            })
+        })
+        .collect::<DbResult<Vec<_>>>()
+        .map(Some)
 }
 
 /// A stored event with its time.

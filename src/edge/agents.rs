@@ -65,10 +65,10 @@ extern "C" {
     /// A Durable Object stub's own `fetch` (with a `web_sys::Request`, answer unconverted,
     /// so the 101's `webSocket` passes through as it is).
     #[wasm_bindgen(extends = worker::js_sys::Object)]
-    type FetchStub;
+    pub type FetchStub;
 
     #[wasm_bindgen(method, catch, js_name = fetch)]
-    fn fetch_request(this: &FetchStub, req: &web_sys::Request) -> Result<Promise, JsValue>;
+    pub fn fetch_request(this: &FetchStub, req: &web_sys::Request) -> Result<Promise, JsValue>;
 
     /// The hibernation calls of `DurableObjectState` that `worker` 0.8.7 does not bind.
     #[wasm_bindgen(extends = worker::js_sys::Object)]

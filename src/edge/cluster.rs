@@ -20,6 +20,7 @@ use wasm_bindgen::JsValue;
 use super::agents::{self, HibernationState};
 use super::exchange::{rpc_answer, rpc_argument};
 use super::platform::connect_db;
+use super::watch::{self, Watchers};
 use crate::auth::Caller;
 use crate::domain::agent::Session;
 use crate::domain::ids::{AgentTokenId, ClusterId};
@@ -55,6 +56,8 @@ pub struct ClusterObject {
     last_run: std::cell::Cell<Option<chrono::DateTime<Utc>>>,
     /// The alarm this instance has set and that has not fired yet.
     alarm_at: std::cell::Cell<Option<chrono::DateTime<Utc>>>,
+    /// The open watch streams.
+    watchers: Watchers,
 }
 
 /// After this long without a command, the object closes its database connections (at its
@@ -82,6 +85,8 @@ impl ClusterObject {
             .run(cluster, command, || connect_db(&self.env), Utc::now)
             .await;
         agents::deliver(&self.state, self.writer.take_orders());
+        self.watchers.publish(&self.writer.take_changes());
+        self.writer.set_watched(!self.watchers.is_empty());
         for line in self.writer.take_logs() {
             worker::console_log!("{line}");
         }
@@ -176,15 +181,42 @@ impl DurableObject for ClusterObject {
             remembered: std::cell::Cell::new(false),
             last_run: std::cell::Cell::new(None),
             alarm_at: std::cell::Cell::new(None),
+            watchers: Watchers::default(),
         }
     }
 
     /// The Worker calls [`ClusterObject::command`] and [`ClusterObject::view`] over RPC;
-    /// fetch serves only the agent WebSocket's upgrade, forwarded by the Worker once admitted
-    /// (a socket cannot be returned over RPC as a 101 can be).
+    /// fetch serves what RPC cannot return: the agent WebSocket's upgrade, forwarded by the
+    /// Worker once admitted, and watch streams.
     async fn fetch(&self, req: Request) -> Result<Response> {
         if agents::is_agent_connect(&req) {
             return agents::accept(&self.state, &req);
+        }
+        if let Some(w) = watch::requested(&req)? {
+            let (id, opened) = self.watchers.open(w.by.clone());
+            self.writer.set_watched(true);
+            let opening = self
+                .writer
+                .open_watch(
+                    w.cluster,
+                    &w.by,
+                    w.after,
+                    || connect_db(&self.env),
+                    Utc::now(),
+                )
+                .await;
+            return match opening {
+                Ok(opening) => {
+                    let frames = crate::http::watch::opening(&opening);
+                    self.watchers.opened(id, opening.seq, frames);
+                    watch::answer(opened, w.until)
+                }
+                Err(e) => {
+                    self.watchers.abandon(id);
+                    self.writer.set_watched(!self.watchers.is_empty());
+                    watch::refused(&e)
+                }
+            };
         }
         Response::error("this object answers RPC calls only", 404)
     }
@@ -258,6 +290,18 @@ impl ClusterObject {
             }
         }
         let n = sockets.len();
+        rpc_answer(&n)
+    }
+
+    /// Ends the watch streams of a caller (as JSON: a removed member, a revoked key);
+    /// answers how many.
+    pub async fn unwatch(&self, call: String) -> std::result::Result<JsValue, JsValue> {
+        let who: Caller = rpc_argument(&call)?;
+        let n = self.watchers.end(
+            &who,
+            "access was revoked (membership removed or key revoked)",
+        );
+        self.writer.set_watched(!self.watchers.is_empty());
         rpc_answer(&n)
     }
 

@@ -65,6 +65,17 @@ pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsV
 
 /// axum's complete answer as workerd's, body in one byte array.
 pub async fn response_to_js(res: Response<Body>) -> Result<web_sys::Response, JsValue> {
+    // An event stream does not end: it streams, chunk by chunk, as it comes.
+    let streaming = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(crate::http::watch::EVENT_STREAM.as_bytes())
+        });
+    if streaming {
+        return worker::response_to_wasm(res).map_err(JsValue::from);
+    }
     let (parts, body) = res.into_parts();
     let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -102,6 +113,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = disconnect)]
     fn rpc_disconnect(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = unwatch)]
+    fn rpc_unwatch(this: &ObjectStub, call: &str) -> Result<worker::js_sys::Promise, JsValue>;
 }
 
 /// An object's RPC method.
@@ -115,6 +129,8 @@ pub enum ObjectMethod {
     Throttle,
     /// Closing a cluster's agent sockets of one (revoked) token.
     Disconnect,
+    /// Ending a cluster's watch streams of one caller (removed, or a revoked key).
+    Unwatch,
 }
 
 /// Calls an object's RPC `method` with a JSON `call` and decodes its JSON answer. RPC passes
@@ -131,6 +147,7 @@ pub async fn call_object<R: serde::de::DeserializeOwned>(
         ObjectMethod::View => stub.rpc_view(call)?,
         ObjectMethod::Throttle => stub.rpc_throttle(call)?,
         ObjectMethod::Disconnect => stub.rpc_disconnect(call)?,
+        ObjectMethod::Unwatch => stub.rpc_unwatch(call)?,
     };
     let answer = JsFuture::from(promise).await?;
     let text = answer

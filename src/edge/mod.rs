@@ -7,6 +7,7 @@ mod exchange;
 mod pg_socket;
 mod platform;
 mod throttle;
+mod watch;
 
 use std::cell::RefCell;
 

@@ -9,14 +9,14 @@ use tokio_postgres::Client;
 use super::authorize::Callers;
 use super::commands::apply;
 use super::live::Live;
-use super::{Command, EngineError, Executed, Order, Outcome};
+use super::{Changed, Command, EngineError, Executed, Order, Outcome};
 use crate::db::agents::{self as agents_db, AgentRow};
-use crate::db::clusters::{self, ClusterRow};
+use crate::db::clusters::{self, ClusterRow, Usage};
 use crate::db::deployments::{
     self, DeploymentRow, Event, Finishing, NewDeployment, PlacementWrite,
 };
 use crate::domain::agent::protocol::{ObjectMessage, VERSION};
-use crate::domain::deployment::EventKind;
+use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{AgentId, ClusterId, DeploymentId, OrgId};
 use crate::domain::scheduling::lifecycle::Settled;
 
@@ -30,9 +30,15 @@ pub(super) enum Subject {
     Noted,
 }
 
-/// The answers of a batch's commands, the orders for the cluster's agents it committed, and
-/// what it decided.
-pub type BatchResult = (Vec<Result<Executed, EngineError>>, Vec<Order>, Decided);
+/// What a committed batch leaves: its commands' answers, the orders for the cluster's agents,
+/// what it decided, and its changes for watchers (each with the cluster's latest event id
+/// then; none unless asked for).
+pub struct Committed {
+    pub answers: Vec<Result<Executed, EngineError>>,
+    pub orders: Vec<Order>,
+    pub decided: Decided,
+    pub changes: Vec<(i64, Changed)>,
+}
 
 /// What one committed batch decided: its log line's figures (and a `Tick`'s answer).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -53,14 +59,16 @@ pub struct Decided {
 /// only writer of them, so it need not read them back. It is rebuilt from Postgres when
 /// empty and on every `Tick` (the sweep is also the safety net for anything written
 /// elsewhere). Whatever goes wrong, the caller drops the cache: Postgres is the record.
+/// `watched`: whether to describe the committed changes for watchers.
 pub async fn execute_batch(
     db: &Client,
     cluster: ClusterId,
     cache: &mut Option<Live>,
     cmds: Vec<Command>,
     now: DateTime<Utc>,
-) -> Result<BatchResult, EngineError> {
-    match in_transaction(db, cluster, cache, cmds, now).await {
+    watched: bool,
+) -> Result<Committed, EngineError> {
+    match in_transaction(db, cluster, cache, cmds, now, watched).await {
         Ok(results) => Ok(results),
         Err(e) => {
             // A failed rollback means a lost connection, which the caller replaces anyway.
@@ -81,7 +89,8 @@ async fn in_transaction(
     cache: &mut Option<Live>,
     cmds: Vec<Command>,
     now: DateTime<Utc>,
-) -> Result<BatchResult, EngineError> {
+    watched: bool,
+) -> Result<Committed, EngineError> {
     // Postgres keeps microseconds: rows built here must equal the rows read back.
     let now = now.trunc_subsecs(6);
     let (_, locked, callers) = tokio::try_join!(
@@ -96,6 +105,7 @@ async fn in_transaction(
     let Some(live) = cache.as_mut() else {
         return Err(EngineError::Internal("cache missing".into()));
     };
+    let usage_before = watched.then(|| (c.capacity, live.usage()));
     let mut batch = Batch::default();
     let mut subjects = Vec::with_capacity(cmds.len());
     for cmd in cmds {
@@ -109,15 +119,15 @@ async fn in_transaction(
         subjects.push(subject);
     }
 
-    let (ticked, processes) = if batch.deleted {
+    let (ticked, (processes, event_ids)) = if batch.deleted {
         // Only an empty cluster is deleted: whatever else this batch did before the delete
         // finished deployments (answered from `done`) or was refused.
-        batch
+        let written = batch
             .write(tx, cluster, c.org_id, &Settled::default(), now, false)
             .await?;
         clusters::delete(tx, cluster).await?;
         tx.batch_execute("commit").await?;
-        (Decided::default(), vec![])
+        (Decided::default(), written)
     } else {
         for (id, new) in &batch.inserts {
             batch
@@ -133,7 +143,7 @@ async fn in_transaction(
         let settled = live.schedule(&c, now, &mut batch.events);
         live.stop_unwanted(&mut batch, &settled, now);
         live.place(&mut batch);
-        let processes = batch
+        let written = batch
             .write(tx, cluster, c.org_id, &settled, now, true)
             .await?;
         let decided = Decided {
@@ -143,19 +153,111 @@ async fn in_transaction(
             lost: batch.lost.len(),
             orders: 0,
         };
-        (decided, processes)
+        (decided, written)
     };
     let orders = batch.orders(live, processes);
     let decided = Decided {
         orders: orders.len(),
         ..ticked
     };
+    let changes = match usage_before {
+        Some(before) => changes(tx, &c, live, &batch, &subjects, &event_ids, before).await,
+        None => vec![],
+    };
     let out = answers(tx, &c, live, subjects, decided).await;
     live.clear_done();
     if batch.deleted {
         *cache = None;
     }
-    Ok((out, orders, decided))
+    Ok(Committed {
+        answers: out,
+        orders,
+        decided,
+        changes,
+    })
+}
+
+/// The committed batch's changes, for watchers, in commit order: each event with its
+/// deployment as the batch left it, then the usage if it changed, then the agents that
+/// connected or left. A failed read of the agents (after the commit) leaves them out: the
+/// watcher sees them at its next snapshot.
+async fn changes(
+    tx: &Client,
+    c: &ClusterRow,
+    live: &Live,
+    batch: &Batch,
+    subjects: &[Result<Subject, EngineError>],
+    event_ids: &[i64],
+    (capacity_before, usage_before): (crate::domain::resources::Resources, Usage),
+) -> Vec<(i64, Changed)> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    for (e, &id) in batch.events.iter().zip(event_ids) {
+        last = id;
+        let Some(row) = live.row(&e.deployment_id) else {
+            continue;
+        };
+        let position = (row.status == Status::Queued)
+            .then(|| live.position(&row.id))
+            .flatten();
+        out.push((
+            id,
+            Changed::Deployment {
+                kind: e.kind,
+                deployment: Box::new(row.clone()),
+                position,
+            },
+        ));
+    }
+    if batch.deleted {
+        out.push((last, Changed::Deleted));
+        return out;
+    }
+    // Usage and agents carry the latest event id: a watcher resuming from them has seen
+    // every event up to it. A batch without events names none (0: resume means snapshot).
+    let usage = live.usage();
+    if (c.capacity, usage) != (capacity_before, usage_before) {
+        out.push((
+            last,
+            Changed::Usage {
+                capacity: c.capacity,
+                usage,
+            },
+        ));
+    }
+    let mut agents: Vec<AgentId> = subjects
+        .iter()
+        .filter_map(|s| match s {
+            Ok(Subject::Agent(a)) => Some(a.id),
+            _ => None,
+        })
+        .chain(batch.gone.iter().map(|(a, _)| *a))
+        .chain(batch.away.iter().copied())
+        .collect();
+    agents.sort_unstable();
+    agents.dedup();
+    if !agents.is_empty() {
+        if let Ok((rows, placed)) = tokio::try_join!(
+            agents_db::by_ids(tx, &agents),
+            agents_db::placed_on(tx, c.id)
+        ) {
+            for agent in rows {
+                let (placed, running) = placed
+                    .iter()
+                    .find(|(a, _, _)| *a == agent.id)
+                    .map_or((Default::default(), 0), |(_, p, n)| (*p, *n));
+                out.push((
+                    last,
+                    Changed::Agent {
+                        agent: Box::new(agent),
+                        placed,
+                        running,
+                    },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Every command's answer, after the commit: the one place outcomes are built.
@@ -279,7 +381,13 @@ impl Batch {
         settled: &Settled,
         now: DateTime<Utc>,
         commit: bool,
-    ) -> Result<Vec<(DeploymentId, crate::domain::deployment::Process)>, EngineError> {
+    ) -> Result<
+        (
+            Vec<(DeploymentId, crate::domain::deployment::Process)>,
+            Vec<i64>,
+        ),
+        EngineError,
+    > {
         let end = async {
             if commit {
                 tx.batch_execute("commit").await?;
@@ -300,7 +408,7 @@ impl Batch {
             }
             Ok::<(), crate::db::DbError>(())
         };
-        let (.., processes, _) = tokio::try_join!(
+        let (.., event_ids, _, _, _, processes, _) = tokio::try_join!(
             deployments::insert_many(tx, cluster, org, &self.inserts, now),
             deployments::finish(tx, &self.finishes, now),
             deployments::set_priorities(tx, &self.priorities, now),
@@ -308,14 +416,14 @@ impl Batch {
             deployments::requeue_lost(tx, &self.lost, now),
             deployments::admit(tx, &settled.admitted, now),
             deployments::set_placements(tx, &self.placements, now),
-            deployments::record(tx, &self.events, now),
+            deployments::record(tx, cluster, &self.events, now),
             agents_db::seen(tx, &self.seen),
             agents_db::away(tx, &self.away),
             gone,
             deployments::processes(tx, &to_run),
             end,
         )?;
-        Ok(processes)
+        Ok((processes, event_ids))
     }
 
     /// The batch's orders, once committed, with the run orders' processes.

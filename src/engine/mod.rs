@@ -20,6 +20,7 @@ use crate::db::deployments::{DeploymentRow, NewDeployment};
 use crate::db::DbError;
 use crate::domain::agent::protocol::{AgentInfo, ObjectMessage};
 use crate::domain::agent::Report;
+use crate::domain::deployment::EventKind;
 use crate::domain::ids::{AgentId, AgentTokenId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
@@ -215,6 +216,74 @@ pub struct BatchStats {
     /// From the start of the transaction to its commit, in microseconds.
     pub micros: u64,
 }
+
+/// A committed change to a cluster, for whoever watches it: the cluster's object streams
+/// them in commit order (`http::watch` renders them). Made only while someone watches
+/// ([`ClusterWriter::set_watched`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Its place among the writer's changes (from 1, in commit order): what a watcher
+    /// opened at [`Opening::seq`] has already seen up to.
+    pub seq: u64,
+    /// The cluster's latest event when it was committed (for a deployment's change, its own
+    /// event): where a watcher that saw it resumes from.
+    pub event: i64,
+    pub what: Changed,
+}
+
+/// What a [`Change`] is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// One event of a deployment's, with the deployment as the batch left it.
+    Deployment {
+        kind: EventKind,
+        deployment: Box<DeploymentRow>,
+        /// 1-based place in the queue when queued.
+        position: Option<u32>,
+    },
+    /// The cluster's allocation, demand or capacity changed.
+    Usage { capacity: Resources, usage: Usage },
+    /// An agent connected or left (with what its containers occupy, and how many run).
+    Agent {
+        agent: Box<AgentRow>,
+        placed: Resources,
+        running: i64,
+    },
+    /// The cluster was deleted.
+    Deleted,
+}
+
+/// What a new watcher is shown first ([`ClusterWriter::open_watch`]): a snapshot, or what it
+/// missed since the event it names. Either way it has then seen every change up to `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opening {
+    pub seq: u64,
+    pub shown: Shown,
+}
+
+/// The body of an [`Opening`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shown {
+    /// The cluster now, as of its latest event `event`.
+    Snapshot {
+        event: i64,
+        cluster: Box<ClusterRow>,
+        usage: Usage,
+        /// The head of the queue.
+        queue: QueuePage,
+        /// Its agents that are connected or hold containers, with what those occupy and how
+        /// many run.
+        agents: Vec<(AgentRow, Resources, i64)>,
+    },
+    /// The events after the one named, oldest first (each deployment as it is now), then the
+    /// current usage and agents.
+    Missed(Vec<Change>),
+}
+
+/// How many missed events a reconnecting watcher is replayed; past that it gets a snapshot.
+pub const REPLAY_LIMIT: i64 = 1000;
+/// How many queue entries a snapshot shows.
+pub const SNAPSHOT_QUEUE: usize = 50;
 
 /// Why a command was refused; crosses the Durable Object boundary as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]

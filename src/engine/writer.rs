@@ -5,18 +5,25 @@
 //! second kept connection and answered from the live deployments.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::authorize::{authorize_reader, keys_presented};
-use super::batch::{execute_batch, Decided};
+use super::batch::{execute_batch, Committed, Decided};
 use super::live::Live;
-use super::{BatchStats, Command, EngineError, Executed, Order, View, Viewed};
+use super::{
+    BatchStats, Change, Changed, Command, EngineError, Executed, Opening, Order, Shown, View,
+    Viewed, READ_CLUSTER_ACTION, REPLAY_LIMIT, SNAPSHOT_QUEUE,
+};
 use crate::auth::Caller;
-use crate::db::{api_keys, DbError};
+use crate::db::agents::AgentRow;
+use crate::db::clusters::ClusterRow;
+use crate::db::{agents as agents_db, api_keys, deployments, DbError};
 use crate::domain::ids::ClusterId;
+use crate::domain::resources::Resources;
 
 type Reply = oneshot::Sender<Result<Executed, EngineError>>;
 
@@ -31,12 +38,18 @@ pub struct ClusterWriter {
     orders: Mutex<Vec<Order>>,
     /// One JSON line per batch run, until taken ([`ClusterWriter::take_logs`]).
     logs: Mutex<Vec<String>>,
+    /// Whether batches describe their changes for watchers.
+    watched: AtomicBool,
+    /// Changes committed batches made, until taken ([`ClusterWriter::take_changes`]).
+    changes: Mutex<Vec<Change>>,
 }
 
 #[derive(Default)]
 struct State {
     db: Option<tokio_postgres::Client>,
     cache: Option<Live>,
+    /// The last change's [`Change::seq`].
+    seq: u64,
 }
 
 impl ClusterWriter {
@@ -81,9 +94,22 @@ impl ClusterWriter {
             }
             let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let started = clock();
-            let (mut results, orders, decided) = state.run(cluster, cmds, &connect, started).await;
+            let watched = self.watched.load(Ordering::Relaxed);
+            let (mut results, orders, changes, decided) =
+                state.run(cluster, cmds, &connect, started, watched).await;
             if !orders.is_empty() {
                 self.lock_orders().extend(orders);
+            }
+            if !changes.is_empty() {
+                let mut taken = self.lock_changes();
+                for (event, what) in changes {
+                    state.seq += 1;
+                    taken.push(Change {
+                        seq: state.seq,
+                        event,
+                        what,
+                    });
+                }
             }
             let stats = BatchStats {
                 commands: u32::try_from(results.len()).unwrap_or(u32::MAX),
@@ -163,6 +189,62 @@ impl ClusterWriter {
                 position: live.position(&id),
             },
         })
+    }
+
+    /// What a new watcher of the cluster is shown first, once `by` is authorized to read it
+    /// (as [`ClusterWriter::view`] authorizes): the events since `after` if it names one of
+    /// the cluster's at most [`REPLAY_LIMIT`] events back, else a snapshot. Read while no
+    /// batch runs, so that the opening and the changes after its `seq` together miss nothing
+    /// and repeat nothing.
+    pub async fn open_watch<C, F>(
+        &self,
+        cluster: ClusterId,
+        by: &Caller,
+        after: Option<i64>,
+        connect: C,
+        now: DateTime<Utc>,
+    ) -> Result<Opening, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let reader = self.reader(&connect).await?;
+        let row = match authorize_reader(&reader, cluster, by, READ_CLUSTER_ACTION, now).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                self.forget_reader(&reader).await;
+                return Err(EngineError::NotFound("cluster".into()));
+            }
+            Err(e) => {
+                if matches!(e, EngineError::Unavailable(_)) {
+                    self.forget_reader(&reader).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut state = self.state.lock().await;
+        let result = state.open_watch(&row, after, &connect, now).await;
+        if matches!(result, Err(EngineError::Unavailable(_))) {
+            state.db = None;
+            state.cache = None;
+        }
+        result
+    }
+
+    /// Whether batches describe their changes for watchers (the object says so while any
+    /// watcher is open: nobody pays for them otherwise).
+    pub fn set_watched(&self, watched: bool) {
+        self.watched.store(watched, Ordering::Relaxed);
+    }
+
+    /// Takes the changes committed batches made since last taken, in commit order (whoever
+    /// ran a command takes them after it, as with orders).
+    pub fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.lock_changes())
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, Vec<Change>> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The reading connection, opened on first use and again after it closed.
@@ -264,9 +346,11 @@ impl State {
         cmds: Vec<Command>,
         connect: &C,
         now: DateTime<Utc>,
+        watched: bool,
     ) -> (
         Vec<Result<Executed, EngineError>>,
         Vec<Order>,
+        Vec<(i64, Changed)>,
         Option<Decided>,
     )
     where
@@ -291,7 +375,7 @@ impl State {
                 .as_ref()
                 .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
             let keys = keys_presented(&cmds);
-            let results = execute_batch(client, cluster, &mut cache, cmds, now).await?;
+            let results = execute_batch(client, cluster, &mut cache, cmds, now, watched).await?;
             if !keys.is_empty() {
                 // Outside the batch's transaction (keys' rows are shared by every cluster),
                 // and best effort: the batch is committed whatever happens to this.
@@ -301,10 +385,15 @@ impl State {
         }
         .await;
         match result {
-            Ok((answers, orders, decided)) => {
+            Ok(Committed {
+                answers,
+                orders,
+                decided,
+                changes,
+            }) => {
                 self.db = db;
                 self.cache = cache;
-                (answers, orders, Some(decided))
+                (answers, orders, changes, Some(decided))
             }
             Err(e) => {
                 // A lost connection is reopened; an unknown cluster keeps none open (its
@@ -312,8 +401,109 @@ impl State {
                 if !matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
                     self.db = db;
                 }
-                (vec![Err(e); n], vec![], None)
+                (vec![Err(e); n], vec![], vec![], None)
             }
         }
+    }
+
+    /// [`ClusterWriter::open_watch`] once authorized, holding the state: the view is loaded
+    /// if need be, and read on the batches' connection (no batch can use it meanwhile).
+    async fn open_watch<C, F>(
+        &mut self,
+        row: &ClusterRow,
+        after: Option<i64>,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Result<Opening, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        if self.db.as_ref().is_none_or(|c| c.is_closed()) {
+            self.cache = None;
+            self.db = Some(connect().await?);
+        }
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
+        if self.cache.is_none() {
+            self.cache = Some(Live::load(db, row, now).await?);
+        }
+        let live = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+        let cluster = row.id;
+        let missed = match after {
+            Some(after) => deployments::events_after(db, cluster, after, REPLAY_LIMIT + 1)
+                .await?
+                .filter(|events| events.len() <= REPLAY_LIMIT as usize),
+            None => None,
+        };
+        let (agents, placed) = tokio::try_join!(
+            agents_db::of_cluster(db, cluster),
+            agents_db::placed_on(db, cluster)
+        )?;
+        let agents: Vec<(AgentRow, Resources, i64)> = agents
+            .into_iter()
+            .map(|a| {
+                let (p, n) = placed
+                    .iter()
+                    .find(|(id, _, _)| *id == a.id)
+                    .map_or((Resources::ZERO, 0), |(_, p, n)| (*p, *n));
+                (a, p, n)
+            })
+            .collect();
+        let usage = live.usage();
+        let shown = match (missed, after) {
+            (Some(events), Some(after)) => {
+                let last = events.last().map_or(after, |e| e.id);
+                let mut changes: Vec<Change> = events
+                    .into_iter()
+                    .map(|e| {
+                        let position = live.position(&e.deployment.id);
+                        Change {
+                            seq: 0,
+                            event: e.id,
+                            what: Changed::Deployment {
+                                kind: e.kind,
+                                deployment: Box::new(e.deployment),
+                                position,
+                            },
+                        }
+                    })
+                    .collect();
+                changes.push(Change {
+                    seq: 0,
+                    event: last,
+                    what: Changed::Usage {
+                        capacity: row.capacity,
+                        usage,
+                    },
+                });
+                changes.extend(agents.into_iter().map(|(a, placed, running)| Change {
+                    seq: 0,
+                    event: last,
+                    what: Changed::Agent {
+                        agent: Box::new(a),
+                        placed,
+                        running,
+                    },
+                }));
+                Shown::Missed(changes)
+            }
+            _ => Shown::Snapshot {
+                event: deployments::last_event(db, cluster).await?,
+                cluster: Box::new(row.clone()),
+                usage,
+                queue: live.queue_page(now, None, SNAPSHOT_QUEUE),
+                agents,
+            },
+        };
+        Ok(Opening {
+            seq: self.seq,
+            shown,
+        })
     }
 }

@@ -57,7 +57,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn new(r: AgentRow, placed: &[(AgentId, Resources, i64)]) -> Self {
+    pub(super) fn new(r: AgentRow, placed: &[(AgentId, Resources, i64)]) -> Self {
         let (placed, running) = placed
             .iter()
             .find(|(a, _, _)| *a == r.id)

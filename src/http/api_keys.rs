@@ -16,6 +16,7 @@ use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::db::api_keys::{self, ApiKeyRow};
+use crate::db::clusters;
 use crate::domain::ids::{ApiKeyId, OrgId};
 use crate::domain::policy::Role;
 use crate::domain::validation::{display_name, role_field, FieldError, Fields, FromJson};
@@ -162,6 +163,14 @@ pub async fn delete_api_key(
     let db = st.db().await?;
     authorize_in(&st, &db, &caller, org, action, "organization").await?;
     if api_keys::revoke(&db, org, id, st.now()).await? {
+        // Revoked first: a new watch with it is refused from now on; then its streams end.
+        let (hash, clusters) =
+            tokio::try_join!(api_keys::hash_of(&db, org, id), clusters::ids_of(&db, org))?;
+        if let Some(hash) = hash {
+            st.platform
+                .end_watches(&clusters, &Caller::ApiKey(hash))
+                .await?;
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found("API key"))

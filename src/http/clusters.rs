@@ -41,7 +41,7 @@ pub struct UsageView {
     pub agents_connected: i64,
 }
 
-fn usage_view(capacity: Resources, u: Usage) -> UsageView {
+pub(super) fn usage_view(capacity: Resources, u: Usage) -> UsageView {
     UsageView {
         capacity,
         allocated: u.allocated,
@@ -73,7 +73,7 @@ pub struct Cluster {
     pub usage: Option<UsageView>,
 }
 
-fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
+pub(super) fn cluster(c: ClusterRow, usage: Option<Usage>) -> Cluster {
     Cluster {
         usage: usage.map(|u| usage_view(c.capacity, u)),
         id: c.id.0,
@@ -389,15 +389,25 @@ pub async fn get_queue(
         page,
         &list.page,
         |(e, _)| e.id.0,
-        |(e, r)| QueueEntry {
-            position: e.position,
-            deployment_id: e.id.0,
-            name: r.name,
-            priority: r.priority,
-            effective_priority: e.effective_priority,
-            resources: r.resources,
-            enqueued_at: r.enqueued_at,
-            reason: e.reason,
-        },
+        queue_entry,
     )))
+}
+
+/// A queue page's entry as the API shows it.
+pub(super) fn queue_entry(
+    (e, r): (
+        crate::domain::scheduling::QueueEntry,
+        crate::engine::QueuedRow,
+    ),
+) -> QueueEntry {
+    QueueEntry {
+        position: e.position,
+        deployment_id: e.id.0,
+        name: r.name,
+        priority: r.priority,
+        effective_priority: e.effective_priority,
+        resources: r.resources,
+        enqueued_at: r.enqueued_at,
+        reason: e.reason,
+    }
 }

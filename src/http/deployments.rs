@@ -89,7 +89,7 @@ pub struct AgentView {
     pub name: String,
 }
 
-fn deployment(
+pub(super) fn deployment(
     d: DeploymentRow,
     position: Option<u32>,
     process: Process,

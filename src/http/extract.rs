@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -131,30 +132,38 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        // An agent token only connects its cluster's agent: it is neither an access token
-        // nor an API key, and no route of the API takes it.
-        if token.starts_with(Kind::AgentToken.prefix()) {
-            return Err(ApiError::Unauthorized(
-                "an agent token only connects a cluster's agent; it cannot call the API".into(),
-            ));
-        }
-        if token.starts_with(Kind::ApiKey.prefix()) {
-            return opaque::hash_presented(Kind::ApiKey, token)
-                .map(Caller::ApiKey)
-                .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()));
-        }
-        let user = state
-            .keys
-            .verify(token, state.now())
-            .map_err(|e| ApiError::Unauthorized(format!("invalid access token: {e}")))?;
-        Ok(Caller::User(user))
+        authenticate(&parts.headers, state).map(|(caller, _)| caller)
     }
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
+/// The caller of `Authorization: Bearer …`, and when its credential expires (an access
+/// token's expiry; an API key has none): 401 for anything else.
+pub fn authenticate(
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<(Caller, Option<DateTime<Utc>>), ApiError> {
+    let token = bearer(headers)?;
+    // An agent token only connects its cluster's agent: it is neither an access token
+    // nor an API key, and no route of the API takes it.
+    if token.starts_with(Kind::AgentToken.prefix()) {
+        return Err(ApiError::Unauthorized(
+            "an agent token only connects a cluster's agent; it cannot call the API".into(),
+        ));
+    }
+    if token.starts_with(Kind::ApiKey.prefix()) {
+        return opaque::hash_presented(Kind::ApiKey, token)
+            .map(|hash| (Caller::ApiKey(hash), None))
+            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()));
+    }
+    let (user, expires) = state
+        .keys
+        .verify_until(token, state.now())
+        .map_err(|e| ApiError::Unauthorized(format!("invalid access token: {e}")))?;
+    Ok((Caller::User(user), Some(expires)))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?
         .to_str()

@@ -17,6 +17,7 @@ pub mod pagination;
 pub mod request_log;
 pub mod router;
 pub mod state;
+pub mod watch;
 
 pub use error::ApiError;
 

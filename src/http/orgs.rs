@@ -13,6 +13,7 @@ use super::extract::{Caller, Ids, Valid};
 use super::guard::{authorize_in, not_found, Declared};
 use super::pagination::{List, ListParams, Paged};
 use super::{ApiError, AppState};
+use crate::db::clusters;
 use crate::db::orgs::{self, MemberRow, OrgRow};
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::policy::{Action, Role};
@@ -247,5 +248,10 @@ pub async fn delete_member(
     }
     orgs::remove(&tx, id, target).await?;
     tx.commit().await?;
+    // Removed first: a new watch is refused from now on; then its streams end.
+    let clusters = clusters::ids_of(&db, id).await?;
+    st.platform
+        .end_watches(&clusters, &Caller::User(target))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

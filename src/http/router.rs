@@ -16,8 +16,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{
-    accounts, agent_tokens, agents, api_keys, clusters, deployments, invites, ops, orgs, ApiError,
-    AppState,
+    accounts, agent_tokens, agents, api_keys, clusters, deployments, invites, ops, orgs, watch,
+    ApiError, AppState,
 };
 use crate::domain::policy::Action;
 use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
@@ -267,6 +267,7 @@ fn routes() -> OpenApiRouter<AppState> {
         // Authorized by the cluster's object (`engine/authorize.rs`), with its actions.
         .routes(org(routes!(clusters::get_cluster), READ_CLUSTER_ACTION))
         .routes(org(routes!(clusters::get_queue), READ_QUEUE_ACTION))
+        .routes(org(routes!(watch::watch_cluster), READ_CLUSTER_ACTION))
         .routes(org(routes!(deployments::create_deployment), SUBMIT_ACTION))
 }
 

@@ -930,3 +930,132 @@ async fn wait_for_database(p: &Person) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// `berth watch` as it runs: spawned, its lines read as they come.
+struct Watching {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watching {
+    async fn spawn(p: &Person, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary())
+            .args(args)
+            .env("BERTH_CONFIG", &p.config)
+            .env(
+                "BERTH_URL",
+                std::env::var("BERTH_E2E_URL").expect("BERTH_E2E_URL"),
+            )
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_ORG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run berth watch");
+        let stdout = child.stdout.take().expect("stdout");
+        Self {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next line that satisfies `want`, within 10 s; the lines skipped on the way.
+    async fn until(&mut self, want: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+        let mut skipped = vec![];
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no such line in time; saw {skipped:?}"))
+                .expect("read")
+                .unwrap_or_else(|| panic!("berth watch ended; saw {skipped:?}"));
+            if want(&line) {
+                return (line, skipped);
+            }
+            skipped.push(line);
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_follows_a_cluster_live_and_resumes_across_an_expired_token() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Watchers"]).await.ok();
+    ada.run(&["cluster", "create", "w", "--cpu", "1", "--memory", "1Gi"])
+        .await
+        .ok();
+    let deploy = |name: &'static str| {
+        let ada = &ada;
+        async move {
+            let args = [
+                "deploy",
+                name,
+                "--cluster",
+                "w",
+                "--image",
+                "alpine:3.20",
+                "--cpu",
+                "0.5",
+                "--memory",
+                "64Mi",
+                "-o",
+                "json",
+            ];
+            ada.run(&args).await.ok().json()["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        }
+    };
+
+    // What a person sees: the cluster now, then a line per change.
+    let mut human = Watching::spawn(&ada, &["watch", "w"]).await;
+    human.until(|l| l.starts_with("Watching w")).await;
+    let first = deploy("first").await;
+    let (line, _) = human.until(|l| l.contains("admitted")).await;
+    assert!(
+        line.contains("first running") && line.contains(&first),
+        "{line}"
+    );
+    human
+        .until(|l| l.contains("usage") && l.contains("cpu 0.5/1"))
+        .await;
+
+    // A token the file believes good for 10 minutes, which the server holds expired in
+    // 4 s: the server ends the stream then, and berth resumes it with a fresh token.
+    let user = ada.user_id().await;
+    let short = Client::new()
+        .keys()
+        .issue(user, Utc::now() - chrono::Duration::seconds(15 * 60 - 4));
+    ada.set_access(&short, Utc::now() + chrono::Duration::minutes(10));
+    let mut json = Watching::spawn(&ada, &["watch", "w", "-o", "json"]).await;
+    let (line, _) = json.until(|_| true).await;
+    let snapshot: Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(snapshot["event"], "snapshot");
+    assert_eq!(snapshot["data"]["usage"]["allocated"]["cpu_millis"], 500);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = deploy("second").await;
+    let (line, skipped) = json
+        .until(|l| l.contains(&second) && l.contains("\"admitted\""))
+        .await;
+    let event: Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(event["event"], "deployment");
+    assert_eq!(event["data"]["status"], "running");
+    assert!(
+        skipped.iter().all(|l| !l.contains("\"snapshot\"")),
+        "resumed, not started over: {skipped:?}"
+    );
+    assert_ne!(ada.session("access_token"), short, "refreshed");
+    human.until(|l| l.contains(&second)).await;
+    let _ = human.child.start_kill();
+    let _ = json.child.start_kill();
+
+    // A cluster that does not exist is one clear line.
+    let run = ada.run(&["watch", "nope"]).await;
+    assert_ne!(run.code, 0);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+}

@@ -15,3 +15,4 @@ mod roles;
 mod scheduling;
 mod support;
 mod throttling;
+mod watch;

@@ -12,3 +12,4 @@ mod orgs;
 mod placement;
 mod scheduling;
 mod support;
+mod watch;

@@ -6,6 +6,7 @@ mod agent;
 mod clusters;
 mod deployments;
 mod orgs;
+mod watch;
 
 use berth::http::wire::{Cluster, Deployment, Org};
 use serde::de::DeserializeOwned;
@@ -62,6 +63,7 @@ pub async fn run(global: Global, command: Command) -> Result {
         Command::AgentToken(c) => clusters::agent_token(&ctx, c).await,
         Command::Agents { cluster } => clusters::agents(&ctx, &cluster).await,
         Command::Queue { cluster } => clusters::queue(&ctx, &cluster).await,
+        Command::Watch { cluster } => watch::watch(&ctx, &cluster).await,
         Command::Deploy(a) => deployments::deploy(&ctx, a).await,
         Command::Ps { cluster, status } => deployments::ps(&ctx, cluster, status).await,
         Command::Get(d) => deployments::get(&ctx, d).await,

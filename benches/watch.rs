@@ -1,0 +1,375 @@
+//! Watch benchmark (a program, not a test; `make bench` runs it last, `BENCH_ONLY=watch`
+//! alone): what open watch streams cost the hot path. Submissions from WATCH_CLIENTS
+//! connections (default 16) into one cluster for BENCH_SECONDS (default 10) each round, in
+//! four rounds: no watcher, WATCHERS (default 100) watch streams open on that cluster, none
+//! again, watchers again — the baseline is measured in the same run, interleaved so that
+//! drift hits both. With the watchers:
+//!
+//! - every watcher must receive every deployment event the rounds recorded (checked against
+//!   the database), in order;
+//! - one watcher's delivery delay (201 on the submitting client → the `created` event on the
+//!   watcher) is reported as percentiles;
+//! - one more watcher never reads (a raw socket with a small receive buffer): the server must
+//!   drop it (end its stream) rather than buffer without bound.
+//!
+//! BERTH_URL and BERTH_DB (the Worker's database) say where things are.
+
+#[path = "support/env.rs"]
+mod env;
+use env::env_or;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// One round of submissions: rate, latencies (ms, sorted), and when each id's 201 came.
+struct Round {
+    rate: f64,
+    latencies: Vec<f64>,
+    acked: Vec<(String, Instant)>,
+    errors: usize,
+}
+
+async fn round(http: &reqwest::Client, base: &str, token: &str, cluster: &str) -> Round {
+    let (clients, seconds) = (env_or("WATCH_CLIENTS", 16usize), env_or("BENCH_SECONDS", 10.0));
+    let stop = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|k| {
+            let (http, url, token) = (
+                http.clone(),
+                format!("{base}/v1/clusters/{cluster}/deployments"),
+                token.to_string(),
+            );
+            tokio::spawn(async move {
+                let (mut lat, mut acked, mut errors, mut i) = (vec![], vec![], 0, 0);
+                while Instant::now() < stop {
+                    i += 1;
+                    let body = json!({"name": format!("w{k}-{i}"), "image": "ghcr.io/acme/job:1",
+                        "resources": {"cpu_millis": 1, "memory_mib": 1, "gpus": 0}});
+                    let t = Instant::now();
+                    match http.post(&url).bearer_auth(&token).json(&body).send().await {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            let at = Instant::now();
+                            lat.push((at - t).as_secs_f64() * 1000.0);
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            acked.push((v["id"].as_str().unwrap_or_default().to_string(), at));
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, acked, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut acked, mut errors) = (vec![], vec![], 0);
+    for t in tasks {
+        let (l, a, e) = t.await.expect("client");
+        latencies.extend(l);
+        acked.extend(a);
+        errors += e;
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Round {
+        rate: acked.len() as f64 / start.elapsed().as_secs_f64(),
+        latencies,
+        acked,
+        errors,
+    }
+}
+
+/// What one watcher saw: the deployment events' ids in order, and (for the one that times
+/// them) when each deployment's `created` arrived.
+#[derive(Default)]
+struct Seen {
+    events: Vec<i64>,
+    created: HashMap<String, Instant>,
+}
+
+async fn watcher(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    timed: bool,
+    seen: Arc<Mutex<Seen>>,
+    ready: Arc<tokio::sync::Barrier>,
+    done: Arc<AtomicBool>,
+) {
+    let res = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("watch");
+    assert_eq!(res.status().as_u16(), 200, "watch");
+    let mut events = res.bytes_stream().eventsource();
+    let mut waiting = true;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), events.next()).await {
+        let Ok(e) = e else { break };
+        if waiting && e.event == "snapshot" {
+            waiting = false;
+            ready.wait().await;
+            continue;
+        }
+        if e.event != "deployment" {
+            continue;
+        }
+        let mut seen = seen.lock().expect("seen");
+        seen.events.push(e.id.parse().unwrap_or(-1));
+        if timed && e.data.contains("\"event\":\"created\"") {
+            let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+            if let Some(id) = v["id"].as_str() {
+                seen.created.insert(id.to_string(), Instant::now());
+            }
+        }
+    }
+    // A quiet stream after the rounds: the test is over.
+    if !done.load(Ordering::Relaxed) {
+        eprintln!("a watcher's stream ended before the rounds did");
+    }
+}
+
+/// A watcher that never reads: answers whether the server ended its stream within `within`
+/// after the load (read, at last, to the end: EOF means the server closed it).
+async fn never_reads(base: &str, token: &str, cluster: &str) -> tokio::net::TcpStream {
+    let addr = base.trim_start_matches("http://");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let mut s = socket
+        .connect(addr.parse().expect("host:port"))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /v1/clusters/{cluster}/watch HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    s
+}
+
+async fn dropped(mut s: tokio::net::TcpStream, within: Duration) -> (bool, usize) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) => return (true, total),
+            Ok(Ok(n)) => total += n,
+            Ok(Err(_)) => return (true, total),
+            Err(_) => return (false, total),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let base = std::env::var("BERTH_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into());
+    let db_url = std::env::var("BERTH_DB").expect("BERTH_DB: the Worker's database");
+    let n_watchers = env_or("WATCHERS", 100usize);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let email = format!("watch-{}@example.com", uuid::Uuid::new_v4().simple());
+    let password = "correct horse battery";
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut req = http.post(format!("{base}{path}")).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.expect("setup request");
+            let status = r.status();
+            let v: Value = r.json().await.expect("json");
+            assert!(status.is_success(), "{status} {v}");
+            v
+        }
+    };
+    post(
+        "/v1/auth/register",
+        None,
+        json!({"email": email, "password": password, "name": "Watch bench"}),
+    )
+    .await;
+    let token = post(
+        "/v1/auth/login",
+        None,
+        json!({"email": email, "password": password}),
+    )
+    .await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let org = post("/v1/orgs", Some(&token), json!({"name": "watch-bench"})).await["id"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let cluster = post(
+        &format!("/v1/orgs/{org}/clusters"),
+        Some(&token),
+        json!({"name": "watched", "capacity": {"cpu_millis": 1 << 40, "memory_mib": 1 << 40, "gpus": 0}}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("cluster")
+        .to_string();
+    println!(
+        "Watch benchmark: {base}; {} clients, {} s per round, {n_watchers} watchers",
+        env_or("WATCH_CLIENTS", 16usize),
+        env_or("BENCH_SECONDS", 10.0)
+    );
+
+    let url = format!("{base}/v1/clusters/{cluster}/watch");
+    let mut rows: Vec<(String, Round)> = vec![];
+    let done = Arc::new(AtomicBool::new(false));
+    let mut seen_all: Vec<Arc<Mutex<Seen>>> = vec![];
+    let mut slow = None;
+    for r in 0..4 {
+        let watched = r % 2 == 1;
+        let mut tasks = vec![];
+        if watched {
+            let ready = Arc::new(tokio::sync::Barrier::new(n_watchers + 1));
+            for w in 0..n_watchers {
+                let seen = Arc::new(Mutex::new(Seen::default()));
+                seen_all.push(seen.clone());
+                tasks.push(tokio::spawn(watcher(
+                    reqwest::Client::new(),
+                    url.clone(),
+                    token.clone(),
+                    w == 0,
+                    seen,
+                    ready.clone(),
+                    done.clone(),
+                )));
+            }
+            ready.wait().await;
+            if r == 3 {
+                slow = Some(never_reads(&base, &token, &cluster).await);
+            }
+        }
+        let result = round(&http, &base, &token, &cluster).await;
+        let name = if watched {
+            format!("POST deployments, {n_watchers} watchers")
+        } else {
+            "POST deployments, no watcher (baseline)".to_string()
+        };
+        if watched {
+            // Every watcher has seen the round's last event (or gave up after 3 s quiet).
+            done.store(r == 3, Ordering::Relaxed);
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+            }
+        }
+        rows.push((name, result));
+    }
+
+    let base_rate = (rows[0].1.rate + rows[2].1.rate) / 2.0;
+    println!();
+    println!(
+        "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "round", "per s", "p50 ms", "p90 ms", "p99 ms", "errors", "vs none"
+    );
+    for (name, r) in &rows {
+        println!(
+            "{:<44} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.0}%",
+            name,
+            r.rate,
+            pct(&r.latencies, 0.5),
+            pct(&r.latencies, 0.9),
+            pct(&r.latencies, 0.99),
+            r.errors,
+            100.0 * r.rate / base_rate
+        );
+    }
+    let watched_rate = (rows[1].1.rate + rows[3].1.rate) / 2.0;
+    println!(
+        "with {n_watchers} watchers: {:.1}% of the throughput without (goal: ≥ 90%)",
+        100.0 * watched_rate / base_rate
+    );
+
+    // Delivery delay: 201 → the timed watcher's `created`.
+    let timed = seen_all
+        .iter()
+        .step_by(n_watchers)
+        .map(|s| s.lock().expect("seen").created.clone())
+        .collect::<Vec<_>>();
+    let mut delays = vec![];
+    for (r, created) in [1usize, 3].iter().zip(&timed) {
+        for (id, acked) in &rows[*r].1.acked {
+            if let Some(at) = created.get(id) {
+                delays.push(at.saturating_duration_since(*acked).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    delays.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "201 → event on a watcher: {} timed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (0 when the event came first)",
+        delays.len(),
+        pct(&delays, 0.5),
+        pct(&delays, 0.99),
+        delays.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // Every watcher saw every event of its round, in order.
+    let (db, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
+        .await
+        .expect("database");
+    tokio::spawn(conn);
+    let cluster_id: uuid::Uuid = cluster.parse().expect("uuid");
+    let recorded: Vec<i64> = db
+        .query(
+            "select id from deployment_events where cluster_id = $1 order by id",
+            &[&cluster_id],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut complete = 0;
+    for seen in &seen_all {
+        let seen = seen.lock().expect("seen");
+        let (Some(first), Some(last)) = (seen.events.first(), seen.events.last()) else {
+            continue;
+        };
+        let want: Vec<i64> = recorded
+            .iter()
+            .copied()
+            .filter(|id| id >= first && id <= last)
+            .collect();
+        if seen.events == want && !want.is_empty() {
+            complete += 1;
+        }
+    }
+    println!(
+        "watchers that saw every event of their round, in order: {complete} of {}",
+        seen_all.len()
+    );
+    let (gone, read) = match slow {
+        Some(s) => dropped(s, Duration::from_secs(10)).await,
+        None => (false, 0),
+    };
+    println!(
+        "the watcher that never read: {} ({} KiB were waiting for it)",
+        if gone { "dropped by the server" } else { "STILL OPEN" },
+        read / 1024
+    );
+    let ok = complete == seen_all.len() && gone && rows.iter().all(|(_, r)| r.errors == 0);
+    if !ok {
+        eprintln!("watch benchmark: an invariant failed (see above)");
+        std::process::exit(1);
+    }
+}
