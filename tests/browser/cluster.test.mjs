@@ -208,3 +208,21 @@ test('a running deployment shows its agent, and agents come and go live', async 
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('an organization of five clusters streams four and reads the fifth; a cluster opened from it is live', async () => {
+  const team = await org(ada);
+  const names = [];
+  for (let i = 1; i <= 5; i++) names.push((await cluster(ada, team.id, { name: `c${i}` })).name);
+  const page = await newPage();
+  await signIn(page, ada, `#/orgs/${team.id}`);
+  for (const name of names) await page.getByRole('link', { name, exact: true }).waitFor();
+  await page.waitForFunction(() => document.querySelectorAll('.cards [role=status]').length === 5);
+  const badges = async () => (await page.locator('.cards [role=status]').allInnerTexts()).sort();
+  await page.waitForFunction(() => [...document.querySelectorAll('.cards [role=status]')].every((b) => !/Connecting/.test(b.textContent)));
+  assert.deepEqual(await badges(), ['Live', 'Live', 'Live', 'Live', 'Refreshing every 15 s']);
+  await page.getByRole('link', { name: 'c5', exact: true }).click();
+  await page.getByRole('heading', { level: 1, name: 'c5' }).waitFor();
+  await live(page);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

@@ -60,15 +60,22 @@ export class ClusterFeed {
   start() {
     if (streams < MAX_STREAMS) {
       streams++;
-      this.streaming = true;
-      this.loop().finally(() => streams--);
+      this.slot = true;
+      this.loop().finally(() => this.release());
     } else {
       this.poll();
     }
     return this;
   }
 
+  /** Gives the stream's place back, at once: the next page's feed may take it. */
+  release() {
+    if (this.slot) streams--;
+    this.slot = false;
+  }
+
   stop() {
+    this.release();
     this.abort.abort();
     clearTimeout(this.queueTimer);
     this.onChange = () => {};
@@ -84,11 +91,6 @@ export class ClusterFeed {
         backoff = 1000; // it ended cleanly: open it again at once
       } catch (e) {
         if (signal.aborted) return;
-        if (e instanceof ApiError && e.status === 404 && e.problem.detail === 'no such route') {
-          // A server without the stream: read instead.
-          this.poll();
-          return;
-        }
         if (e instanceof ApiError && [403, 404].includes(e.status)) {
           this.set({ mode: 'failed', error: e });
           return;
@@ -222,21 +224,14 @@ export class ClusterFeed {
     }
   }
 
-  /** No stream (none to spare, or a server without it): the cluster read every POLL_MS. */
+  /** No stream to spare (an organization's fifth cluster on): its usage read every POLL_MS. */
   async poll() {
     const { signal } = this.abort;
     while (!signal.aborted) {
       try {
         const { usage, ...cluster } = await get(`/v1/clusters/${this.id}`);
-        const more = this.detail
-          ? {
-              queue: (await get(`/v1/clusters/${this.id}/queue?limit=${QUEUE_HEAD}`)).items,
-              agents: byName(await all(`/v1/clusters/${this.id}/agents`)),
-              running: sortRunning(await all(`/v1/clusters/${this.id}/deployments?status=running`)),
-            }
-          : {};
         if (signal.aborted) return;
-        this.set({ cluster, usage, ...more, mode: 'polling', error: null });
+        this.set({ cluster, usage, mode: 'polling', error: null });
       } catch (e) {
         if (signal.aborted) return;
         this.set({ mode: e.status === 404 ? 'failed' : 'polling', error: e });
