@@ -73,6 +73,11 @@ async fn fetch(
                 if let Some(segment) = http::agents::connect_path(req.uri().path()) {
                     return agents::connect(&state, &env, segment, &req).await;
                 }
+                // The watch stream too: the object's streaming answer passes through as it
+                // is, rather than chunk by chunk through Rust and back.
+                if let Some(segment) = http::watch::watch_path(req.uri().path()) {
+                    return watch::connect(&state, &env, segment, &req).await;
+                }
                 match http::app(state).call(req).await {
                     Ok(res) => res,
                     Err(never) => match never {},

@@ -41,18 +41,46 @@ const REFUSED: u16 = 409;
 pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
 /// At most this much is handed to the runtime at once (more when one frame is larger).
 const CHUNK_BYTES: usize = 64 * 1024;
+/// How long a frame waits for others to share its chunk.
+const FLUSH_MS: u64 = 20;
 
-/// The Worker's side: asks the cluster's object to open `watch`, and answers the stream's
-/// body, or the object's refusal as the API's error.
+/// The Worker's side of `GET /v1/clusters/{id}/watch`, beside the router: the watch is
+/// admitted (`http::watch::admit_path`), and the object's streaming answer returned as it is;
+/// a refusal is an ordinary problem+json answer.
+pub async fn connect(
+    st: &crate::http::AppState,
+    env: &worker::Env,
+    segment: &str,
+    req: &axum::http::Request<axum::body::Body>,
+) -> worker::Result<web_sys::Response> {
+    use axum::response::IntoResponse;
+    let opened = match crate::http::watch::admit_path(st, req.method(), segment, req.headers()) {
+        Ok(watch) => open_or_refused(env, &watch).await,
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(res) => Ok(res),
+        Err(e) => Ok(super::exchange::response_to_js(e.into_response()).await?),
+    }
+}
+
+/// The stream's body for the router's handler (`Platform::cluster_watch`; on Workers the
+/// route is answered by [`connect`] instead, without this detour through Rust).
 pub async fn forward(env: &worker::Env, watch: &Watch) -> Result<axum::body::Body, ApiError> {
+    let res = open_or_refused(env, watch).await?;
+    let body = res
+        .body()
+        .map(worker::Body::new)
+        .unwrap_or_else(worker::Body::empty);
+    Ok(axum::body::Body::new(body))
+}
+
+/// The object's 200 with its stream, or its refusal as the API's error.
+async fn open_or_refused(env: &worker::Env, watch: &Watch) -> Result<web_sys::Response, ApiError> {
     let unavailable = |e: JsValue| ApiError::Unavailable(format!("cluster object (watch): {e:?}"));
     let res = open(env, watch).await.map_err(unavailable)?;
     if res.status() == 200 {
-        let body = res
-            .body()
-            .map(worker::Body::new)
-            .unwrap_or_else(worker::Body::empty);
-        return Ok(axum::body::Body::new(body));
+        return Ok(res);
     }
     let text = JsFuture::from(res.text().map_err(unavailable)?)
         .await
@@ -134,8 +162,10 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
             };
             match got {
                 Some(Some(frame)) => {
-                    // Whatever else is waiting goes in the same chunk: one per batch, not one
-                    // per frame, for the runtime to move.
+                    // What comes within FLUSH_MS goes in the same chunk: a few chunks a
+                    // second for the runtime to move, not one per frame, however busy the
+                    // cluster.
+                    worker::Delay::from(Duration::from_millis(FLUSH_MS)).await;
                     let mut chunk = frame.as_bytes().to_vec();
                     while chunk.len() < CHUNK_BYTES {
                         match rx.try_recv() {
@@ -156,6 +186,8 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
     let headers = res.headers_mut();
     headers.set("content-type", EVENT_STREAM)?;
     headers.set("cache-control", "no-cache")?;
+    // Proxies that buffer answers (nginx) pass this one through as it comes.
+    headers.set("x-accel-buffering", "no")?;
     Ok(res)
 }
 

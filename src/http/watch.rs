@@ -14,7 +14,7 @@
 //! events after `E`, then the current usage and agents.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -65,30 +65,62 @@ pub struct Watch {
     ))]
 pub async fn watch_cluster(
     State(st): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     Ids(cluster): Ids<ClusterId>,
 ) -> Result<Response, ApiError> {
-    let (by, until) = authenticate(&headers, &st)?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(last_event);
-    let body = st
-        .platform
-        .cluster_watch(Watch {
-            cluster,
-            by,
-            until,
-            after,
-        })
-        .await?;
+    let watch = admit(&st, &method, cluster, &headers)?;
+    let body = st.platform.cluster_watch(watch).await?;
     let mut res = body.into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Proxies that buffer answers (nginx) pass this one through as it comes.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(res)
+}
+
+/// The cluster id segment of `path` when it is the watch route (an id that does not parse is
+/// [`admit_path`]'s 404). On Workers the route is served beside the router, so that the
+/// object's stream passes through the Worker untouched (`edge::watch`).
+pub fn watch_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/clusters/")?;
+    let id = rest.strip_suffix("/watch")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// [`admit`] for the cluster id segment of a path: 404 when it is no id.
+pub fn admit_path(
+    st: &AppState,
+    method: &Method,
+    segment: &str,
+    headers: &HeaderMap,
+) -> Result<Watch, ApiError> {
+    let cluster =
+        ClusterId::parse(segment).ok_or_else(|| ApiError::NotFound("no such cluster".into()))?;
+    admit(st, method, cluster, headers)
+}
+
+/// The watch a request asks for: 405 unless GET, 401 without a valid credential; its
+/// `Last-Event-ID`. Whether the caller may read the cluster is the object's to say.
+pub fn admit(
+    st: &AppState,
+    method: &Method,
+    cluster: ClusterId,
+    headers: &HeaderMap,
+) -> Result<Watch, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let (by, until) = authenticate(headers, st)?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(last_event);
+    Ok(Watch {
+        cluster,
+        by,
+        until,
+        after,
+    })
 }
 
 /// The stream's content type.
@@ -203,6 +235,18 @@ fn event(name: &str, id: Option<String>, data: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_path_names_one_segment() {
+        assert_eq!(watch_path("/v1/clusters/abc/watch"), Some("abc"));
+        for other in [
+            "/v1/clusters//watch",
+            "/v1/clusters/a/b/watch",
+            "/v1/clusters/a/queue",
+        ] {
+            assert_eq!(watch_path(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn last_event_ids_are_ours_or_nothing() {
