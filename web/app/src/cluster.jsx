@@ -3,8 +3,8 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { api } from './api.js';
-import { age, formatResources, parseCpu, parseGpus, parseMemory, time, words } from './units.js';
-import { atLeast, Field, LiveBadge, Page, Problem, UsageBars, useFeed, useSession, useTick } from './ui.jsx';
+import { age, formatResources, parseResources, time, words } from './units.js';
+import { atLeast, Field, ListTable, LiveBadge, Page, Problem, UsageBars, useFeed, useSession, useTick } from './ui.jsx';
 
 export function ClusterPage({ id }) {
   const { roleOf, setOrg } = useSession();
@@ -60,47 +60,29 @@ export function ClusterPage({ id }) {
         {queue.length === 0 ? (
           <p class="muted">Nothing waits.</p>
         ) : (
-          <table class="list" aria-labelledby="queue-h">
-            <thead>
-              <tr>
-                <th scope="col">Position</th>
-                <th scope="col">Name</th>
-                <th scope="col">Priority</th>
-                <th scope="col">Resources</th>
-                <th scope="col">Waiting</th>
-                <th scope="col">Reason</th>
-                {canDeploy && (
-                  <th scope="col">
-                    <span class="visually-hidden">Actions</span>
-                  </th>
-                )}
-              </tr>
-            </thead>
-            <tbody>
-              {queue.map((q) => (
-                <tr key={q.deployment_id}>
-                  <td data-label="Position">{q.position}</td>
-                  <td data-label="Name">
-                    <a href={`#/deployments/${q.deployment_id}`}>{q.name}</a>
-                  </td>
-                  <td data-label="Priority">
-                    {q.priority}
-                    {q.effective_priority !== q.priority && <span class="muted"> (effective {q.effective_priority})</span>}
-                  </td>
-                  <td data-label="Resources">{formatResources(q.resources)}</td>
-                  <td data-label="Waiting">{age(q.enqueued_at)}</td>
-                  <td data-label="Reason">{q.reason ? words(q.reason) : '…'}</td>
-                  {canDeploy && (
-                    <td class="actions">
-                      <button type="button" aria-label={`Cancel ${q.name}`} onClick={() => act(q.deployment_id, 'cancel')}>
-                        Cancel
-                      </button>
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <ListTable
+            labelledBy="queue-h"
+            rows={queue}
+            rowKey={(q) => q.deployment_id}
+            columns={[
+              ['Position', (q) => q.position],
+              ['Name', (q) => <a href={`#/deployments/${q.deployment_id}`}>{q.name}</a>],
+              ['Priority', (q) => (
+                <>
+                  {q.priority}
+                  {q.effective_priority !== q.priority && <span class="muted"> (effective {q.effective_priority})</span>}
+                </>
+              )],
+              ['Resources', (q) => formatResources(q.resources)],
+              ['Waiting', (q) => age(q.enqueued_at)],
+              ['Reason', (q) => (q.reason ? words(q.reason) : '…')],
+            ]}
+            action={canDeploy && ((q) => (
+              <button type="button" aria-label={`Cancel ${q.name}`} onClick={() => act(q.deployment_id, 'cancel')}>
+                Cancel
+              </button>
+            ))}
+          />
         )}
         {usage && usage.queued > queue.length && <p class="muted">and {usage.queued - queue.length} more</p>}
       </section>
@@ -110,44 +92,23 @@ export function ClusterPage({ id }) {
         {running.length === 0 ? (
           <p class="muted">Nothing runs.</p>
         ) : (
-          <table class="list" aria-labelledby="running-h">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Agent</th>
-                <th scope="col">Priority</th>
-                <th scope="col">Resources</th>
-                <th scope="col">Age</th>
-                {canDeploy && (
-                  <th scope="col">
-                    <span class="visually-hidden">Actions</span>
-                  </th>
-                )}
-              </tr>
-            </thead>
-            <tbody>
-              {running.map((d) => (
-                <tr key={d.id}>
-                  <td data-label="Name">
-                    <a href={`#/deployments/${d.id}`}>{d.name}</a>
-                  </td>
-                  <td data-label="Agent">{d.agent ? `${d.agent.name}${d.placement && d.placement !== 'started' ? ` (${words(d.placement)})` : ''}` : words(d.placement || 'none')}</td>
-                  <td data-label="Priority">{d.priority}</td>
-                  <td data-label="Resources">{formatResources(d.resources)}</td>
-                  <td data-label="Age">
-                    <span title={`admitted ${time(d.admitted_at)}`}>{age(d.admitted_at)}</span>
-                  </td>
-                  {canDeploy && (
-                    <td class="actions">
-                      <button type="button" aria-label={`Stop ${d.name}`} onClick={() => act(d.id, 'stop')}>
-                        Stop
-                      </button>
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <ListTable
+            labelledBy="running-h"
+            rows={running}
+            rowKey={(d) => d.id}
+            columns={[
+              ['Name', (d) => <a href={`#/deployments/${d.id}`}>{d.name}</a>],
+              ['Agent', placedOn],
+              ['Priority', (d) => d.priority],
+              ['Resources', (d) => formatResources(d.resources)],
+              ['Age', (d) => <span title={`admitted ${time(d.admitted_at)}`}>{age(d.admitted_at)}</span>],
+            ]}
+            action={canDeploy && ((d) => (
+              <button type="button" aria-label={`Stop ${d.name}`} onClick={() => act(d.id, 'stop')}>
+                Stop
+              </button>
+            ))}
+          />
         )}
       </section>
 
@@ -156,34 +117,29 @@ export function ClusterPage({ id }) {
         {agents.length === 0 ? (
           <p class="muted">No agent has connected: admitted deployments wait for one to run them.</p>
         ) : (
-          <table class="list" aria-labelledby="agents-h">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Status</th>
-                <th scope="col">Capacity</th>
-                <th scope="col">Placed</th>
-                <th scope="col">Running</th>
-                <th scope="col">Last seen</th>
-              </tr>
-            </thead>
-            <tbody>
-              {agents.map((a) => (
-                <tr key={a.id}>
-                  <td data-label="Name">{a.name}</td>
-                  <td data-label="Status">{a.status}</td>
-                  <td data-label="Capacity">{formatResources(a.capacity)}</td>
-                  <td data-label="Placed">{formatResources(a.placed)}</td>
-                  <td data-label="Running">{a.running}</td>
-                  <td data-label="Last seen">{age(a.last_seen_at)} ago</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+          <ListTable
+            labelledBy="agents-h"
+            rows={agents}
+            rowKey={(a) => a.id}
+            columns={[
+              ['Name', (a) => a.name],
+              ['Status', (a) => a.status],
+              ['Capacity', (a) => formatResources(a.capacity)],
+              ['Placed', (a) => formatResources(a.placed)],
+              ['Running', (a) => a.running],
+              ['Last seen', (a) => `${age(a.last_seen_at)} ago`],
+            ]}
+          />
         )}
       </section>
     </Page>
   );
+}
+
+/** Its agent, and how far the placement got while it is not started: `rack-1 (assigned)`. */
+function placedOn(d) {
+  if (!d.agent) return words(d.placement || 'none');
+  return d.placement && d.placement !== 'started' ? `${d.agent.name} (${words(d.placement)})` : d.agent.name;
 }
 
 /** Where a problem's field shows, by its path in the request. */
@@ -212,19 +168,7 @@ function SubmitForm({ clusterId }) {
     e.preventDefault();
     setError(null);
     setDone(null);
-    const errs = {};
-    const resources = {};
-    for (const [k, field, parse] of [
-      ['cpu_millis', 'cpu', parseCpu],
-      ['memory_mib', 'memory', parseMemory],
-      ['gpus', 'gpus', parseGpus],
-    ]) {
-      try {
-        resources[k] = parse(f[field]);
-      } catch (err) {
-        errs[`deploy-${field}`] = err.message;
-      }
-    }
+    const { resources, errors: errs } = parseResources(f, 'deploy');
     const priority = Number(f.priority.trim() || 500);
     if (!Number.isInteger(priority) || priority < 0 || priority > 1000) errs['deploy-priority'] = 'a whole number from 0 to 1000';
     setFieldErrors(errs);

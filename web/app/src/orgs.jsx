@@ -2,7 +2,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { all, api } from './api.js';
-import { parseCpu, parseGpus, parseMemory } from './units.js';
+import { parseResources } from './units.js';
 import { atLeast, Field, LiveBadge, navigate, Page, Problem, UsageBars, useFeed, useSession } from './ui.jsx';
 
 let firstVisit = true;
@@ -136,19 +136,7 @@ function CreateCluster({ orgId, onCreated }) {
   async function submit(e) {
     e.preventDefault();
     setError(null);
-    const errs = {};
-    const capacity = {};
-    for (const [k, field, parse] of [
-      ['cpu_millis', 'cpu', parseCpu],
-      ['memory_mib', 'memory', parseMemory],
-      ['gpus', 'gpus', parseGpus],
-    ]) {
-      try {
-        capacity[k] = parse(f[field]);
-      } catch (err) {
-        errs[`cluster-${field}`] = err.message;
-      }
-    }
+    const { resources: capacity, errors: errs } = parseResources(f, 'cluster');
     setFieldErrors(errs);
     if (Object.keys(errs).length) return;
     try {

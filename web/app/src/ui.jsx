@@ -131,6 +131,43 @@ export function UsageBars({ usage }) {
   );
 }
 
+/**
+ * A table whose rows become labelled cards at phone width: `columns` are `[heading, (row) =>
+ * cell]`; `action(row)`, when given, fills a last cell without a heading (its buttons).
+ */
+export function ListTable({ labelledBy, columns, rows, rowKey, action }) {
+  return (
+    <table class="list" aria-labelledby={labelledBy}>
+      <thead>
+        <tr>
+          {columns.map(([heading]) => (
+            <th scope="col" key={heading}>
+              {heading}
+            </th>
+          ))}
+          {action && (
+            <th scope="col">
+              <span class="visually-hidden">Actions</span>
+            </th>
+          )}
+        </tr>
+      </thead>
+      <tbody>
+        {rows.map((row) => (
+          <tr key={rowKey(row)}>
+            {columns.map(([heading, cell]) => (
+              <td data-label={heading} key={heading}>
+                {cell(row)}
+              </td>
+            ))}
+            {action && <td class="actions">{action(row)}</td>}
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 const MODES = {
   connecting: 'Connecting…',
   live: 'Live',

@@ -87,3 +87,24 @@ export function time(at) {
 export function words(s) {
   return s ? s.replaceAll('_', ' ') : '';
 }
+
+/**
+ * The resources of a form's `cpu`, `memory` and `gpus` fields: `{ resources, errors }`, the
+ * errors keyed `${prefix}-cpu` and so on, as the fields' ids are.
+ */
+export function parseResources(fields, prefix) {
+  const resources = {};
+  const errors = {};
+  for (const [key, field, parse] of [
+    ['cpu_millis', 'cpu', parseCpu],
+    ['memory_mib', 'memory', parseMemory],
+    ['gpus', 'gpus', parseGpus],
+  ]) {
+    try {
+      resources[key] = parse(fields[field]);
+    } catch (err) {
+      errors[`${prefix}-${field}`] = err.message;
+    }
+  }
+  return { resources, errors };
+}
