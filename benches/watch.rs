@@ -160,8 +160,8 @@ async fn watcher(
     }
 }
 
-/// A watcher that never reads: answers whether the server ended its stream within `within`
-/// after the load (read, at last, to the end: EOF means the server closed it).
+/// A watcher that never reads (a raw HTTP/1.1 request on a socket with a small receive
+/// buffer).
 async fn never_reads(base: &str, token: &str, cluster: &str) -> tokio::net::TcpStream {
     let addr = base.trim_start_matches("http://");
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -177,16 +177,25 @@ async fn never_reads(base: &str, token: &str, cluster: &str) -> tokio::net::TcpS
     s
 }
 
-async fn dropped(mut s: tokio::net::TcpStream, within: Duration) -> (bool, usize) {
+/// Reads, at last, what waited for the watcher that never read, until the server's answer is
+/// over or `quiet` passes without a byte: whether its stream ended (the chunked body's last
+/// chunk, or the connection closed), and how much was waiting.
+async fn dropped(mut s: tokio::net::TcpStream, quiet: Duration) -> (bool, usize) {
     let mut buf = vec![0u8; 1 << 16];
+    let mut tail: Vec<u8> = vec![];
     let mut total = 0;
-    let deadline = Instant::now() + within;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Ok(Ok(0)) => return (true, total),
-            Ok(Ok(n)) => total += n,
-            Ok(Err(_)) => return (true, total),
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, total),
+            Ok(Ok(n)) => {
+                total += n;
+                tail.extend_from_slice(&buf[..n]);
+                let keep = tail.len().saturating_sub(16);
+                tail.drain(..keep);
+                if tail.ends_with(b"\r\n0\r\n\r\n") {
+                    return (true, total);
+                }
+            }
             Err(_) => return (false, total),
         }
     }
@@ -385,7 +394,7 @@ async fn main() {
         seen_all.len() - checked
     );
     let (gone, read) = match slow {
-        Some(s) => dropped(s, Duration::from_secs(10)).await,
+        Some(s) => dropped(s, Duration::from_secs(5)).await,
         None => (false, 0),
     };
     println!(

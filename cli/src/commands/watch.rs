@@ -167,8 +167,8 @@ fn deployment(d: &Deployment) -> String {
 }
 
 fn usage(u: &UsageView) -> String {
-    format!(
-        "cpu {}/{}, memory {}/{}, gpus {}/{}; {} running, {} queued ({} waiting)",
+    let line = format!(
+        "cpu {}/{}, memory {}/{}, gpus {}/{}; {} running, {} queued",
         output::cpu(u.allocated.cpu_millis),
         output::cpu(u.capacity.cpu_millis),
         output::memory(u.allocated.memory_mib),
@@ -177,6 +177,9 @@ fn usage(u: &UsageView) -> String {
         u.capacity.gpus,
         u.running,
         u.queued,
-        output::resources(&u.queued_demand),
-    )
+    );
+    if u.queued == 0 {
+        return line;
+    }
+    format!("{line} asking {}", output::resources(&u.queued_demand))
 }
