@@ -72,7 +72,7 @@ for (const [width, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.getByRole('link', { name: 'gpu-east' }).waitFor();
     await page.getByRole('meter', { name: 'GPUs' }).first().waitFor();
     await page.getByRole('status', { name: 'Updates: Live' }).first().waitFor();
-    await shoot('3-cluster-overview');
+    await shoot('3-organization-clusters');
 
     await page.getByRole('link', { name: 'gpu-east' }).click();
     await page.getByRole('table', { name: /^Queue/ }).getByText('trainer').waitFor();
@@ -80,7 +80,7 @@ for (const [width, viewport] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await sweep.getByRole('cell', { name: /gpu-node-1/ }).waitFor();
     await page.getByRole('table', { name: 'Agents' }).getByRole('cell', { name: /\bconnected$/ }).waitFor();
     await page.getByRole('status', { name: 'Updates: Live' }).waitFor();
-    await shoot('4-cluster');
+    await shoot('4-cluster-overview');
 
     await page.getByRole('link', { name: 'trainer' }).click();
     const timeline = page.getByRole('list', { name: 'Timeline' });

@@ -18,11 +18,15 @@ export function navigate(hash, replace = false) {
   else location.hash = hash;
 }
 
-/** The frame of every page: its heading takes the focus when the page changes. */
+/**
+ * The frame of every page: its heading takes the focus when the page changes after a link
+ * (whose page is gone, or in the header), not from under the organization selector.
+ */
 export function Page({ title, aside, children }) {
   const h1 = useRef(null);
   useEffect(() => {
-    if (document.activeElement === document.body || document.activeElement?.closest('nav')) {
+    const at = document.activeElement;
+    if (at === document.body || (at?.tagName === 'A' && at.closest('nav'))) {
       h1.current?.focus({ preventScroll: true });
     }
   }, [title]);
