@@ -10,6 +10,7 @@ mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod json_numbers;
+mod metrics;
 mod ops;
 mod roles;
 mod scheduling;

@@ -1,17 +1,19 @@
 //! The cluster counters on a real database: what each committed batch adds to
 //! `cluster_counters` (admissions, preemptions, expirations, lost deployments, the queue
 //! waits), that a batch deciding nothing writes nothing, that the migration's backfill
-//! counts the history exactly as the batches do.
+//! counts the history exactly as the batches do, and the scrape that exposes them.
 
 use axum::http::{Method, StatusCode};
 use berth::domain::agent::protocol::AgentInfo;
 use berth::domain::ids::{AgentId, ClusterId};
+use berth::domain::policy::Role;
 use berth::domain::resources::Resources;
 use berth::engine::{Command, Outcome};
 use berth::http::Platform;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
+use crate::common::sample;
 use crate::support::TestApp;
 
 struct Fixture {
@@ -288,4 +290,84 @@ async fn the_migration_s_backfill_counts_the_history_as_the_batches_did() {
     db.batch_execute(backfill()).await.expect("backfill");
     let backfilled = rows(db.query(all, &[]).await.expect("counters"));
     assert_eq!(backfilled, counted);
+}
+
+#[tokio::test]
+async fn the_scrape_shows_every_cluster_s_figures_to_every_member_and_key() {
+    let f = Fixture::new(2000).await;
+    f.history().await;
+    let (viewer, _) = f.app.user_as("viewer@example.com").await;
+    f.app.join(&f.admin, &f.org, &viewer, Role::Viewer).await;
+    let key = f
+        .app
+        .api_key(&f.admin, &f.org, "prometheus", Role::Viewer)
+        .await;
+    let key = key["secret"].as_str().expect("secret");
+    let text = f.app.metrics(&viewer, &f.org).await;
+    assert_eq!(f.app.metrics(key, &f.org).await, text);
+
+    let c = f.cluster;
+    let usage = f
+        .app
+        .call(
+            Method::GET,
+            &format!("/v1/clusters/{c}"),
+            Some(&f.admin),
+            None,
+        )
+        .await
+        .body["usage"]
+        .clone();
+    let labels = |resource: &str| {
+        format!(r#"{{cluster_id="{c}",cluster="gpu-east",resource="{resource}"}}"#)
+    };
+    for resource in ["cpu_millis", "memory_mib", "gpus"] {
+        for (family, field) in [
+            ("berth_cluster_capacity", "capacity"),
+            ("berth_cluster_allocated", "allocated"),
+            ("berth_cluster_queued_demand", "queued_demand"),
+        ] {
+            let value = sample(&text, &format!("{family}{}", labels(resource)));
+            assert_eq!(
+                Some(value as i64),
+                usage[field][resource].as_i64(),
+                "{family} {resource}"
+            );
+        }
+    }
+    let id = format!(r#"{{cluster_id="{c}"}}"#);
+    for (family, value) in [
+        ("berth_admissions_total", 6.0),
+        ("berth_preemptions_total", 1.0),
+        ("berth_expirations_total", 1.0),
+        ("berth_lost_total", 2.0),
+        ("berth_queue_wait_seconds_count", 6.0),
+        ("berth_agents_connected", 0.0),
+    ] {
+        assert_eq!(sample(&text, &format!("{family}{id}")), value, "{family}");
+    }
+    let status = |s: &str| {
+        sample(
+            &text,
+            &format!(r#"berth_deployments{{cluster_id="{c}",status="{s}"}}"#),
+        )
+    };
+    assert_eq!(status("running"), 2.0);
+    assert_eq!(status("failed"), 1.0);
+    assert_eq!(status("cancelled"), 0.0, "every status, 0 included");
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"berth_queue_wait_seconds_bucket{{cluster_id="{c}",le="0.1"}}"#)
+        ),
+        3.0
+    );
+
+    // An outsider sees nothing; no credential, 401.
+    let (outsider, _) = f.app.user_as("outsider@example.com").await;
+    let path = format!("/v1/orgs/{}/metrics", f.org);
+    let r = f.app.call(Method::GET, &path, Some(&outsider), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = f.app.call(Method::GET, &path, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
 }
