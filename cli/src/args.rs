@@ -202,7 +202,9 @@ stream has it. A broken stream is resumed where it stopped.")]
       --memory 512Mi --priority 700 --max-runtime 2h
   berth deploy api --cluster cpu --image nginx:1.27 --cpu 1 --memory 1Gi --wait
   berth deploy job --cluster cpu --image alpine:3.20 --cpu 1 --memory 256Mi \\
-      --env MODE=fast -- sh -c 'echo hello'")]
+      --env MODE=fast -- sh -c 'echo hello'
+  berth deploy big --cluster gpu-east --image ghcr.io/acme/trainer:1.4 \\
+      --cpu 32 --gpus 8 --priority 900 --dry-run")]
     Deploy(DeployArgs),
     /// List deployments (every cluster of the organization, or one).
     #[command(after_help = "Examples:
@@ -510,8 +512,12 @@ pub struct DeployArgs {
     #[arg(long, value_parser = max_runtime, allow_hyphen_values = true)]
     pub max_runtime: Option<i64>,
     /// Wait until it runs (or ends), showing its place in the queue.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Submit nothing: say what it would meet now (admitted, queued at a position and why,
+    /// preempting which deployments, or never fitting).
+    #[arg(long)]
+    pub dry_run: bool,
     /// Makes a retried submission safe: the same key returns the first one's deployment.
     #[arg(long, value_name = "KEY", value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,

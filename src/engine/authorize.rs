@@ -27,7 +27,7 @@ pub struct Callers {
 /// already did.
 fn needs_check(cmd: &Command) -> Option<(&Caller, Action)> {
     match cmd {
-        Command::Submit { by, .. } => Some((by, super::SUBMIT_ACTION)),
+        Command::Submit { by, .. } | Command::Plan { by, .. } => Some((by, super::SUBMIT_ACTION)),
         _ => None,
     }
 }

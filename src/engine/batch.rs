@@ -24,12 +24,17 @@ use crate::domain::scheduling::lifecycle::Settled;
 
 /// What one command of a batch is about, once applied.
 pub(super) enum Subject {
-    Deployment { id: DeploymentId, replayed: bool },
+    Deployment {
+        id: DeploymentId,
+        replayed: bool,
+    },
     Cluster,
     Deleted,
     Tick,
     Agent(Box<AgentRow>),
     Noted,
+    /// A dry run of this submission.
+    Plan(Box<NewDeployment>),
 }
 
 /// What a committed batch leaves: its commands' answers, the orders for the cluster's agents,
@@ -167,7 +172,7 @@ async fn in_transaction(
         Some(before) => changes(tx, &c, live, &batch, &subjects, &event_ids, before).await,
         None => vec![],
     };
-    let out = answers(tx, &c, live, subjects, decided).await;
+    let out = answers(tx, &c, live, subjects, decided, now).await;
     live.clear_done();
     if batch.deleted {
         *cache = None;
@@ -288,9 +293,10 @@ async fn changes(
 async fn answers(
     tx: &Client,
     c: &ClusterRow,
-    live: &Live,
+    live: &mut Live,
     subjects: Vec<Result<Subject, EngineError>>,
     ticked: Decided,
+    now: DateTime<Utc>,
 ) -> Vec<Result<Executed, EngineError>> {
     let next_deadline = live.next_wake(c);
     let positions = live.positions(&subjects);
@@ -321,6 +327,9 @@ async fn answers(
             Ok(Subject::Deleted) => Ok(Outcome::Deleted),
             Ok(Subject::Agent(agent)) => Ok(Outcome::Agent { agent }),
             Ok(Subject::Noted) => Ok(Outcome::Noted),
+            Ok(Subject::Plan(new)) => Ok(Outcome::Planned {
+                plan: live.plan(&new, now),
+            }),
             Ok(Subject::Tick) => Ok(Outcome::Ticked {
                 admitted: ticked.admitted,
                 preempted: ticked.preempted,

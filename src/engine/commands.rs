@@ -91,6 +91,8 @@ pub(super) async fn apply(
             update_cluster(tx, c, live, update, now).await
         }
         Command::Submit { deployment, by } => submit(tx, c, batch, deployment, &by).await,
+        // Nothing to write: planned after the batch is scheduled, on what it leaves.
+        Command::Plan { deployment, .. } => Ok(Ok(Subject::Plan(Box::new(deployment)))),
         Command::Cancel { id } => {
             let user = Some("cancelled by a user".to_string());
             let ending = Ending {

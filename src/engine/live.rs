@@ -12,7 +12,7 @@ use super::batch::{event, Subject};
 use super::EngineError;
 use crate::db::agents::{self as agents_db, AgentRow};
 use crate::db::clusters::{self, ClusterRow};
-use crate::db::deployments::{self, DeploymentRow, Event, Finishing};
+use crate::db::deployments::{self, DeploymentRow, Event, Finishing, NewDeployment};
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::resources::Resources;
@@ -20,6 +20,7 @@ use crate::domain::scheduling::lifecycle::{
     self, Progress, Settled, EXPIRED_REASON, PREEMPTED_REASON, REQUEUED_REASON,
 };
 use crate::domain::scheduling::placement::{Agent, Fleet, Presence, Stage};
+use crate::domain::scheduling::plan::{self, Plan};
 use crate::domain::scheduling::{Book, BookEntry, QueueEntry};
 
 /// A cluster's queued and running deployments, kept current by the engine between
@@ -211,6 +212,19 @@ impl Live {
     pub(super) fn follow(&mut self, c: &ClusterRow) {
         self.book.set_capacity(c.capacity);
         self.book.set_policy(c.policy);
+    }
+
+    /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes).
+    pub(super) fn plan(&mut self, new: &NewDeployment, now: DateTime<Utc>) -> Plan {
+        let entry = BookEntry {
+            id: DeploymentId::new(),
+            priority: new.priority,
+            resources: new.resources,
+            enqueued_at: now,
+            admitted_at: None,
+        };
+        let rows = &self.rows;
+        plan::plan(&self.book, entry, now, |id| rows.get(id).map(|r| r.status))
     }
 
     /// A new base priority for a live deployment (already written to Postgres).

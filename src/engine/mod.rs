@@ -24,6 +24,7 @@ use crate::domain::deployment::EventKind;
 use crate::domain::ids::{AgentId, AgentTokenId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
+use crate::domain::scheduling::plan::Plan;
 use crate::domain::scheduling::Queueing;
 use crate::domain::validation::FieldError;
 
@@ -37,6 +38,12 @@ pub enum Command {
     /// Queue a new deployment (admitted at once if the scheduler allows). The engine
     /// authorizes `by` itself, in the batch; `created_by` is taken from it.
     Submit {
+        deployment: NewDeployment,
+        by: Caller,
+    },
+    /// What a submission would meet now (a dry run): authorized exactly like `Submit`,
+    /// answered with the scheduler's [`Plan`] after the batch, writing nothing.
+    Plan {
         deployment: NewDeployment,
         by: Caller,
     },
@@ -187,6 +194,8 @@ pub enum Outcome {
     Agent { agent: Box<AgentRow> },
     /// An agent's report or close was taken into account.
     Noted,
+    /// What a submission would meet now (a dry run).
+    Planned { plan: Plan },
     /// A tick ran.
     Ticked {
         admitted: usize,

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::Problem;
@@ -26,6 +26,8 @@ use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
 use crate::domain::resources::Resources;
 use crate::domain::scheduling::placement::Placement;
+use crate::domain::scheduling::plan::Plan;
+use crate::domain::scheduling::WaitReason;
 use crate::domain::validation::{display_name, FieldError, Fields, FromJson};
 use crate::engine::{Command, Outcome, View, Viewed};
 
@@ -206,14 +208,72 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// `?dry_run=` of a submission.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubmitParams {
+    /// `true`: answer what the submission would meet now (200), and write nothing.
+    #[param(value_type = Option<bool>)]
+    pub dry_run: Option<String>,
+}
+
+/// What a submission would meet now (`?dry_run=true`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DryRun {
+    /// `admitted` (at once), `queued` (at `position`, for `reason`) or `never_fits` (larger
+    /// than the cluster: the submission would be refused with 422).
+    #[schema(example = "queued")]
+    pub outcome: String,
+    /// 1-based place in the queue it would take, when `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+    /// Why it would wait, when `queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<WaitReason>,
+    /// The running deployments its admission would preempt (empty when none).
+    pub preempts: Vec<Uuid>,
+}
+
+impl From<Plan> for DryRun {
+    fn from(plan: Plan) -> Self {
+        let (outcome, position, reason, preempts) = match plan {
+            Plan::Admitted { preempts } => ("admitted", None, None, preempts),
+            Plan::Queued { position, reason } => ("queued", Some(position), Some(reason), vec![]),
+            Plan::NeverFits => ("never_fits", None, None, vec![]),
+        };
+        Self {
+            outcome: outcome.into(),
+            position,
+            reason,
+            preempts: preempts.into_iter().map(|d| d.0).collect(),
+        }
+    }
+}
+
+/// Whether the submission is a dry run: `?dry_run=true|false` (400 for a query that does not
+/// parse, 422 for another value).
+fn dry_run(uri: &Uri) -> Result<bool, ApiError> {
+    let Query(p) = Query::<SubmitParams>::try_from_uri(uri)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    match p.dry_run.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::field("dry_run", "must be true or false")),
+    }
+}
+
 /// Submits a deployment. Role: developer. 201 `running` when admitted at once, else
 /// `queued` with its position; a request that could never fit the cluster → 422. With an
-/// `Idempotency-Key`, a replay returns the original deployment.
+/// `Idempotency-Key`, a replay returns the original deployment. With `?dry_run=true`, it is
+/// validated and authorized the same way and answered 200 with what it would meet now,
+/// computed by the cluster's scheduler: nothing is written (no deployment, no event, no
+/// Idempotency-Key record).
 #[utoipa::path(post, path = "/v1/clusters/{cluster_id}/deployments", tag = "deployments",
-    params(("cluster_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission",
+    params(("cluster_id" = Uuid, Path), SubmitParams, ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first submission",
         max_length = 255, pattern = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$")),
     request_body = CreateDeploymentRequest, security(("bearer" = [])),
     responses(
+        (status = 200, description = "A dry run: what the submission would meet now", body = DryRun),
         (status = 201, description = "Submitted: running or queued", body = Deployment, headers(
             ("idempotent-replayed" = String, description = "`true` when an Idempotency-Key replay returned the first submission"),
             ("server-timing" = String, description = "`batch;dur=<ms>;desc=\"<n> commands\"`: the cluster's batch this submission was committed in"),
@@ -228,9 +288,11 @@ pub async fn create_deployment(
     caller: Caller,
     Ids(cluster): Ids<ClusterId>,
     headers: HeaderMap,
+    uri: Uri,
     Valid(req): Valid<CreateDeploymentRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let dry = dry_run(&uri)?;
     // No connection here: the cluster's object authorizes the caller inside its batch, with
     // the action the route declares (`engine::SUBMIT_ACTION`).
     let process = Process {
@@ -247,6 +309,22 @@ pub async fn create_deployment(
         created_by: None,
         process: process.clone(),
     };
+    if dry {
+        let planned = st
+            .platform
+            .cluster_command(
+                cluster,
+                Command::Plan {
+                    deployment: new,
+                    by: caller,
+                },
+            )
+            .await?;
+        return match planned.outcome {
+            Outcome::Planned { plan } => Ok(Json(DryRun::from(plan)).into_response()),
+            other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+        };
+    }
     let executed = st
         .platform
         .cluster_command(

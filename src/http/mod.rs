@@ -38,7 +38,7 @@ pub mod wire {
         AGENT_GRACE_SECONDS,
     };
     pub use super::deployments::{
-        AgentView, CreateDeploymentRequest, Deployment, DeploymentEvent, FinishOutcome,
+        AgentView, CreateDeploymentRequest, Deployment, DeploymentEvent, DryRun, FinishOutcome,
         FinishRequest, UpdateDeploymentRequest,
     };
     pub use super::error::Problem;

@@ -1059,3 +1059,80 @@ async fn watch_follows_a_cluster_live_and_resumes_across_an_expired_token() {
     assert_ne!(run.code, 0);
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
 }
+
+#[tokio::test]
+async fn deploy_dry_run_says_what_would_happen_and_submits_nothing() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Planners"]).await.ok();
+    ada.run(&["cluster", "create", "p", "--cpu", "1", "--preemption"])
+        .await
+        .ok();
+    let deploy = |name: &'static str, priority: &'static str, dry: bool| {
+        let ada = &ada;
+        async move {
+            let mut args = vec![
+                "deploy",
+                name,
+                "--cluster",
+                "p",
+                "--image",
+                "alpine:3.20",
+                "--cpu",
+                "1",
+                "--priority",
+                priority,
+            ];
+            if dry {
+                args.push("--dry-run");
+            }
+            ada.run(&args).await.ok()
+        }
+    };
+    let run = deploy("first", "100", true).await;
+    assert!(
+        run.stdout.contains("first would be admitted on p now."),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("Nothing was submitted"), "{run:?}");
+    deploy("first", "100", false).await;
+    let run = deploy("second", "100", true).await;
+    assert!(
+        run.stdout
+            .contains("second would wait on p at position 1: waiting_for_capacity."),
+        "{run:?}"
+    );
+    let run = deploy("urgent", "900", true).await;
+    assert!(run.stdout.contains("preempting 1:"), "{run:?}");
+    assert!(
+        run.stdout.contains("first ("),
+        "the victim by name: {run:?}"
+    );
+    let json = ada
+        .run(&[
+            "deploy",
+            "urgent",
+            "--cluster",
+            "p",
+            "--image",
+            "alpine:3.20",
+            "--cpu",
+            "1",
+            "--priority",
+            "900",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["outcome"], "admitted");
+    assert_eq!(json["preempts"].as_array().map(Vec::len), Some(1));
+    let ps = ada.run(&["ps", "-o", "json"]).await.ok().json();
+    assert_eq!(
+        ps.as_array().map(Vec::len),
+        Some(1),
+        "only the real one: {ps}"
+    );
+}

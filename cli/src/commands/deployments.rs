@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use berth::http::wire::{
-    CreateDeploymentRequest, Deployment, FinishRequest, ImageRef, Resources, Status,
-    UpdateDeploymentRequest,
+    Cluster, CreateDeploymentRequest, Deployment, DryRun, FinishRequest, ImageRef, Resources,
+    Status, UpdateDeploymentRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
@@ -47,6 +47,9 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
         command: (!a.command.is_empty()).then_some(a.command),
         env: (!a.env.is_empty()).then(|| a.env.into_iter().collect()),
     };
+    if a.dry_run {
+        return dry_run(ctx, &cluster, &body).await;
+    }
     // Always a key, so that the one retry after a 503 cannot submit twice.
     let key = a
         .idempotency_key
@@ -86,6 +89,59 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
                 .unwrap_or_default()
         ))),
     }
+}
+
+/// `deploy --dry-run`: what the submission would meet now, with the preempted deployments
+/// named.
+async fn dry_run(ctx: &Ctx, cluster: &Cluster, body: &CreateDeploymentRequest) -> Result {
+    let path = format!("/v1/clusters/{}/deployments?dry_run=true", cluster.id);
+    let reply = ctx
+        .client
+        .send(Method::POST, &path, Some(body), None)
+        .await
+        .map_err(|e| e.with_flags(DEPLOY_FLAGS))?;
+    let plan: DryRun = reply.parse()?;
+    if ctx.out == Output::Json {
+        output::json(&reply.body);
+        return Ok(());
+    }
+    let name = output::bold(&body.name);
+    match plan.outcome.as_str() {
+        "admitted" if plan.preempts.is_empty() => {
+            anstream::println!("{name} would be admitted on {} now.", cluster.name)
+        }
+        "admitted" => {
+            anstream::println!(
+                "{name} would be admitted on {} now, preempting {}:",
+                cluster.name,
+                plan.preempts.len()
+            );
+            for id in &plan.preempts {
+                let shown = match ctx.client.get(&format!("/v1/deployments/{id}")).await {
+                    Ok(r) => r
+                        .parse::<Deployment>()
+                        .map(|d| {
+                            format!("{} ({id}, priority {})", output::clean(&d.name), d.priority)
+                        })
+                        .unwrap_or_else(|_| id.to_string()),
+                    Err(_) => id.to_string(),
+                };
+                anstream::println!("  {shown}");
+            }
+        }
+        "queued" => anstream::println!(
+            "{name} would wait on {} at position {}: {}.",
+            cluster.name,
+            plan.position.unwrap_or(1),
+            plan.reason.map_or("waiting".to_string(), |r| wire_name(&r))
+        ),
+        _ => anstream::println!(
+            "{name} would never fit {}: it asks for more than the cluster has.",
+            cluster.name
+        ),
+    }
+    ctx.say("Nothing was submitted (--dry-run).");
+    Ok(())
 }
 
 fn say_where(d: &Deployment, cluster: &str) {

@@ -10,7 +10,8 @@
 //! * [`lifecycle`]: the transitions the decisions drive (admission with its deadline,
 //!   preemption counted, expiry, endings) and the net changes of a scheduling call;
 //! * [`placement`]: which connected agent runs an admitted deployment (best fit, never more
-//!   than a machine has).
+//!   than a machine has);
+//! * [`plan`]: what a submission would meet now (a dry run), by the book's own pass on a copy.
 //!
 //! A new rule goes in `reference` (with a property test), in `book` (the differential test
 //! fails until it matches), and, if it changes what happens to a deployment, in `lifecycle`.
@@ -20,6 +21,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod order;
 pub mod placement;
+pub mod plan;
 pub mod reference;
 mod wide;
 
