@@ -4,171 +4,91 @@
 //! counts the history exactly as the batches do, and the scrape that exposes them.
 
 use axum::http::{Method, StatusCode};
-use berth::domain::agent::protocol::AgentInfo;
-use berth::domain::ids::{AgentId, ClusterId};
+use berth::domain::ids::DeploymentId;
 use berth::domain::policy::Role;
-use berth::domain::resources::Resources;
-use berth::engine::{Command, Outcome};
+use berth::engine::Command;
 use berth::http::Platform;
-use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Value};
+use chrono::Duration;
+use serde_json::json;
 
 use crate::common::sample;
-use crate::support::TestApp;
-
-struct Fixture {
-    app: TestApp,
-    admin: String,
-    org: String,
-    cluster: ClusterId,
-}
+use crate::placement::Fixture;
 
 /// A cluster's counters row as stored: (admissions, preemptions, expirations, lost,
 /// wait_buckets, wait_sum_micros).
 type Row = (i64, i64, i64, i64, Vec<i64>, i64);
 
-impl Fixture {
-    async fn new(cpu: i64) -> Self {
-        let app = TestApp::spawn().await;
-        let (admin, _) = app.user_as("admin@example.com").await;
-        let org = app.org_id(&admin, "Acme").await;
-        let body = json!({"name": "gpu-east", "preemption": true,
-            "capacity": {"cpu_millis": cpu, "memory_mib": 1024, "gpus": 0}});
-        let cluster = app.cluster(&admin, &org, body).await;
-        let cluster = ClusterId::parse(&cluster).expect("id");
-        Self {
-            app,
-            admin,
-            org,
-            cluster,
-        }
-    }
+/// A cluster (`c`, preemption on) as the cluster's object drives it.
+async fn fixture(cpu: i64) -> Fixture {
+    Fixture::new(cpu, true).await
+}
 
-    async fn command(&self, cmd: Command) -> Outcome {
-        self.app
-            .platform
-            .cluster_command(self.cluster, cmd)
-            .await
-            .expect("command")
-            .outcome
-    }
+async fn db(f: &Fixture) -> tokio_postgres::Client {
+    f.app.platform.connect().await.expect("connect")
+}
 
-    async fn submit(&self, name: &str, cpu: i64, priority: i64, max_runtime: Option<i64>) -> Value {
-        let mut body = json!({"name": name, "image": "busybox:1", "priority": priority,
-            "resources": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0}});
-        if let Some(s) = max_runtime {
-            body["max_runtime_seconds"] = json!(s);
-        }
-        let r = self
-            .app
-            .deploy(&self.admin, &self.cluster.to_string(), body)
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body
-    }
+/// The cluster's counters row, if it has one.
+async fn row(f: &Fixture) -> Option<Row> {
+    db(f)
+        .await
+        .query_opt(
+            "select admissions, preemptions, expirations, lost, wait_buckets, wait_sum_micros \
+             from cluster_counters where cluster_id = $1",
+            &[&f.cluster.0],
+        )
+        .await
+        .expect("counters")
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+}
 
-    async fn hello(&self, name: &str, cpu: i64) -> AgentId {
-        let hello = Command::AgentHello {
-            token: None,
-            info: AgentInfo {
-                name: name.into(),
-                version: "test".into(),
-            },
-            capacity: Resources::new(cpu, 1024, 0),
-            running: vec![],
-            exited: vec![],
-        };
-        match self.command(hello).await {
-            Outcome::Agent { agent } => agent.id,
-            other => panic!("not an agent: {other:?}"),
-        }
-    }
+async fn status(f: &Fixture, d: DeploymentId) -> String {
+    f.get(d).await["status"]
+        .as_str()
+        .expect("status")
+        .to_string()
+}
 
-    async fn db(&self) -> tokio_postgres::Client {
-        self.app.platform.connect().await.expect("connect")
-    }
-
-    /// The cluster's counters row, if it has one.
-    async fn row(&self) -> Option<Row> {
-        self.db()
-            .await
-            .query_opt(
-                "select admissions, preemptions, expirations, lost, wait_buckets, wait_sum_micros \
-                 from cluster_counters where cluster_id = $1",
-                &[&self.cluster.0],
-            )
-            .await
-            .expect("counters")
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
-    }
-
-    async fn status(&self, d: &Value) -> String {
-        let r = self
-            .app
-            .call(
-                Method::GET,
-                &format!("/v1/deployments/{}", d["id"].as_str().expect("id")),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        r.body["status"].as_str().expect("status").to_string()
-    }
-
-    /// Admissions at once, a preemption, an expiry that admits the victim again, and an agent
-    /// lost with what it ran (requeued and admitted again at once: the quota has room).
-    async fn history(&self) {
-        let rack = self.hello("rack-1", 4000).await;
-        let low = self.submit("low", 1000, 100, None).await;
-        let short = self.submit("short", 1000, 200, Some(60)).await;
-        let high = self.submit("high", 1000, 900, None).await;
-        assert_eq!(self.status(&low).await, "queued", "preempted by high");
-        assert_eq!(self.status(&short).await, "running");
-        assert_eq!(self.status(&high).await, "running");
-        self.app.advance(Duration::seconds(61));
-        self.command(Command::TICK).await;
-        assert_eq!(self.status(&short).await, "failed", "expired");
-        assert_eq!(self.status(&low).await, "running", "admitted again");
-        let since = self.connected_at().await;
-        self.command(Command::AgentGone { agent: rack, since })
-            .await;
-        self.app.advance(Duration::seconds(61));
-        self.command(Command::TICK).await;
-        let db = self.db().await;
-        let lost: i64 = db
-            .query_one(
-                "select count(*) from deployment_events where cluster_id = $1 and kind = 'lost'",
-                &[&self.cluster.0],
-            )
-            .await
-            .expect("lost")
-            .get(0);
-        assert_eq!(lost, 2, "high and low were lost with their agent");
-    }
-
-    async fn connected_at(&self) -> DateTime<Utc> {
-        let r = self
-            .app
-            .call(
-                Method::GET,
-                &format!("/v1/clusters/{}/agents", self.cluster),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        r.body["items"][0]["connected_at"]
-            .as_str()
-            .expect("an agent")
-            .parse()
-            .expect("time")
-    }
+/// Admissions at once, a preemption, an expiry that admits the victim again, and an agent
+/// lost with what it ran (requeued and admitted again at once: the quota has room).
+async fn history(f: &Fixture) {
+    let rack = f.hello("rack-1", 4000, &[]).await;
+    let low = f.submit("low", 1000, 100).await;
+    let short = f
+        .submit_body(
+            json!({"name": "short", "image": "busybox:1", "priority": 200,
+            "max_runtime_seconds": 60,
+            "resources": {"cpu_millis": 1000, "memory_mib": 0, "gpus": 0}}),
+        )
+        .await;
+    let high = f.submit("high", 1000, 900).await;
+    assert_eq!(status(f, low).await, "queued", "preempted by high");
+    assert_eq!(status(f, short).await, "running");
+    assert_eq!(status(f, high).await, "running");
+    f.app.advance(Duration::seconds(61));
+    f.tick().await;
+    assert_eq!(status(f, short).await, "failed", "expired");
+    assert_eq!(status(f, low).await, "running", "admitted again");
+    let since = f.connected_at().await;
+    f.command(Command::AgentGone { agent: rack, since }).await;
+    f.app.advance(Duration::seconds(61));
+    f.tick().await;
+    let lost: i64 = db(f)
+        .await
+        .query_one(
+            "select count(*) from deployment_events where cluster_id = $1 and kind = 'lost'",
+            &[&f.cluster.0],
+        )
+        .await
+        .expect("lost")
+        .get(0);
+    assert_eq!(lost, 2, "high and low were lost with their agent");
 }
 
 #[tokio::test]
 async fn every_batch_adds_what_it_decided_and_each_admission_s_wait() {
-    let f = Fixture::new(2000).await;
-    f.history().await;
-    let (admissions, preemptions, expirations, lost, buckets, sum) = f.row().await.expect("row");
+    let f = fixture(2000).await;
+    history(&f).await;
+    let (admissions, preemptions, expirations, lost, buckets, sum) = row(&f).await.expect("row");
     // low, short and high at once; low again after the expiry; high and low after the loss.
     assert_eq!((admissions, preemptions, expirations, lost), (6, 1, 1, 2));
     // Three waited nothing (admitted in their submission's batch); low waited 61 s from its
@@ -184,12 +104,11 @@ async fn every_batch_adds_what_it_decided_and_each_admission_s_wait() {
 
 #[tokio::test]
 async fn a_batch_that_decides_nothing_writes_no_counters() {
-    let f = Fixture::new(1000).await;
-    let first = f.submit("first", 1000, 500, None).await;
-    assert_eq!(f.row().await.expect("row").0, 1);
+    let f = fixture(1000).await;
+    let first = f.submit("first", 1000, 500).await;
+    assert_eq!(row(&f).await.expect("row").0, 1);
     let version = || async {
-        let row = f
-            .db()
+        let row = db(&f)
             .await
             .query_one(
                 "select xmin::text from cluster_counters where cluster_id = $1",
@@ -200,37 +119,26 @@ async fn a_batch_that_decides_nothing_writes_no_counters() {
         row.get::<_, String>(0)
     };
     let before = version().await;
-    let waiting = f.submit("waiting", 1000, 500, None).await;
-    f.command(Command::TICK).await;
+    let waiting = f.submit("waiting", 1000, 500).await;
+    f.tick().await;
     let r = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{}", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/clusters/{}", f.cluster))
         .await;
     assert_eq!(r.body["usage"]["queued"], 1, "{}", r.body);
     assert_eq!(version().await, before, "the row was not written again");
 
     // The counters go with their cluster.
-    for (d, verb) in [(&waiting, "cancel"), (&first, "stop")] {
-        let path = format!("/v1/deployments/{}/{verb}", d["id"].as_str().expect("id"));
-        let r = f.app.call(Method::POST, &path, Some(&f.admin), None).await;
+    for (d, verb) in [(waiting, "cancel"), (first, "stop")] {
+        let r = f
+            .call(Method::POST, &format!("/v1/deployments/{d}/{verb}"))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
     let r = f
-        .app
-        .call(
-            Method::DELETE,
-            &format!("/v1/clusters/{}", f.cluster),
-            Some(&f.admin),
-            None,
-        )
+        .call(Method::DELETE, &format!("/v1/clusters/{}", f.cluster))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    assert_eq!(f.row().await, None);
+    assert_eq!(row(&f).await, None);
 }
 
 /// The migration's backfill, as it stands in the migration (its one statement after the
@@ -247,8 +155,8 @@ fn backfill() -> &'static str {
 
 #[tokio::test]
 async fn the_migration_s_backfill_counts_the_history_as_the_batches_did() {
-    let f = Fixture::new(2000).await;
-    f.history().await;
+    let f = fixture(2000).await;
+    history(&f).await;
     // A second cluster of another history, and one with none.
     let other = f
         .app
@@ -269,7 +177,7 @@ async fn the_migration_s_backfill_counts_the_history_as_the_batches_did() {
         "resources": {"cpu_millis": 10, "memory_mib": 0, "gpus": 0}});
     f.app.deploy(&f.admin, &other, body.clone()).await;
     f.app.deploy(&f.admin, &other, body).await;
-    let db = f.db().await;
+    let db = db(&f).await;
     let all = "select cluster_id, admissions, preemptions, expirations, lost, wait_buckets, \
                wait_sum_micros from cluster_counters order by cluster_id";
     let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(uuid::Uuid, Row)> {
@@ -294,8 +202,8 @@ async fn the_migration_s_backfill_counts_the_history_as_the_batches_did() {
 
 #[tokio::test]
 async fn the_scrape_shows_every_cluster_s_figures_to_every_member_and_key() {
-    let f = Fixture::new(2000).await;
-    f.history().await;
+    let f = fixture(2000).await;
+    history(&f).await;
     let (viewer, _) = f.app.user_as("viewer@example.com").await;
     f.app.join(&f.admin, &f.org, &viewer, Role::Viewer).await;
     let key = f
@@ -307,20 +215,9 @@ async fn the_scrape_shows_every_cluster_s_figures_to_every_member_and_key() {
     assert_eq!(f.app.metrics(key, &f.org).await, text);
 
     let c = f.cluster;
-    let usage = f
-        .app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{c}"),
-            Some(&f.admin),
-            None,
-        )
-        .await
-        .body["usage"]
-        .clone();
-    let labels = |resource: &str| {
-        format!(r#"{{cluster_id="{c}",cluster="gpu-east",resource="{resource}"}}"#)
-    };
+    let usage = f.call(Method::GET, &format!("/v1/clusters/{c}")).await.body["usage"].clone();
+    let labels =
+        |resource: &str| format!(r#"{{cluster_id="{c}",cluster="c",resource="{resource}"}}"#);
     for resource in ["cpu_millis", "memory_mib", "gpus"] {
         for (family, field) in [
             ("berth_cluster_capacity", "capacity"),
