@@ -177,7 +177,9 @@ impl DurableObject for ClusterObject {
             state,
             hibernation,
             env,
-            writer: ClusterWriter::new(),
+            writer: ClusterWriter::with_deadline(std::sync::Arc::new(|d| {
+                Box::pin(worker::send::SendFuture::new(worker::Delay::from(d)))
+            })),
             remembered: std::cell::Cell::new(false),
             last_run: std::cell::Cell::new(None),
             alarm_at: std::cell::Cell::new(None),

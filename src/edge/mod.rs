@@ -57,6 +57,10 @@ fn token_keys(env: &Env) -> Result<TokenKeys, String> {
     })
 }
 
+/// How long the Worker works on one request (its own database round trips and its calls to
+/// the objects, each of which gives up on the database sooner) before it answers 503.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
+
 #[event(fetch)]
 async fn fetch(
     req: web_sys::Request,
@@ -78,9 +82,19 @@ async fn fetch(
                 if let Some(segment) = http::watch::watch_path(req.uri().path()) {
                     return watch::connect(&state, &env, segment, &req).await;
                 }
-                match http::app(state).call(req).await {
-                    Ok(res) => res,
-                    Err(never) => match never {},
+                // However the database behaves, a request is answered: past the deadline,
+                // 503 with retry-after (its connections are dropped with it).
+                let answer = http::app(state).call(req);
+                let deadline = worker::Delay::from(REQUEST_DEADLINE);
+                futures_util::pin_mut!(answer);
+                match futures_util::future::select(answer, deadline).await {
+                    futures_util::future::Either::Left((Ok(res), _)) => res,
+                    futures_util::future::Either::Left((Err(never), _)) => match never {},
+                    futures_util::future::Either::Right(_) => {
+                        axum::response::IntoResponse::into_response(ApiError::Unavailable(
+                            "the request took too long; retry shortly".into(),
+                        ))
+                    }
                 }
             }
             Err(e) => axum::response::IntoResponse::into_response(ApiError::Internal(format!(

@@ -29,7 +29,7 @@ use crate::domain::scheduling::Queueing;
 use crate::domain::validation::FieldError;
 
 pub use live::{QueuePage, QueuedRow};
-pub use writer::ClusterWriter;
+pub use writer::{ClusterWriter, Sleep, DATABASE_DEADLINE, UNKNOWN_SECONDS};
 
 /// A change to one cluster's queue or allocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,8 +5,10 @@
 //! second kept connection and answered from the live deployments.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
@@ -42,6 +44,27 @@ pub struct ClusterWriter {
     watched: AtomicBool,
     /// Changes committed batches made, until taken ([`ClusterWriter::take_changes`]).
     changes: Mutex<Vec<Change>>,
+    /// The platform's timer, for the deadline of every database exchange (none: no deadline).
+    sleep: Option<Sleep>,
+    /// Until when the cluster is known not to exist (so that a request for it costs no
+    /// connection).
+    unknown_until: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// The platform's timer: a future that is ready after the given time (tokio's natively, the
+/// runtime's on Workers).
+pub type Sleep = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long a batch, or the reading for a view, may wait on the database (connecting
+/// included) before it is abandoned: its connection is dropped, its callers get 503, and the
+/// next command connects again. A stalled connection never holds the cluster.
+pub const DATABASE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How long a cluster found not to exist is remembered as such.
+pub const UNKNOWN_SECONDS: i64 = 30;
+
+fn timed_out() -> EngineError {
+    EngineError::Unavailable("the database did not answer in time".into())
 }
 
 #[derive(Default)]
@@ -53,9 +76,54 @@ struct State {
 }
 
 impl ClusterWriter {
-    /// A writer with no connection yet.
+    /// A writer with no connection yet, and no deadline.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A writer whose database exchanges wait at most [`DATABASE_DEADLINE`] on `sleep`.
+    pub fn with_deadline(sleep: Sleep) -> Self {
+        Self {
+            sleep: Some(sleep),
+            ..Self::default()
+        }
+    }
+
+    /// `fut`, or `None` once [`DATABASE_DEADLINE`] passed first (`fut` is then dropped).
+    async fn within<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        let Some(sleep) = &self.sleep else {
+            return Some(fut.await);
+        };
+        let deadline = sleep(DATABASE_DEADLINE);
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = deadline => None,
+        }
+    }
+
+    /// Whether the cluster is known not to exist at `now`.
+    fn known_unknown(&self, now: DateTime<Utc>) -> bool {
+        self.unknown_until
+            .lock()
+            .map(|u| u.is_some_and(|until| now < until))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that the cluster does not exist (for [`UNKNOWN_SECONDS`] from `now`).
+    fn remember_unknown(&self, now: DateTime<Utc>) {
+        if let Ok(mut u) = self.unknown_until.lock() {
+            *u = Some(now + chrono::Duration::seconds(UNKNOWN_SECONDS));
+        }
+    }
+
+    /// Drops both connections and the view after an abandoned exchange: whatever they were
+    /// doing is unknown.
+    async fn abandon(&self) {
+        *self.reader.lock().await = None;
+        let mut state = self.state.lock().await;
+        state.db = None;
+        state.cache = None;
     }
 
     /// Runs `cmd`, batched with whatever else is waiting, and returns its own result.
@@ -70,6 +138,9 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
+        if self.known_unknown(clock()) {
+            return Err(EngineError::NotFound("cluster".into()));
+        }
         let (reply, mut answer) = oneshot::channel();
         self.lock_pending().push((cmd, reply));
         // Whoever holds the state runs everything pending as one batch, then returns as soon
@@ -95,8 +166,21 @@ impl ClusterWriter {
             let (cmds, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let started = clock();
             let watched = self.watched.load(Ordering::Relaxed);
-            let (mut results, orders, changes, decided) =
-                state.run(cluster, cmds, &connect, started, watched).await;
+            let n = cmds.len();
+            // Abandoned past the deadline: the batch's connection and view go with it (they
+            // are taken out of the state while it runs), and whether it committed is unknown:
+            // a 503, after which an Idempotency-Key makes a retry safe.
+            let (mut results, orders, changes, decided) = self
+                .within(state.run(cluster, cmds, &connect, started, watched))
+                .await
+                .unwrap_or_else(|| (vec![Err(timed_out()); n], vec![], vec![], None));
+            if results
+                .first()
+                .is_some_and(|r| matches!(r, Err(EngineError::NotFound(what)) if what == "cluster"))
+                && decided.is_none()
+            {
+                self.remember_unknown(clock());
+            }
             if !orders.is_empty() {
                 self.lock_orders().extend(orders);
             }
@@ -142,41 +226,78 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        let reader = self.reader(&connect).await?;
-        let row = match authorize_reader(&reader, cluster, by, view.action(), now).await {
-            Ok(Some(row)) => row,
+        self.read(now, self.view_now(cluster, view, by, connect, now))
+            .await
+    }
+
+    /// A read of the cluster (`read`, not yet polled): refused at once for a cluster known
+    /// not to exist, abandoned past the deadline (both connections and the view dropped).
+    async fn read<T>(
+        &self,
+        now: DateTime<Utc>,
+        read: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        if self.known_unknown(now) {
+            return Err(EngineError::NotFound("cluster".into()));
+        }
+        match self.within(read).await {
+            Some(done) => done,
+            None => {
+                self.abandon().await;
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// The cluster's row once `by` is authorized for `action` on the reading connection.
+    /// An object whose cluster does not exist keeps no connection open, and remembers it
+    /// for a while.
+    async fn authorized<C, F>(
+        &self,
+        cluster: ClusterId,
+        by: &Caller,
+        action: crate::domain::policy::Action,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Result<ClusterRow, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let reader = self.reader(connect).await?;
+        match authorize_reader(&reader, cluster, by, action, now).await {
+            Ok(Some(row)) => Ok(row),
             Ok(None) => {
-                // An object whose cluster does not exist keeps no connection open.
                 self.forget_reader(&reader).await;
-                return Err(EngineError::NotFound("cluster".into()));
+                self.remember_unknown(now);
+                Err(EngineError::NotFound("cluster".into()))
             }
             Err(e) => {
                 if matches!(e, EngineError::Unavailable(_)) {
                     self.forget_reader(&reader).await;
                 }
-                return Err(e);
+                Err(e)
             }
-        };
-
-        let mut state = self.state.lock().await;
-        if state.cache.is_none() {
-            if state.db.as_ref().is_none_or(|c| c.is_closed()) {
-                state.db = Some(connect().await?);
-            }
-            let client = state
-                .db
-                .as_ref()
-                .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
-            let loaded = Live::load(client, &row, now).await;
-            if matches!(loaded, Err(EngineError::Unavailable(_))) {
-                state.db = None;
-            }
-            state.cache = Some(loaded?);
         }
-        let live = state
-            .cache
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+    }
+
+    async fn view_now<C, F>(
+        &self,
+        cluster: ClusterId,
+        view: View,
+        by: &Caller,
+        connect: C,
+        now: DateTime<Utc>,
+    ) -> Result<Viewed, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let row = self
+            .authorized(cluster, by, view.action(), &connect, now)
+            .await?;
+        let mut state = self.state.lock().await;
+        let live = state.loaded(&row, &connect, now).await?;
         Ok(match view {
             View::Cluster => Viewed::Cluster {
                 usage: live.usage(),
@@ -208,20 +329,25 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        let reader = self.reader(&connect).await?;
-        let row = match authorize_reader(&reader, cluster, by, READ_CLUSTER_ACTION, now).await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                self.forget_reader(&reader).await;
-                return Err(EngineError::NotFound("cluster".into()));
-            }
-            Err(e) => {
-                if matches!(e, EngineError::Unavailable(_)) {
-                    self.forget_reader(&reader).await;
-                }
-                return Err(e);
-            }
-        };
+        self.read(now, self.open_watch_now(cluster, by, after, connect, now))
+            .await
+    }
+
+    async fn open_watch_now<C, F>(
+        &self,
+        cluster: ClusterId,
+        by: &Caller,
+        after: Option<i64>,
+        connect: C,
+        now: DateTime<Utc>,
+    ) -> Result<Opening, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let row = self
+            .authorized(cluster, by, READ_CLUSTER_ACTION, &connect, now)
+            .await?;
         let mut state = self.state.lock().await;
         let result = state.open_watch(&row, after, &connect, now).await;
         if matches!(result, Err(EngineError::Unavailable(_))) {
@@ -406,6 +532,43 @@ impl State {
         }
     }
 
+    /// The batches' connection, opened if need be.
+    async fn connected<C, F>(&mut self, connect: &C) -> Result<&tokio_postgres::Client, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        if self.db.as_ref().is_none_or(|c| c.is_closed()) {
+            self.db = Some(connect().await?);
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| EngineError::Unavailable("no connection".into()))
+    }
+
+    /// The view, read from PostgreSQL (on the batches' connection) when there is none.
+    async fn loaded<C, F>(
+        &mut self,
+        row: &ClusterRow,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Result<&mut Live, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        if self.cache.is_none() {
+            let loaded = Live::load(self.connected(connect).await?, row, now).await;
+            if matches!(loaded, Err(EngineError::Unavailable(_))) {
+                self.db = None;
+            }
+            self.cache = Some(loaded?);
+        }
+        self.cache
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("cache missing".into()))
+    }
+
     /// [`ClusterWriter::open_watch`] once authorized, holding the state: the view is loaded
     /// if need be, and read on the batches' connection (no batch can use it meanwhile).
     async fn open_watch<C, F>(
@@ -419,21 +582,11 @@ impl State {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        if self.db.as_ref().is_none_or(|c| c.is_closed()) {
-            self.cache = None;
-            self.db = Some(connect().await?);
-        }
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
-        if self.cache.is_none() {
-            self.cache = Some(Live::load(db, row, now).await?);
-        }
-        let live = self
-            .cache
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+        self.loaded(row, connect, now).await?;
+        self.connected(connect).await?;
+        let (Some(db), Some(live)) = (self.db.as_ref(), self.cache.as_mut()) else {
+            return Err(EngineError::Internal("connection or view missing".into()));
+        };
         let cluster = row.id;
         let missed = match after {
             Some(after) => deployments::events_after(db, cluster, after, REPLAY_LIMIT + 1)

@@ -15,6 +15,7 @@ mod metrics;
 mod ops;
 mod roles;
 mod scheduling;
+mod stall;
 mod support;
 mod throttling;
 mod watch;

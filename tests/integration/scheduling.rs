@@ -901,3 +901,63 @@ async fn a_refused_resize_admits_nothing_beyond_the_stored_capacity() {
     assert_eq!(cluster["usage"]["running"], 1, "{cluster}");
     assert_eq!(f.status(&waits).await, "queued");
 }
+
+/// A cluster id that is well formed but unknown costs its object one connection, not one per
+/// request: the object remembers for a while that the cluster does not exist.
+#[tokio::test]
+async fn an_unknown_cluster_is_remembered_and_costs_no_connection_per_request() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::spawn().await;
+    let (admin, _) = app.user_as("admin@example.com").await;
+    let unknown = uuid::Uuid::now_v7();
+    let submit = json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}});
+    let first = app
+        .call(
+            Method::GET,
+            &format!("/v1/clusters/{unknown}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    let opened = app.platform.connections.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/v1/clusters/{unknown}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/v1/clusters/{unknown}/deployments"),
+                Some(&admin),
+                Some(submit.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        app.platform.connections.load(Ordering::SeqCst),
+        opened,
+        "no connection after the first"
+    );
+    // Past the memory, it looks again.
+    app.advance(chrono::Duration::seconds(
+        berth::engine::UNKNOWN_SECONDS + 1,
+    ));
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/clusters/{unknown}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(app.platform.connections.load(Ordering::SeqCst) > opened);
+}

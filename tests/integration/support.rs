@@ -37,11 +37,15 @@ pub struct NativePlatform {
     writers: Mutex<HashMap<ClusterId, Arc<ClusterWriter>>>,
     /// The structured log lines the app wrote.
     pub logs: Mutex<Vec<String>>,
+    /// How many database connections the app and the writers opened.
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl Platform for NativePlatform {
     async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
@@ -129,7 +133,11 @@ impl NativePlatform {
             .lock()
             .expect("lock")
             .entry(cluster)
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(ClusterWriter::with_deadline(Arc::new(|d| {
+                    Box::pin(tokio::time::sleep(d))
+                })))
+            })
             .clone()
     }
 }
@@ -178,6 +186,7 @@ impl TestApp {
             skew: Mutex::new(Duration::zero()),
             writers: Mutex::new(HashMap::new()),
             logs: Mutex::new(Vec::new()),
+            connections: Default::default(),
         });
         let keys =
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")
