@@ -32,6 +32,19 @@ if ! cargo llvm-cov --version >/dev/null 2>&1; then
   cargo install cargo-llvm-cov --locked
 fi
 
+# promtool (Debian's `prometheus` package) checks the metrics scrape in the tests, which fail
+# without it. Only promtool is used: RUNLEVEL=1 keeps the package's own server from starting.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing promtool (Debian's prometheus package, once per machine)"
+    apt-get update -qq
+    RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus >/dev/null
+  else
+    log "note: promtool is missing (apt-get install prometheus, as root): the metrics tests will fail"
+  fi
+fi
+
 if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm tooling"
   # Not `npm ci`: the registry mirror lacks dbmate's other-platform optional packages, so the

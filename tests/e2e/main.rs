@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod dry_run;
 mod json_numbers;
+mod metrics;
 mod ops;
 mod roles;
 mod scheduling;
