@@ -41,8 +41,8 @@ const REFUSED: u16 = 409;
 pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
 /// At most this much is handed to the runtime at once (more when one frame is larger).
 const CHUNK_BYTES: usize = 64 * 1024;
-/// How long a frame waits for others to share its chunk.
-const FLUSH_MS: u64 = 20;
+/// How long a chunk that is not full waits for more frames.
+const FLUSH_MS: u64 = 50;
 
 /// The Worker's side of `GET /v1/clusters/{id}/watch`, beside the router: the watch is
 /// admitted (`http::watch::admit_path`), and the object's streaming answer returned as it is;
@@ -154,16 +154,14 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
             };
             match got {
                 Some(Some(frame)) => {
-                    // What comes within FLUSH_MS goes in the same chunk: a few chunks a
-                    // second for the runtime to move, not one per frame, however busy the
-                    // cluster.
-                    worker::Delay::from(Duration::from_millis(FLUSH_MS)).await;
+                    // What waits goes in the same chunk; a chunk not yet full waits FLUSH_MS
+                    // for more. The runtime moves a few chunks a second per watcher, not one
+                    // per frame, and a busy cluster's full chunks go at once.
                     let mut chunk = frame.as_bytes().to_vec();
-                    while chunk.len() < CHUNK_BYTES {
-                        match rx.try_recv() {
-                            Ok(more) => chunk.extend_from_slice(more.as_bytes()),
-                            Err(_) => break,
-                        }
+                    fill(&mut rx, &mut chunk);
+                    if chunk.len() < CHUNK_BYTES {
+                        worker::Delay::from(Duration::from_millis(FLUSH_MS)).await;
+                        fill(&mut rx, &mut chunk);
                     }
                     queued.set(queued.get().saturating_sub(chunk.len()));
                     Some((Ok(chunk), (rx, queued, false)))
@@ -181,6 +179,16 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
     // Proxies that buffer answers (nginx) pass this one through as it comes.
     headers.set("x-accel-buffering", "no")?;
     Ok(res)
+}
+
+/// Adds the frames waiting in `rx` to `chunk`, up to [`CHUNK_BYTES`].
+fn fill(rx: &mut mpsc::UnboundedReceiver<Rc<str>>, chunk: &mut Vec<u8>) {
+    while chunk.len() < CHUNK_BYTES {
+        match rx.try_recv() {
+            Ok(more) => chunk.extend_from_slice(more.as_bytes()),
+            Err(_) => break,
+        }
+    }
 }
 
 /// What a watcher's stream reads from.
