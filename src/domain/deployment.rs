@@ -86,6 +86,11 @@ impl Status {
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|x| x.as_str() == s)
     }
+
+    /// Whether it has ended (no status follows a final one).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
 }
 
 /// What happened to a deployment: the kind of one line of its history.
@@ -120,11 +125,13 @@ pub enum EventKind {
     Exited,
     /// Its agent stayed away longer than the cluster's grace; requeued.
     Lost,
+    /// Every deployment it depends on succeeded: it joins the queue (from then on).
+    Released,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Created,
         EventKind::Admitted,
         EventKind::Preempted,
@@ -139,6 +146,7 @@ impl EventKind {
         EventKind::Started,
         EventKind::Exited,
         EventKind::Lost,
+        EventKind::Released,
     ];
 
     /// The stored name.
@@ -158,6 +166,7 @@ impl EventKind {
             EventKind::Started => "started",
             EventKind::Exited => "exited",
             EventKind::Lost => "lost",
+            EventKind::Released => "released",
         }
     }
 

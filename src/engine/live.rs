@@ -224,7 +224,9 @@ impl Live {
             admitted_at: None,
         };
         let rows = &self.rows;
-        plan::plan(&self.book, entry, now, |id| rows.get(id).map(|r| r.status))
+        plan::plan(&self.book, entry, false, now, |id| {
+            rows.get(id).map(|r| r.status)
+        })
     }
 
     /// A new base priority for a live deployment (already written to Postgres).
@@ -472,6 +474,7 @@ mod tests {
             policy: c.policy,
             running: vec![],
             queued: vec![],
+            held: vec![],
         };
         for r in live {
             match r.status {
