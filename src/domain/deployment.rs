@@ -257,6 +257,49 @@ fn command_field(f: &Fields<'_>) -> Result<Option<Vec<String>>, Invalid> {
     }
 }
 
+/// The optional `depends_on` of a submission: at most
+/// [`MAX_DEPENDENCIES`](super::scheduling::dependencies::MAX_DEPENDENCIES) deployment ids,
+/// a repeated one taken once (in the order first given); whether each can be waited for is
+/// the cluster's batch to say.
+pub fn depends_on_field(f: &Fields<'_>) -> Result<Vec<super::ids::DeploymentId>, Invalid> {
+    use super::scheduling::dependencies::{FIELD, MAX_DEPENDENCIES};
+    let Some(v) = f.value(FIELD) else {
+        return Ok(vec![]);
+    };
+    let Value::Array(items) = v else {
+        f.error(FIELD, "must be an array of deployment ids");
+        return Err(Invalid);
+    };
+    if items.len() > MAX_DEPENDENCIES {
+        f.error(
+            FIELD,
+            format!("must name at most {MAX_DEPENDENCIES} deployments"),
+        );
+        return Err(Invalid);
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()) {
+            Some(id) => {
+                let id = super::ids::DeploymentId(id);
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            None => {
+                f.error(&format!("{FIELD}.{i}"), "must be a deployment id (a UUID)");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        Ok(ids)
+    } else {
+        Err(Invalid)
+    }
+}
+
 /// An environment variable's name as POSIX shells accept it.
 fn env_name_ok(name: &str) -> bool {
     let mut chars = name.chars();

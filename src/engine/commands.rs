@@ -19,7 +19,7 @@ use crate::domain::agent::Report;
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::resources::Resources;
-use crate::domain::scheduling::{self, Queueing};
+use crate::domain::scheduling::{self, dependencies, Queueing};
 use crate::domain::validation::FieldError;
 
 /// A command's result inside a batch; see the module documentation.
@@ -90,9 +90,12 @@ pub(super) async fn apply(
             };
             update_cluster(tx, c, live, update, now).await
         }
-        Command::Submit { deployment, by } => submit(tx, c, batch, deployment, &by).await,
+        Command::Submit { deployment, by } => submit(tx, c, live, batch, deployment, &by).await,
         // Nothing to write: planned after the batch is scheduled, on what it leaves.
-        Command::Plan { deployment, .. } => Ok(Ok(Subject::Plan(Box::new(deployment)))),
+        Command::Plan { deployment, .. } => Ok(match checked(c, live, batch, &deployment) {
+            Ok(awaited) => Ok(Subject::Plan(Box::new(deployment), !awaited.is_empty())),
+            Err(errors) => Err(EngineError::Validation(errors)),
+        }),
         Command::Cancel { id } => {
             let user = Some("cancelled by a user".to_string());
             let ending = Ending {
@@ -208,6 +211,7 @@ async fn update_cluster(
 async fn submit(
     tx: &Client,
     c: &ClusterRow,
+    live: &Live,
     batch: &mut Batch,
     mut new: NewDeployment,
     by: &Caller,
@@ -216,29 +220,69 @@ async fn submit(
     if let Some(replay) = replay(tx, c, batch, &new).await? {
         return Ok(replay);
     }
-    if !scheduling::can_ever_fit(&c.capacity, &new.resources) {
-        // Each dimension that asks for more than the whole cluster has, by its field.
-        let errors = new
-            .resources
-            .named()
-            .into_iter()
-            .zip(c.capacity.dims())
-            .filter(|((_, asked), total)| asked > total)
-            .map(|((name, asked), total)| {
-                FieldError::new(
-                    format!("resources.{name}"),
-                    format!("asks for {asked}, more than the cluster's total of {total}: it could never run"),
-                )
-            })
-            .collect();
-        return Ok(Err(EngineError::Validation(errors)));
-    }
+    let awaited = match checked(c, live, batch, &new) {
+        Ok(awaited) => awaited,
+        Err(errors) => return Ok(Err(EngineError::Validation(errors))),
+    };
     let id = DeploymentId::new();
+    if !awaited.is_empty() {
+        batch.awaiting.insert(id, awaited);
+    }
     batch.inserts.push((id, new));
     Ok(Ok(Subject::Deployment {
         id,
         replayed: false,
     }))
+}
+
+/// What the cluster and the submission's dependencies allow: the dependencies it must wait
+/// for (each with its status now), or every reason it is refused — a dimension larger than
+/// the whole cluster (it could never run), a dependency that can never be met.
+fn checked(
+    c: &ClusterRow,
+    live: &Live,
+    batch: &Batch,
+    new: &NewDeployment,
+) -> Result<Vec<(DeploymentId, Status)>, Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if !scheduling::can_ever_fit(&c.capacity, &new.resources) {
+        // Each dimension that asks for more than the whole cluster has, by its field.
+        errors.extend(
+            new.resources
+                .named()
+                .into_iter()
+                .zip(c.capacity.dims())
+                .filter(|((_, asked), total)| asked > total)
+                .map(|((name, asked), total)| {
+                    FieldError::new(
+                        format!("resources.{name}"),
+                        format!("asks for {asked}, more than the cluster's total of {total}: it could never run"),
+                    )
+                }),
+        );
+    }
+    let found: Vec<_> = new
+        .depends_on
+        .iter()
+        .map(|id| (*id, live.dependency(id, &batch.found)))
+        .collect();
+    let awaited = match dependencies::admit(c.org_id, &found) {
+        Ok(awaited) => awaited,
+        Err(refused) => {
+            errors.extend(refused);
+            vec![]
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(awaited
+        .into_iter()
+        .filter_map(|id| {
+            let status = found.iter().find(|(d, _)| *d == id)?.1?.status;
+            Some((id, status))
+        })
+        .collect())
 }
 
 /// The answer to a submission whose Idempotency-Key was used before (in this batch or
@@ -271,6 +315,7 @@ async fn replay(
                     idempotency_key: r.idempotency_key,
                     created_by: None,
                     process,
+                    depends_on: r.depends_on,
                 };
                 Some((r.id, d))
             }
@@ -285,7 +330,8 @@ async fn replay(
         && d.image == new.image
         && d.resources == new.resources
         && d.max_runtime_seconds == new.max_runtime_seconds
-        && d.process == new.process;
+        && d.process == new.process
+        && d.depends_on == new.depends_on;
     Ok(Some(if same {
         Ok(Subject::Deployment { id, replayed: true })
     } else {

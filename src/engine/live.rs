@@ -6,7 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
+mod dependencies;
 mod placing;
+
+use dependencies::Held;
 
 use super::batch::{event, Subject};
 use super::EngineError;
@@ -46,6 +49,9 @@ pub struct Live {
     /// Whether placement may have something new to do since it last ran (an admission, an
     /// agent joined, room freed).
     unplaced: bool,
+    /// The queued deployments held for their dependencies (`dependencies.rs`); the book
+    /// holds them apart from its queue.
+    held: Held,
 }
 
 /// One page of a cluster's queue, in scheduling order: the position, effective priority
@@ -151,13 +157,23 @@ impl Live {
         c: &ClusterRow,
         now: DateTime<Utc>,
         fleet: Fleet,
+        held: Held,
     ) -> Self {
-        let book = Book::new(
+        let mut book = Book::new(
             c.capacity,
             c.policy,
-            rows.iter().filter_map(book_entry),
+            rows.iter()
+                .filter(|r| !held.holds(&r.id))
+                .filter_map(book_entry),
             now,
         );
+        for entry in rows
+            .iter()
+            .filter(|r| held.holds(&r.id))
+            .filter_map(book_entry)
+        {
+            book.hold(entry);
+        }
         let deadlines = rows.iter().filter_map(deadline_key).collect();
         let awaiting = rows.iter().filter_map(awaiting_key).collect();
         Self {
@@ -168,23 +184,25 @@ impl Live {
             fleet,
             awaiting,
             unplaced: true,
+            held,
         }
     }
 
-    /// Reads the cluster's live deployments, its placed containers and its agents (three
-    /// statements, pipelined).
+    /// Reads the cluster's live deployments, its placed containers, its agents and its held
+    /// deployments' dependencies (four statements, pipelined).
     pub(super) async fn read(
         db: &Client,
         c: &ClusterRow,
         now: DateTime<Utc>,
     ) -> Result<Self, EngineError> {
-        let (rows, placed, agents) = tokio::try_join!(
+        let (rows, placed, agents, held) = tokio::try_join!(
             deployments::live(db, c.id),
             deployments::placements(db, c.id),
             agents_db::of_cluster(db, c.id),
+            crate::db::dependencies::held(db, c.id),
         )?;
         let fleet = Fleet::new(agents.iter().map(fleet_agent), placed);
-        Ok(Self::new(rows, c, now, fleet))
+        Ok(Self::new(rows, c, now, fleet, Held::read(held)))
     }
 
     /// Adds a row just written (a new submission).
@@ -214,8 +232,9 @@ impl Live {
         self.book.set_policy(c.policy);
     }
 
-    /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes).
-    pub(super) fn plan(&mut self, new: &NewDeployment, now: DateTime<Utc>) -> Plan {
+    /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes);
+    /// `held` when it would wait for dependencies.
+    pub(super) fn plan(&mut self, new: &NewDeployment, held: bool, now: DateTime<Utc>) -> Plan {
         let entry = BookEntry {
             id: DeploymentId::new(),
             priority: new.priority,
@@ -224,7 +243,7 @@ impl Live {
             admitted_at: None,
         };
         let rows = &self.rows;
-        plan::plan(&self.book, entry, false, now, |id| {
+        plan::plan(&self.book, entry, held, now, |id| {
             rows.get(id).map(|r| r.status)
         })
     }
@@ -306,6 +325,7 @@ impl Live {
             self.awaiting.remove(&a);
         }
         self.book.remove(&id);
+        self.held.ended(&id, to);
         progress(&mut row).finish(to, message, now);
         self.done.insert(id, row);
         Some(write)
@@ -468,6 +488,7 @@ mod tests {
     fn cluster_state<'a>(
         c: &ClusterRow,
         live: impl Iterator<Item = &'a DeploymentRow>,
+        held: impl Fn(&DeploymentId) -> bool,
     ) -> ClusterState {
         let mut state = ClusterState {
             capacity: c.capacity,
@@ -484,12 +505,19 @@ mod tests {
                     resources: r.resources,
                     admitted_at: r.admitted_at.unwrap_or(r.enqueued_at),
                 }),
-                Status::Queued => state.queued.push(Queued {
-                    id: r.id,
-                    priority: r.priority,
-                    resources: r.resources,
-                    enqueued_at: r.enqueued_at,
-                }),
+                Status::Queued => {
+                    let q = Queued {
+                        id: r.id,
+                        priority: r.priority,
+                        resources: r.resources,
+                        enqueued_at: r.enqueued_at,
+                    };
+                    if held(&r.id) {
+                        state.held.push(q);
+                    } else {
+                        state.queued.push(q);
+                    }
+                }
                 _ => {}
             }
         }
@@ -550,12 +578,13 @@ mod tests {
             placement: None,
             started_at: None,
             exit_code: None,
+            depends_on: vec![],
         }
     }
 
     /// The book's answers against the reference `queue_view` over the same rows.
     fn same_as_reference(live: &mut Live, c: &ClusterRow, now: DateTime<Utc>) {
-        let state = cluster_state(c, live.rows.values());
+        let state = cluster_state(c, live.rows.values(), |id| live.is_held(id));
         let view = scheduling::queue_view(&state, now);
         live.follow(c);
         let page = live.queue_page(now, None, usize::MAX);
@@ -622,7 +651,7 @@ mod tests {
             row(5, Status::Queued, 7, 5000, 40),
             row(6, Status::Succeeded, 7, 50, 40),
         ];
-        let mut live = Live::new(rows, &c, t(100), Fleet::default());
+        let mut live = Live::new(rows, &c, t(100), Fleet::default(), Held::default());
         same_as_reference(&mut live, &c, t(100));
 
         live.insert(row(7, Status::Queued, 3, 20, 100));

@@ -912,13 +912,23 @@ async fn an_unknown_cluster_is_remembered_and_costs_no_connection_per_request() 
     let unknown = uuid::Uuid::now_v7();
     let submit = json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}});
     let first = app
-        .call(Method::GET, &format!("/v1/clusters/{unknown}"), Some(&admin), None)
+        .call(
+            Method::GET,
+            &format!("/v1/clusters/{unknown}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(first.status, StatusCode::NOT_FOUND);
     let opened = app.platform.connections.load(Ordering::SeqCst);
     for _ in 0..5 {
         let r = app
-            .call(Method::GET, &format!("/v1/clusters/{unknown}"), Some(&admin), None)
+            .call(
+                Method::GET,
+                &format!("/v1/clusters/{unknown}"),
+                Some(&admin),
+                None,
+            )
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         let r = app
@@ -937,9 +947,16 @@ async fn an_unknown_cluster_is_remembered_and_costs_no_connection_per_request() 
         "no connection after the first"
     );
     // Past the memory, it looks again.
-    app.advance(chrono::Duration::seconds(berth::engine::UNKNOWN_SECONDS + 1));
+    app.advance(chrono::Duration::seconds(
+        berth::engine::UNKNOWN_SECONDS + 1,
+    ));
     let r = app
-        .call(Method::GET, &format!("/v1/clusters/{unknown}"), Some(&admin), None)
+        .call(
+            Method::GET,
+            &format!("/v1/clusters/{unknown}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(app.platform.connections.load(Ordering::SeqCst) > opened);
