@@ -92,7 +92,9 @@ pub(super) async fn apply(
         }
         Command::Submit { deployment, by } => submit(tx, c, live, batch, deployment, &by).await,
         // Nothing to write: planned after the batch is scheduled, on what it leaves.
-        Command::Plan { deployment, .. } => Ok(match checked(c, live, batch, &deployment) {
+        // A dependency that can never be met is refused as it would be; a request larger
+        // than the cluster is planned (`never_fits`).
+        Command::Plan { deployment, .. } => Ok(match awaited(c, live, batch, &deployment) {
             Ok(awaited) => Ok(Subject::Plan(Box::new(deployment), !awaited.is_empty())),
             Err(errors) => Err(EngineError::Validation(errors)),
         }),
@@ -261,21 +263,30 @@ fn checked(
                 }),
         );
     }
+    match awaited(c, live, batch, new) {
+        Ok(awaited) if errors.is_empty() => Ok(awaited),
+        Ok(_) => Err(errors),
+        Err(refused) => {
+            errors.extend(refused);
+            Err(errors)
+        }
+    }
+}
+
+/// The dependencies a submission must wait for, each with its status now, or why some can
+/// never be met ([`dependencies::admit`]).
+fn awaited(
+    c: &ClusterRow,
+    live: &Live,
+    batch: &Batch,
+    new: &NewDeployment,
+) -> Result<Vec<(DeploymentId, Status)>, Vec<FieldError>> {
     let found: Vec<_> = new
         .depends_on
         .iter()
         .map(|id| (*id, live.dependency(id, &batch.found)))
         .collect();
-    let awaited = match dependencies::admit(c.org_id, &found) {
-        Ok(awaited) => awaited,
-        Err(refused) => {
-            errors.extend(refused);
-            vec![]
-        }
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
+    let awaited = dependencies::admit(c.org_id, &found)?;
     Ok(awaited
         .into_iter()
         .filter_map(|id| {
