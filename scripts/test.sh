@@ -8,11 +8,13 @@
 #   drivers      the agent's Docker driver against a real Docker daemon (scripts/docker.sh)
 #                and its exec driver against real processes; the e2e tier's agents run
 #                their deployments in that same daemon
+#   browser      the dashboard (/app/) in Debian's headless Chromium, driven by
+#                playwright-core, against that same Worker (tests/browser, node --test)
 # plus `wrangler deploy --dry-run` and the native coverage total. Any failure fails the run.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --browser
 
 E2E_PORT=${BERTH_E2E_PORT:-8788}
 out="$ROOT/logs/test"; rm -rf "$out"; mkdir -p "$out"
@@ -82,6 +84,18 @@ BERTH_E2E_PG_START="PG_EXTRA_OPTS='-c fsync=off -c synchronous_commit=off' $ROOT
 e2e_status=${PIPESTATUS[0]}
 [ "$e2e_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "end-to-end tests failed"; }
 
+# The dashboard in a real browser, against the same Worker: sign-in, the role's controls,
+# submissions from the page, the stream's live updates, the keyboard, phone width; each
+# page's screenshots go to logs/test/screenshots/.
+log "browser tests: the dashboard in chromium against the Worker on port $E2E_PORT"
+browser_started=$SECONDS
+BERTH_E2E_URL="http://127.0.0.1:$E2E_PORT" BERTH_SCREENSHOTS="$out/screenshots" \
+BERTH_E2E_CLI="$ROOT/target/debug/berth" \
+  node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec tests/browser/*.test.mjs 2>&1 | tee "$out/browser.txt"
+browser_status=${PIPESTATUS[0]}
+browser_seconds=$((SECONDS - browser_started))
+[ "$browser_status" = 0 ] || { tail -40 "$out/wrangler.txt"; die "browser tests failed"; }
+
 # Against the same Worker, still up: every operation of /openapi.json with generated
 # requests, each answer checked against the document (scripts/fuzz.sh; FUZZ_* tune it).
 log "schemathesis: schema-driven fuzzing of the Worker on port $E2E_PORT"
@@ -105,7 +119,12 @@ printf '  integration tests (native, postgres): %s passed\n' "$(count native.txt
 printf '  CLI unit tests (native):             %s passed\n' "$(count cli.txt 'berth-cli(::bin/berth)?')"
 printf '  agent driver tests (Docker, exec):   %s passed\n' "$(count drivers.txt 'berth-cli::drivers')"
 printf '  end-to-end tests (workerd):           %s passed (CLI included)\n' "$(count e2e.txt 'berth::e2e')"
+printf '  browser tests (chromium):             %s passed (%s s; screenshots in logs/test/screenshots)\n' \
+  "$(awk '$1 == "ℹ" && $2 == "pass" {print $3}' "$out/browser.txt")" "$browser_seconds"
 printf '  fuzzing (workerd):                    %s (%s s)\n' "$(cat "$ROOT/logs/fuzz/summary.txt")" "$fuzz_seconds"
 printf '  wrangler deploy --dry-run:            ok\n'
 printf '  wasm bundle: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$wasm")" "$(gzip -9c "$wasm" | wc -c)"
+app="$ROOT/public/app"
+printf '  dashboard bundle: %s bytes raw, %s bytes gzip (app.js + app.css)\n' \
+  "$(cat "$app/app.js" "$app/app.css" | wc -c)" "$(( $(gzip -9c "$app/app.js" | wc -c) + $(gzip -9c "$app/app.css" | wc -c) ))"
 awk '/^TOTAL/ {printf "  coverage (native, lines): %s   (edge/ runs only in workerd: see README)\n", $10}' "$out/coverage.txt"

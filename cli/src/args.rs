@@ -127,6 +127,12 @@ pub enum Command {
     /// Join an organization with an invite code.
     #[command(after_help = "Example:\n  berth join bic_3q2…")]
     Join { code: String },
+    /// The organization's metrics as Prometheus scrapes them (its text format): every
+    /// cluster's capacity, allocation, queue, counters, queue waits and agents.
+    #[command(after_help = "Examples:
+  berth metrics
+  berth metrics --org acme | grep '^berth_queue_wait_seconds_count'")]
+    Metrics,
     /// API keys for scripts and CI: create (the key is printed once), list, revoke.
     #[command(
         subcommand,

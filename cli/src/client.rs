@@ -32,7 +32,7 @@ enum Auth {
     Stored,
 }
 
-/// A successful answer's JSON body (`Null` for 204).
+/// A successful answer's JSON body (`Null` for 204; a `text/plain` one as a string).
 #[derive(Debug)]
 pub struct Reply {
     pub body: Value,
@@ -332,6 +332,11 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
+            let text = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/plain"));
             let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
             // Sent again only when a second copy cannot do anything twice: reads, the
             // idempotent PATCH and DELETE, and a submission with its Idempotency-Key.
@@ -344,6 +349,9 @@ impl Client {
             }
             let value = if bytes.is_empty() {
                 Value::Null
+            } else if status.is_success() && text {
+                // The metrics: text, kept as a string.
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
             } else {
                 serde_json::from_slice(&bytes).unwrap_or(Value::Null)
             };

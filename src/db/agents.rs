@@ -178,6 +178,25 @@ pub async fn list(
     rows.iter().map(AgentRow::try_from).collect()
 }
 
+/// How many agents each of an organization's clusters has connected now (clusters with
+/// none are left out).
+pub async fn connected_of_org(
+    db: &impl GenericClient,
+    org: crate::domain::ids::OrgId,
+) -> DbResult<Vec<(ClusterId, i64)>> {
+    let rows = db
+        .query_typed(
+            "select a.cluster_id, count(*) as n from clusters c \
+             join agents a on a.cluster_id = c.id \
+             where c.org_id = $1 and a.status = 'connected' group by a.cluster_id",
+            &[(&org.0, Type::UUID)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((ClusterId(r.try_get("cluster_id")?), r.try_get("n")?)))
+        .collect()
+}
+
 /// What is placed on each of the cluster's agents now: the resources of the containers that
 /// occupy it (assigned, started or stopping) and how many of them are started.
 pub async fn placed_on(

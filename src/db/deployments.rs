@@ -370,6 +370,61 @@ pub async fn list(
     )
 }
 
+/// What an organization's clusters hold in one status: how many deployments, and what they
+/// hold or ask for together (zero for the final statuses, which hold nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub cluster: ClusterId,
+    pub status: Status,
+    pub count: i64,
+    pub resources: Resources,
+}
+
+/// Every (cluster, status) of an organization that has deployments, with its [`Tally`]: two
+/// statements, pipelined. The counts walk the (cluster, status) index only; the sums read
+/// the live rows alone (the live index), never the finished history.
+pub async fn tally_of_org(db: &impl GenericClient, org: OrgId) -> DbResult<Vec<Tally>> {
+    let params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)] = &[(&org.0, Type::UUID)];
+    let (counts, held) = tokio::try_join!(
+        db.query_typed(
+            "select d.cluster_id, d.status, count(*) as n \
+             from clusters c join deployments d on d.cluster_id = c.id \
+             where c.org_id = $1 group by d.cluster_id, d.status",
+            params,
+        ),
+        db.query_typed(
+            "select d.cluster_id, d.status, sum(d.cpu_millis)::int8 as cpu_millis, \
+               sum(d.memory_mib)::int8 as memory_mib, sum(d.gpus)::int8 as gpus \
+             from clusters c join deployments d on d.cluster_id = c.id \
+             where c.org_id = $1 and d.status in ('queued', 'running') \
+             group by d.cluster_id, d.status",
+            params,
+        ),
+    )?;
+    let key = |r: &Row| -> DbResult<(ClusterId, Status)> {
+        let status: String = r.try_get("status")?;
+        let status = Status::parse(&status)
+            .ok_or_else(|| DbError::Other(format!("unknown status {status} stored")))?;
+        Ok((ClusterId(r.try_get("cluster_id")?), status))
+    };
+    let mut sums = std::collections::HashMap::new();
+    for r in &held {
+        sums.insert(key(r)?, resources(r)?);
+    }
+    counts
+        .iter()
+        .map(|r| {
+            let (cluster, status) = key(r)?;
+            Ok(Tally {
+                cluster,
+                status,
+                count: r.try_get("n")?,
+                resources: sums.get(&(cluster, status)).copied().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// Admits queued deployments: running from `now`, with their deadline.
 pub async fn admit(
     db: &impl GenericClient,

@@ -7,6 +7,7 @@ pub mod agent_tokens;
 pub mod agents;
 pub mod api_keys;
 pub mod clusters;
+pub mod counters;
 pub mod dependencies;
 pub mod deployments;
 pub mod invites;

@@ -1,6 +1,7 @@
 //! Pure domain types and rules: no I/O, no clock (time is passed in), no `worker` import.
 
 pub mod agent;
+pub mod counters;
 pub mod deployment;
 pub mod ids;
 pub mod policy;

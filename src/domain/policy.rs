@@ -46,6 +46,7 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     ReadOrg,
+    ReadMetrics,
     ListMembers,
     ChangeMemberRole,
     RemoveMember,
@@ -79,8 +80,8 @@ impl Action {
     pub fn min_role(self) -> Role {
         use Action::*;
         match self {
-            ReadOrg | ListMembers | ListClusters | ReadCluster | ListAgents | ReadQueue
-            | ListDeployments | ReadDeployment => Role::Viewer,
+            ReadOrg | ReadMetrics | ListMembers | ListClusters | ReadCluster | ListAgents
+            | ReadQueue | ListDeployments | ReadDeployment => Role::Viewer,
             CreateDeployment | UpdateDeployment | CancelDeployment | StopDeployment
             | FinishDeployment => Role::Developer,
             ChangeMemberRole | RemoveMember | CreateInvite | ListInvites | RevokeInvite
@@ -195,6 +196,7 @@ mod tests {
         // (action, viewer, developer, admin)
         let table = [
             (ReadOrg, true, true, true),
+            (ReadMetrics, true, true, true),
             (ListMembers, true, true, true),
             (ChangeMemberRole, false, false, true),
             (RemoveMember, false, false, true),

@@ -65,10 +65,10 @@ extern "C" {
     /// A Durable Object stub's own `fetch` (with a `web_sys::Request`, answer unconverted,
     /// so the 101's `webSocket` passes through as it is).
     #[wasm_bindgen(extends = worker::js_sys::Object)]
-    pub type FetchStub;
+    type FetchStub;
 
     #[wasm_bindgen(method, catch, js_name = fetch)]
-    pub fn fetch_request(this: &FetchStub, req: &web_sys::Request) -> Result<Promise, JsValue>;
+    fn fetch_request(this: &FetchStub, req: &web_sys::Request) -> Result<Promise, JsValue>;
 
     /// The hibernation calls of `DurableObjectState` that `worker` 0.8.7 does not bind.
     #[wasm_bindgen(extends = worker::js_sys::Object)]
@@ -83,21 +83,34 @@ extern "C" {
 }
 
 async fn forward(env: &Env, admitted: &Admitted) -> Result<web_sys::Response, JsValue> {
-    let stub = env
-        .durable_object("CLUSTER")?
-        .get_by_name(&admitted.cluster.to_string())?;
-    let headers = web_sys::Headers::new()?;
-    headers.set("upgrade", "websocket")?;
+    let cluster = admitted.cluster.to_string();
     let admitted =
         serde_json::to_string(admitted).map_err(|e| JsValue::from_str(&e.to_string()))?;
-    headers.set(ADMITTED_HEADER, &admitted)?;
+    let headers = [
+        ("upgrade", "websocket"),
+        (ADMITTED_HEADER, admitted.as_str()),
+    ];
+    fetch_object(env, &cluster, OBJECT_PATH, &headers).await
+}
+
+/// A GET to the `fetch` of `cluster`'s object, at its own `path`, with `headers`; its answer
+/// unconverted (a 101 keeps its socket, a stream its body).
+pub async fn fetch_object(
+    env: &Env,
+    cluster: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<web_sys::Response, JsValue> {
+    let stub = env.durable_object("CLUSTER")?.get_by_name(cluster)?;
+    let h = web_sys::Headers::new()?;
+    for (name, value) in headers {
+        h.set(name, value)?;
+    }
     let init = web_sys::RequestInit::new();
     init.set_method("GET");
-    init.set_headers(&headers);
-    let req = web_sys::Request::new_with_str_and_init(
-        &format!("https://cluster.internal{OBJECT_PATH}"),
-        &init,
-    )?;
+    init.set_headers(&h);
+    let req =
+        web_sys::Request::new_with_str_and_init(&format!("https://cluster.internal{path}"), &init)?;
     let stub: FetchStub = stub.into_rpc();
     let res = JsFuture::from(stub.fetch_request(&req)?).await?;
     res.dyn_into::<web_sys::Response>()

@@ -18,11 +18,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::{select, Either};
 use tokio::sync::mpsc;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use worker::{web_sys, Request, Response};
 
-use super::agents::FetchStub;
+use super::agents::fetch_object;
 use crate::auth::Caller;
 use crate::engine::{Change, Changed, EngineError};
 use crate::http::watch::{self as render, Watch, EVENT_STREAM, HEARTBEAT, HEARTBEAT_SECONDS};
@@ -97,22 +97,14 @@ async fn open_or_refused(env: &worker::Env, watch: &Watch) -> Result<web_sys::Re
 }
 
 async fn open(env: &worker::Env, watch: &Watch) -> Result<web_sys::Response, JsValue> {
-    let stub = env
-        .durable_object("CLUSTER")?
-        .get_by_name(&watch.cluster.to_string())?;
-    let headers = web_sys::Headers::new()?;
-    let watch = serde_json::to_string(watch).map_err(|e| JsValue::from_str(&e.to_string()))?;
-    headers.set(WATCH_HEADER, &watch)?;
-    let init = web_sys::RequestInit::new();
-    init.set_method("GET");
-    init.set_headers(&headers);
-    let req = web_sys::Request::new_with_str_and_init(
-        &format!("https://cluster.internal{OBJECT_PATH}"),
-        &init,
-    )?;
-    let stub: FetchStub = stub.into_rpc();
-    let res = JsFuture::from(stub.fetch_request(&req)?).await?;
-    res.dyn_into::<web_sys::Response>()
+    let w = serde_json::to_string(watch).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    fetch_object(
+        env,
+        &watch.cluster.to_string(),
+        OBJECT_PATH,
+        &[(WATCH_HEADER, &w)],
+    )
+    .await
 }
 
 /// The watch a request to the object's fetch carries, if it is one.

@@ -12,11 +12,13 @@ use super::live::Live;
 use super::{Changed, Command, EngineError, Executed, Order, Outcome};
 use crate::db::agents::{self as agents_db, AgentRow};
 use crate::db::clusters::{self, ClusterRow, Usage};
+use crate::db::counters;
 use crate::db::dependencies;
 use crate::db::deployments::{
     self, DeploymentRow, Event, Finishing, NewDeployment, PlacementWrite,
 };
 use crate::domain::agent::protocol::{ObjectMessage, VERSION};
+use crate::domain::counters::Counters;
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{AgentId, ClusterId, DeploymentId, OrgId};
 use crate::domain::scheduling::dependencies::Found;
@@ -163,9 +165,6 @@ async fn in_transaction(
         let settled = live.schedule(&c, now, &mut batch.events);
         live.stop_unwanted(&mut batch, &settled, now);
         live.place(&mut batch);
-        let written = batch
-            .write(tx, cluster, c.org_id, &settled, now, true)
-            .await?;
         let decided = Decided {
             admitted: settled.admitted.len(),
             preempted: settled.preempted.len(),
@@ -173,6 +172,10 @@ async fn in_transaction(
             lost: batch.lost.len(),
             orders: 0,
         };
+        batch.counted = counted(&decided, &settled, live, now);
+        let written = batch
+            .write(tx, cluster, c.org_id, &settled, now, true)
+            .await?;
         (decided, written)
     };
     let orders = batch.orders(live, processes);
@@ -196,6 +199,27 @@ async fn in_transaction(
         changes,
         wake,
     })
+}
+
+/// What the batch adds to its cluster's counters: what it decided, and each admission's
+/// queue wait (from the deployment's `enqueued_at`, which it keeps through preemptions and
+/// lost agents, to `now`).
+fn counted(decided: &Decided, settled: &Settled, live: &Live, now: DateTime<Utc>) -> Counters {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut counted = Counters {
+        admissions: count(decided.admitted),
+        preemptions: count(decided.preempted),
+        expirations: count(decided.expired),
+        lost: count(decided.lost),
+        ..Counters::default()
+    };
+    for row in settled.admitted.iter().filter_map(|id| live.row(id)) {
+        let wait = (now - row.enqueued_at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX);
+        counted.observe_wait(wait);
+    }
+    counted
 }
 
 /// Every deployment the batch's submissions and dry runs name as a dependency.
@@ -393,6 +417,8 @@ pub(in crate::engine) struct Batch {
     pub(super) away: Vec<AgentId>,
     /// Agents whose socket (of the connection begun then) closed.
     pub(super) gone: Vec<(AgentId, chrono::DateTime<Utc>)>,
+    /// What the batch adds to its cluster's counters, once scheduled.
+    counted: Counters,
 }
 
 impl Batch {
@@ -419,11 +445,11 @@ impl Batch {
     }
 
     /// Every write of the batch in one round trip (pipelined), in this order: events after
-    /// the rows they refer to, and the COMMIT last when `commit` (Postgres answers a COMMIT
-    /// after a failed statement with a rollback, and the failure is returned here). The
-    /// processes of the deployments to run are read in the same round trip, and so are the
-    /// other clusters waiting for what ended (after the endings are written: see
-    /// `db::dependencies`).
+    /// the rows they refer to, the cluster's counters (one upsert, only when the batch
+    /// counted something), and the COMMIT last when `commit` (Postgres answers a COMMIT after
+    /// a failed statement with a rollback, and the failure is returned here). The processes of
+    /// the deployments to run are read in the same round trip, and so are the other clusters
+    /// waiting for what ended (after the endings are written: see `db::dependencies`).
     async fn write(
         &self,
         tx: &Client,
@@ -462,7 +488,7 @@ impl Batch {
         };
         let held: Vec<DeploymentId> = self.awaiting.keys().copied().collect();
         let ended: Vec<DeploymentId> = self.finishes.iter().map(|f| f.id).collect();
-        let (_, _, _, wake, _, _, _, _, _, event_ids, _, _, _, processes, _) = tokio::try_join!(
+        let (_, _, _, wake, _, _, _, _, _, event_ids, _, _, _, _, processes, _) = tokio::try_join!(
             deployments::insert_many(tx, cluster, org, &self.inserts, &held, now),
             deployments::finish(tx, &self.finishes, now),
             dependencies::release(tx, &self.released, now),
@@ -473,6 +499,7 @@ impl Batch {
             deployments::admit(tx, &settled.admitted, now),
             deployments::set_placements(tx, &self.placements, now),
             deployments::record(tx, cluster, &self.events, now),
+            counters::add(tx, cluster, &self.counted),
             agents_db::seen(tx, &self.seen),
             agents_db::away(tx, &self.away),
             gone,

@@ -237,17 +237,57 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
+        self.read(now, self.view_now(cluster, view, by, connect, now))
+            .await
+    }
+
+    /// A read of the cluster (`read`, not yet polled): refused at once for a cluster known
+    /// not to exist, abandoned past the deadline (both connections and the view dropped).
+    async fn read<T>(
+        &self,
+        now: DateTime<Utc>,
+        read: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
         if self.known_unknown(now) {
             return Err(EngineError::NotFound("cluster".into()));
         }
-        match self
-            .within(self.view_now(cluster, view, by, connect, now))
-            .await
-        {
-            Some(viewed) => viewed,
+        match self.within(read).await {
+            Some(done) => done,
             None => {
                 self.abandon().await;
                 Err(timed_out())
+            }
+        }
+    }
+
+    /// The cluster's row once `by` is authorized for `action` on the reading connection.
+    /// An object whose cluster does not exist keeps no connection open, and remembers it
+    /// for a while.
+    async fn authorized<C, F>(
+        &self,
+        cluster: ClusterId,
+        by: &Caller,
+        action: crate::domain::policy::Action,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Result<ClusterRow, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        let reader = self.reader(connect).await?;
+        match authorize_reader(&reader, cluster, by, action, now).await {
+            Ok(Some(row)) => Ok(row),
+            Ok(None) => {
+                self.forget_reader(&reader).await;
+                self.remember_unknown(now);
+                Err(EngineError::NotFound("cluster".into()))
+            }
+            Err(e) => {
+                if matches!(e, EngineError::Unavailable(_)) {
+                    self.forget_reader(&reader).await;
+                }
+                Err(e)
             }
         }
     }
@@ -264,43 +304,11 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        let reader = self.reader(&connect).await?;
-        let row = match authorize_reader(&reader, cluster, by, view.action(), now).await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                // An object whose cluster does not exist keeps no connection open, and
-                // remembers it for a while.
-                self.forget_reader(&reader).await;
-                self.remember_unknown(now);
-                return Err(EngineError::NotFound("cluster".into()));
-            }
-            Err(e) => {
-                if matches!(e, EngineError::Unavailable(_)) {
-                    self.forget_reader(&reader).await;
-                }
-                return Err(e);
-            }
-        };
-
+        let row = self
+            .authorized(cluster, by, view.action(), &connect, now)
+            .await?;
         let mut state = self.state.lock().await;
-        if state.cache.is_none() {
-            if state.db.as_ref().is_none_or(|c| c.is_closed()) {
-                state.db = Some(connect().await?);
-            }
-            let client = state
-                .db
-                .as_ref()
-                .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
-            let loaded = Live::load(client, &row, now).await;
-            if matches!(loaded, Err(EngineError::Unavailable(_))) {
-                state.db = None;
-            }
-            state.cache = Some(loaded?);
-        }
-        let live = state
-            .cache
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+        let live = state.loaded(&row, &connect, now).await?;
         Ok(match view {
             View::Cluster => Viewed::Cluster {
                 usage: live.usage(),
@@ -332,19 +340,8 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        if self.known_unknown(now) {
-            return Err(EngineError::NotFound("cluster".into()));
-        }
-        match self
-            .within(self.open_watch_now(cluster, by, after, connect, now))
+        self.read(now, self.open_watch_now(cluster, by, after, connect, now))
             .await
-        {
-            Some(opening) => opening,
-            None => {
-                self.abandon().await;
-                Err(timed_out())
-            }
-        }
     }
 
     async fn open_watch_now<C, F>(
@@ -359,21 +356,9 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        let reader = self.reader(&connect).await?;
-        let row = match authorize_reader(&reader, cluster, by, READ_CLUSTER_ACTION, now).await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                self.forget_reader(&reader).await;
-                self.remember_unknown(now);
-                return Err(EngineError::NotFound("cluster".into()));
-            }
-            Err(e) => {
-                if matches!(e, EngineError::Unavailable(_)) {
-                    self.forget_reader(&reader).await;
-                }
-                return Err(e);
-            }
-        };
+        let row = self
+            .authorized(cluster, by, READ_CLUSTER_ACTION, &connect, now)
+            .await?;
         let mut state = self.state.lock().await;
         let result = state.open_watch(&row, after, &connect, now).await;
         if matches!(result, Err(EngineError::Unavailable(_))) {
@@ -571,6 +556,43 @@ impl State {
         }
     }
 
+    /// The batches' connection, opened if need be.
+    async fn connected<C, F>(&mut self, connect: &C) -> Result<&tokio_postgres::Client, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        if self.db.as_ref().is_none_or(|c| c.is_closed()) {
+            self.db = Some(connect().await?);
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| EngineError::Unavailable("no connection".into()))
+    }
+
+    /// The view, read from PostgreSQL (on the batches' connection) when there is none.
+    async fn loaded<C, F>(
+        &mut self,
+        row: &ClusterRow,
+        connect: &C,
+        now: DateTime<Utc>,
+    ) -> Result<&mut Live, EngineError>
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
+    {
+        if self.cache.is_none() {
+            let loaded = Live::load(self.connected(connect).await?, row, now).await;
+            if matches!(loaded, Err(EngineError::Unavailable(_))) {
+                self.db = None;
+            }
+            self.cache = Some(loaded?);
+        }
+        self.cache
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("cache missing".into()))
+    }
+
     /// [`ClusterWriter::open_watch`] once authorized, holding the state: the view is loaded
     /// if need be, and read on the batches' connection (no batch can use it meanwhile).
     async fn open_watch<C, F>(
@@ -584,21 +606,11 @@ impl State {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        if self.db.as_ref().is_none_or(|c| c.is_closed()) {
-            self.cache = None;
-            self.db = Some(connect().await?);
-        }
-        let db = self
-            .db
-            .as_ref()
-            .ok_or_else(|| EngineError::Unavailable("no connection".into()))?;
-        if self.cache.is_none() {
-            self.cache = Some(Live::load(db, row, now).await?);
-        }
-        let live = self
-            .cache
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("cache missing".into()))?;
+        self.loaded(row, connect, now).await?;
+        self.connected(connect).await?;
+        let (Some(db), Some(live)) = (self.db.as_ref(), self.cache.as_mut()) else {
+            return Err(EngineError::Internal("connection or view missing".into()));
+        };
         let cluster = row.id;
         let missed = match after {
             Some(after) => deployments::events_after(db, cluster, after, REPLAY_LIMIT + 1)

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 mod invites;
+pub mod metrics;
 mod ops;
 mod orgs;
 pub mod pagination;

@@ -16,8 +16,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use super::{
-    accounts, agent_tokens, agents, api_keys, clusters, deployments, invites, ops, orgs, watch,
-    ApiError, AppState,
+    accounts, agent_tokens, agents, api_keys, clusters, deployments, invites, metrics, ops, orgs,
+    watch, ApiError, AppState,
 };
 use crate::domain::policy::Action;
 use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
@@ -39,6 +39,7 @@ use crate::engine::{READ_CLUSTER_ACTION, READ_QUEUE_ACTION, SUBMIT_ACTION};
         (name = "agent-tokens", description = "Tokens a cluster's agent connects with"),
         (name = "agents", description = "The machines that run a cluster's deployments"),
         (name = "deployments", description = "Deployments, admitted by priority"),
+        (name = "metrics", description = "Prometheus metrics of an organization's clusters"),
         (name = "ops", description = "Health and documentation"),
     )
 )]
@@ -223,6 +224,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invites::accept_invite))
         // Inside an organization, each with its action.
         .routes(org(routes!(orgs::get_org), ReadOrg))
+        .routes(org(routes!(metrics::get_metrics), ReadMetrics))
         .routes(org(routes!(orgs::list_members), ListMembers))
         .routes(org(routes!(orgs::update_member), ChangeMemberRole))
         .routes(org(routes!(orgs::delete_member), RemoveMember))

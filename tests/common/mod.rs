@@ -262,3 +262,72 @@ impl<T: Transport> TestClient<T> {
             .await
     }
 }
+
+impl<T: Transport> TestClient<T> {
+    /// `org`'s metrics as `token` scrapes them: 200 in Prometheus' text format, which
+    /// promtool accepts ([`promtool_check`]); answers the text.
+    pub async fn metrics(&self, token: &str, org: &str) -> String {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/orgs/{org}/metrics"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            r.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8",
+            "the text exposition format 0.0.4"
+        );
+        let text = r.body.as_str().expect("a text answer").to_string();
+        promtool_check(&text);
+        text
+    }
+}
+
+/// Checks a scrape with `promtool check metrics` (from Debian's `prometheus` package, which
+/// `scripts/setup.sh` installs): fails when promtool is missing, cannot parse the text or
+/// finds anything against Prometheus' naming conventions.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is needed (apt-get install prometheus; scripts/setup.sh does): {e}")
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {} {said}\n{text}",
+        out.status
+    );
+}
+
+/// The value of the series `series` (its name and labels exactly as the scrape writes them,
+/// `berth_lost_total{cluster_id="…"}`), which must be in the scrape once.
+pub fn sample(text: &str, series: &str) -> f64 {
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    assert_eq!(values.len(), 1, "{series} once in\n{text}");
+    values[0]
+}

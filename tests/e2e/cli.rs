@@ -1210,3 +1210,41 @@ async fn deploy_after_waits_for_its_dependencies_by_name_or_id_in_any_cluster() 
     let run = deploy("eval", "train", vec!["nope".into()]).await;
     run.failed(1);
 }
+
+#[tokio::test]
+async fn metrics_prints_the_organization_s_scrape_as_prometheus_reads_it() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Watchers"]).await.ok();
+    ada.run(&["cluster", "create", "m", "--cpu", "2"])
+        .await
+        .ok();
+    ada.run(&[
+        "deploy",
+        "job",
+        "--cluster",
+        "m",
+        "--image",
+        "alpine:3.20",
+        "--cpu",
+        "1",
+    ])
+    .await
+    .ok();
+    let cluster = ada
+        .run(&["cluster", "get", "m", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let id = cluster["id"].as_str().expect("id");
+    let run = ada.run(&["metrics"]).await.ok();
+    crate::common::promtool_check(&run.stdout);
+    let admissions = format!(r#"berth_admissions_total{{cluster_id="{id}"}}"#);
+    assert_eq!(crate::common::sample(&run.stdout, &admissions), 1.0);
+    let cpu = format!(
+        r#"berth_cluster_allocated{{cluster_id="{id}",cluster="m",resource="cpu_millis"}}"#
+    );
+    assert_eq!(crate::common::sample(&run.stdout, &cpu), 1000.0);
+    let json = ada.run(&["metrics", "-o", "json"]).await.ok();
+    assert_eq!(json.stdout, run.stdout, "the API's own answer either way");
+}

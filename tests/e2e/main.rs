@@ -12,6 +12,7 @@ mod common;
 mod dependencies;
 mod dry_run;
 mod json_numbers;
+mod metrics;
 mod ops;
 mod roles;
 mod scheduling;

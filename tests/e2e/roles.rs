@@ -219,7 +219,7 @@ async fn every_operation_answers_every_kind_of_caller_as_the_policy_table_says()
             }
         }
     }
-    assert!(checked >= 26 * 7, "{checked} cases");
+    assert!(checked >= 29 * 7, "{checked} cases");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod agent_tokens;
 mod agents;
 #[path = "../common/mod.rs"]
 mod common;
+mod counters;
 mod dependencies;
 mod errors;
 mod logs;

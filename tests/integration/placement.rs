@@ -14,17 +14,20 @@ use serde_json::{json, Value};
 
 use crate::support::TestApp;
 
-struct Fixture {
-    app: TestApp,
-    admin: String,
-    cluster: ClusterId,
+/// An organization with one cluster (`c`) and its admin, driven through the engine as the
+/// cluster's object drives it (also by `counters.rs`).
+pub struct Fixture {
+    pub app: TestApp,
+    pub admin: String,
+    pub org: String,
+    pub cluster: ClusterId,
 }
 
 /// An order as a test reads it: (agent name, message type, deployment).
 type Said = (String, &'static str, Option<DeploymentId>);
 
 impl Fixture {
-    async fn new(cpu: i64, preemption: bool) -> Self {
+    pub async fn new(cpu: i64, preemption: bool) -> Self {
         let app = TestApp::spawn().await;
         let (admin, _) = app.user_as("admin@example.com").await;
         let org = app.org_id(&admin, "Acme").await;
@@ -35,11 +38,12 @@ impl Fixture {
         Self {
             app,
             admin,
+            org,
             cluster,
         }
     }
 
-    async fn command(&self, cmd: Command) -> Outcome {
+    pub async fn command(&self, cmd: Command) -> Outcome {
         self.app
             .platform
             .cluster_command(self.cluster, cmd)
@@ -49,7 +53,7 @@ impl Fixture {
     }
 
     /// The agent `name` says hello with `cpu` and what it runs; answers its id.
-    async fn hello(&self, name: &str, cpu: i64, running: &[DeploymentId]) -> AgentId {
+    pub async fn hello(&self, name: &str, cpu: i64, running: &[DeploymentId]) -> AgentId {
         let hello = Command::AgentHello {
             token: None,
             info: AgentInfo {
@@ -85,10 +89,15 @@ impl Fixture {
         self.report(agent, Report::Exited(exit)).await;
     }
 
-    async fn submit(&self, name: &str, cpu: i64, priority: i64) -> DeploymentId {
+    pub async fn submit(&self, name: &str, cpu: i64, priority: i64) -> DeploymentId {
         let body = json!({"name": name, "image": "busybox:1", "priority": priority,
             "command": ["sh", "-c", "exit 0"],
             "resources": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0}});
+        self.submit_body(body).await
+    }
+
+    /// Submits `body` (as the API takes it), which must be accepted.
+    pub async fn submit_body(&self, body: Value) -> DeploymentId {
         let r = self
             .app
             .deploy(&self.admin, &self.cluster.to_string(), body)
@@ -98,11 +107,11 @@ impl Fixture {
     }
 
     /// `method path` as the admin, without a body.
-    async fn call(&self, method: Method, path: &str) -> crate::support::Reply {
+    pub async fn call(&self, method: Method, path: &str) -> crate::support::Reply {
         self.app.call(method, path, Some(&self.admin), None).await
     }
 
-    async fn get(&self, d: DeploymentId) -> Value {
+    pub async fn get(&self, d: DeploymentId) -> Value {
         let r = self
             .call(Method::GET, &format!("/v1/deployments/{d}"))
             .await;
@@ -145,7 +154,22 @@ impl Fixture {
             .collect()
     }
 
-    async fn tick(&self) {
+    /// When the cluster's first agent connected (its socket's, as `AgentGone` names it).
+    pub async fn connected_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/clusters/{}/agents", self.cluster),
+            )
+            .await;
+        r.body["items"][0]["connected_at"]
+            .as_str()
+            .expect("an agent")
+            .parse()
+            .expect("time")
+    }
+
+    pub async fn tick(&self) {
         self.command(Command::Tick { seen: None }).await;
     }
 }
@@ -352,15 +376,7 @@ async fn an_agent_away_past_the_grace_loses_its_deployments_to_another() {
     let a = f.hello("rack-1", 2000, &[]).await;
     let d = f.submit("d", 1000, 0).await;
     f.started(a, d).await;
-    let since = match f
-        .call(Method::GET, &format!("/v1/clusters/{}/agents", f.cluster))
-        .await
-        .body["items"][0]["connected_at"]
-        .as_str()
-    {
-        Some(t) => t.parse().expect("time"),
-        None => panic!("no agent"),
-    };
+    let since = f.connected_at().await;
     f.command(Command::AgentGone { agent: a, since }).await;
     f.said();
     f.app.advance(Duration::seconds(59));

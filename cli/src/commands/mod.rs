@@ -58,6 +58,7 @@ pub async fn run(global: Global, command: Command) -> Result {
         Command::Members { command } => orgs::members(&ctx, command).await,
         Command::Invite(c) => orgs::invite(&ctx, c).await,
         Command::Join { code } => orgs::join(&ctx, code).await,
+        Command::Metrics => orgs::metrics(&ctx).await,
         Command::ApiKey(c) => orgs::api_key(&ctx, c).await,
         Command::Cluster(c) => clusters::cluster(&ctx, c).await,
         Command::AgentToken(c) => clusters::agent_token(&ctx, c).await,

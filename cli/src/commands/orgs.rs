@@ -241,6 +241,18 @@ pub async fn invite(ctx: &Ctx, c: InviteCommand) -> Result {
     }
 }
 
+/// The organization's metrics: the server's text as it is (with `-o json` too: it is the
+/// API's own answer).
+pub async fn metrics(ctx: &Ctx) -> Result {
+    let org = ctx.org_id().await?;
+    let reply = ctx.client.get(&format!("/v1/orgs/{org}/metrics")).await?;
+    let text = reply.body.as_str().ok_or_else(|| {
+        CliError::Other("the server's metrics are not text: is it a Berth server?".into())
+    })?;
+    anstream::print!("{text}");
+    Ok(())
+}
+
 pub async fn join(ctx: &Ctx, code: String) -> Result {
     let reply = ctx
         .client
