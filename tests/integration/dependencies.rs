@@ -13,38 +13,18 @@ use berth::http::Platform;
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::support::{Reply, TestApp};
+use crate::scheduling::{cpu_cluster, id, Fixture};
 
-struct Fixture {
-    app: TestApp,
-    admin: String,
-    org: String,
-}
-
+/// What these tests add to the scheduling tests' fixture.
 impl Fixture {
-    async fn new() -> Self {
-        let app = TestApp::spawn().await;
-        let (admin, _) = app.user_as("admin@example.com").await;
-        let org = app.org_id(&admin, "Acme").await;
-        Self { app, admin, org }
+    /// Submits `name` asking for `cpu`, depending on `after`.
+    async fn submit_after(&self, cluster: &str, name: &str, cpu: i64, after: &[&Value]) -> Value {
+        self.submit_after_with(cluster, name, cpu, after, json!({}))
+            .await
     }
 
-    async fn cluster(&self, cpu: i64, queueing: &str) -> String {
-        let body = json!({"name": format!("c-{}", uuid::Uuid::new_v4().simple()),
-            "capacity": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0}, "queueing": queueing});
-        self.app.cluster(&self.admin, &self.org, body).await
-    }
-
-    async fn submit_raw(&self, cluster: &str, body: Value) -> Reply {
-        self.app.deploy(&self.admin, cluster, body).await
-    }
-
-    /// Submits `name` asking for `cpu`, depending on `after` (ids), with extra fields.
-    async fn submit(&self, cluster: &str, name: &str, cpu: i64, after: &[&Value]) -> Value {
-        self.submit_with(cluster, name, cpu, after, json!({})).await
-    }
-
-    async fn submit_with(
+    /// The same with `extra` fields.
+    async fn submit_after_with(
         &self,
         cluster: &str,
         name: &str,
@@ -63,30 +43,8 @@ impl Fixture {
         r.body
     }
 
-    async fn get(&self, path: &str) -> Value {
-        let r = self
-            .app
-            .call(Method::GET, path, Some(&self.admin), None)
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
-        r.body
-    }
-
-    async fn deployment(&self, d: &Value) -> Value {
-        self.get(&format!("/v1/deployments/{}", id(d))).await
-    }
-
-    async fn status(&self, d: &Value) -> String {
-        self.deployment(d).await["status"]
-            .as_str()
-            .expect("status")
-            .to_string()
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> Reply {
-        self.app
-            .call(Method::POST, path, Some(&self.admin), body)
-            .await
+    async fn cpu(&self, cpu: i64, queueing: &str) -> String {
+        self.cluster(cpu_cluster(cpu, queueing, false)).await
     }
 
     /// Ends a running deployment as succeeded or failed.
@@ -129,20 +87,6 @@ impl Fixture {
         )
     }
 
-    /// POSTs a submission with an `Idempotency-Key`.
-    async fn submit_with_key(&self, cluster: &str, body: Value, key: &str) -> Reply {
-        let mut req = crate::support::request(
-            Method::POST,
-            &format!("/v1/clusters/{cluster}/deployments"),
-            Some(&self.admin),
-            Some("application/json"),
-            body.to_string().into_bytes(),
-        );
-        let key = axum::http::HeaderValue::from_str(key).expect("key");
-        req.headers_mut().insert("idempotency-key", key);
-        self.app.send(req).await
-    }
-
     async fn tick(&self, cluster: &str) {
         let c = ClusterId::parse(cluster).expect("id");
         self.app
@@ -151,10 +95,6 @@ impl Fixture {
             .await
             .expect("tick");
     }
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
 }
 
 fn kinds(d: &Value) -> Vec<String> {
@@ -169,21 +109,21 @@ fn kinds(d: &Value) -> Vec<String> {
 #[tokio::test]
 async fn a_dependent_waits_behind_the_queue_and_runs_once_its_dependency_succeeds() {
     let f = Fixture::new().await;
-    let c = f.cluster(1000, "strict").await;
-    let a = f.submit(&c, "a", 400, &[]).await;
+    let c = f.cpu(1000, "strict").await;
+    let a = f.submit_after(&c, "a", 400, &[]).await;
     assert_eq!(a["status"], "running");
     // It would fit and outranks everything: held, it is no candidate, and it does not
     // block the strict queue's head either.
     let b = f
-        .submit_with(&c, "b", 100, &[&a], json!({"priority": 1000}))
+        .submit_after_with(&c, "b", 100, &[&a], json!({"priority": 1000}))
         .await;
     assert_eq!(
         (b["status"].as_str(), b["position"].as_u64()),
         (Some("queued"), Some(1))
     );
     assert_eq!(b["depends_on"], json!([id(&a)]));
-    let big = f.submit(&c, "big", 900, &[]).await;
-    let small = f.submit(&c, "small", 100, &[]).await;
+    let big = f.submit_after(&c, "big", 900, &[]).await;
+    let small = f.submit_after(&c, "small", 100, &[]).await;
     assert_eq!(small["status"], "queued", "strict: behind the head");
     assert_eq!(
         f.queue(&c).await,
@@ -232,21 +172,21 @@ async fn a_dependent_waits_behind_the_queue_and_runs_once_its_dependency_succeed
 async fn a_dependent_is_cancelled_naming_its_dependency_when_it_fails_is_stopped_cancelled_or_expires(
 ) {
     let f = Fixture::new().await;
-    let c = f.cluster(1000, "best_effort").await;
+    let c = f.cpu(1000, "best_effort").await;
     for ending in ["failed", "stopped", "cancelled", "expired"] {
         let dep = match ending {
             // Queued behind a deployment that takes the whole cluster.
             "cancelled" => {
-                let _hog = f.submit(&c, "hog", 1000, &[]).await;
-                f.submit(&c, "dep", 1000, &[]).await
+                let _hog = f.submit_after(&c, "hog", 1000, &[]).await;
+                f.submit_after(&c, "dep", 1000, &[]).await
             }
             "expired" => {
-                f.submit_with(&c, "dep", 100, &[], json!({"max_runtime_seconds": 60}))
+                f.submit_after_with(&c, "dep", 100, &[], json!({"max_runtime_seconds": 60}))
                     .await
             }
-            _ => f.submit(&c, "dep", 100, &[]).await,
+            _ => f.submit_after(&c, "dep", 100, &[]).await,
         };
-        let waiting = f.submit(&c, "waiting", 100, &[&dep]).await;
+        let waiting = f.submit_after(&c, "waiting", 100, &[&dep]).await;
         assert_eq!(waiting["status"], "queued");
         match ending {
             "failed" => f.finish(&dep, "failed").await,
@@ -295,12 +235,12 @@ async fn a_dependent_is_cancelled_naming_its_dependency_when_it_fails_is_stopped
 #[tokio::test]
 async fn a_chain_across_clusters_runs_in_order_and_a_failure_cancels_down_the_chain() {
     let f = Fixture::new().await;
-    let one = f.cluster(1000, "best_effort").await;
-    let two = f.cluster(1000, "best_effort").await;
+    let one = f.cpu(1000, "best_effort").await;
+    let two = f.cpu(1000, "best_effort").await;
     // a (one) ← b (two) ← c (one): each cluster is woken by the other's batch.
-    let a = f.submit(&one, "a", 500, &[]).await;
-    let b = f.submit(&two, "b", 500, &[&a]).await;
-    let c = f.submit(&one, "c", 500, &[&b]).await;
+    let a = f.submit_after(&one, "a", 500, &[]).await;
+    let b = f.submit_after(&two, "b", 500, &[&a]).await;
+    let c = f.submit_after(&one, "c", 500, &[&b]).await;
     assert_eq!(
         (b["status"].as_str(), c["status"].as_str()),
         (Some("queued"), Some("queued"))
@@ -312,10 +252,10 @@ async fn a_chain_across_clusters_runs_in_order_and_a_failure_cancels_down_the_ch
     assert_eq!(f.status(&c).await, "running", "cluster one was woken");
 
     // x (one) ← y (two) ← z (one), and w (two) waits for both x and a (succeeded).
-    let x = f.submit(&one, "x", 100, &[]).await;
-    let y = f.submit(&two, "y", 100, &[&x]).await;
-    let z = f.submit(&one, "z", 100, &[&y]).await;
-    let w = f.submit(&two, "w", 100, &[&a, &x]).await;
+    let x = f.submit_after(&one, "x", 100, &[]).await;
+    let y = f.submit_after(&two, "y", 100, &[&x]).await;
+    let z = f.submit_after(&one, "z", 100, &[&y]).await;
+    let w = f.submit_after(&two, "w", 100, &[&a, &x]).await;
     assert_eq!(f.deployment(&w).await["awaiting"], json!([id(&x)]));
     f.finish(&x, "failed").await;
     for (d, because, words) in [
@@ -335,12 +275,12 @@ async fn a_chain_across_clusters_runs_in_order_and_a_failure_cancels_down_the_ch
 #[tokio::test]
 async fn a_lost_wake_up_is_caught_by_the_sweep() {
     let f = Fixture::new().await;
-    let one = f.cluster(1000, "best_effort").await;
-    let two = f.cluster(1000, "best_effort").await;
-    let a = f.submit(&one, "a", 500, &[]).await;
-    let b = f.submit(&two, "b", 500, &[&a]).await;
-    let failing = f.submit(&one, "failing", 100, &[]).await;
-    let doomed = f.submit(&two, "doomed", 100, &[&failing]).await;
+    let one = f.cpu(1000, "best_effort").await;
+    let two = f.cpu(1000, "best_effort").await;
+    let a = f.submit_after(&one, "a", 500, &[]).await;
+    let b = f.submit_after(&two, "b", 500, &[&a]).await;
+    let failing = f.submit_after(&one, "failing", 100, &[]).await;
+    let doomed = f.submit_after(&two, "doomed", 100, &[&failing]).await;
     f.app.platform.wakes_lost.store(true, Ordering::SeqCst);
     f.finish(&a, "succeeded").await;
     f.finish(&failing, "failed").await;
@@ -366,15 +306,15 @@ async fn a_lost_wake_up_is_caught_by_the_sweep() {
 #[tokio::test]
 async fn dependencies_that_can_never_be_met_are_422_every_one_listed_and_create_nothing() {
     let f = Fixture::new().await;
-    let c = f.cluster(1000, "best_effort").await;
-    let failed = f.submit(&c, "failed", 100, &[]).await;
+    let c = f.cpu(1000, "best_effort").await;
+    let failed = f.submit_after(&c, "failed", 100, &[]).await;
     f.finish(&failed, "failed").await;
-    let stopped = f.submit(&c, "stopped", 100, &[]).await;
+    let stopped = f.submit_after(&c, "stopped", 100, &[]).await;
     let r = f
         .post(&format!("/v1/deployments/{}/stop", id(&stopped)), None)
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let succeeded = f.submit(&c, "ok", 100, &[]).await;
+    let succeeded = f.submit_after(&c, "ok", 100, &[]).await;
     f.finish(&succeeded, "succeeded").await;
     // Another organization's deployment reads as unknown.
     let (other, _) = f.app.user_as("other@example.com").await;
@@ -482,7 +422,7 @@ async fn dependencies_that_can_never_be_met_are_422_every_one_listed_and_create_
 
     // Depending on one that succeeded (named twice) is no wait at all.
     let d = f
-        .submit(&c, "after-ok", 100, &[&succeeded, &succeeded])
+        .submit_after(&c, "after-ok", 100, &[&succeeded, &succeeded])
         .await;
     assert_eq!(d["status"], "running");
     assert_eq!(d["depends_on"], json!([id(&succeeded)]));
@@ -492,11 +432,11 @@ async fn dependencies_that_can_never_be_met_are_422_every_one_listed_and_create_
 async fn a_held_deployment_can_be_cancelled_or_reprioritised_and_a_replay_must_name_the_same_dependencies(
 ) {
     let f = Fixture::new().await;
-    let c = f.cluster(1000, "best_effort").await;
-    let a = f.submit(&c, "a", 1000, &[]).await;
-    let h1 = f.submit(&c, "h1", 100, &[&a]).await;
-    let h2 = f.submit(&c, "h2", 100, &[&a]).await;
-    let queued = f.submit(&c, "q", 100, &[]).await;
+    let c = f.cpu(1000, "best_effort").await;
+    let a = f.submit_after(&c, "a", 1000, &[]).await;
+    let h1 = f.submit_after(&c, "h1", 100, &[&a]).await;
+    let h2 = f.submit_after(&c, "h2", 100, &[&a]).await;
+    let queued = f.submit_after(&c, "q", 100, &[]).await;
     assert_eq!(
         f.queue(&c).await,
         vec![
@@ -525,16 +465,30 @@ async fn a_held_deployment_can_be_cancelled_or_reprioritised_and_a_replay_must_n
     // A replay with the same key must name the same dependencies.
     let body = json!({"name": "k", "image": "nginx",
         "resources": {"cpu_millis": 100, "memory_mib": 0, "gpus": 0}, "depends_on": [id(&a)]});
-    let first = f.submit_with_key(&c, body.clone(), "key-1").await;
+    let first = f
+        .post_with_key(
+            &format!("/v1/clusters/{c}/deployments"),
+            body.clone(),
+            "key-1",
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let again = f.submit_with_key(&c, body.clone(), "key-1").await;
+    let again = f
+        .post_with_key(
+            &format!("/v1/clusters/{c}/deployments"),
+            body.clone(),
+            "key-1",
+        )
+        .await;
     assert_eq!(
         (again.status, id(&again.body)),
         (StatusCode::CREATED, id(&first.body))
     );
     let mut other = body;
     other["depends_on"] = json!([]);
-    let conflict = f.submit_with_key(&c, other, "key-1").await;
+    let conflict = f
+        .post_with_key(&format!("/v1/clusters/{c}/deployments"), other, "key-1")
+        .await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
 
     f.finish(&a, "succeeded").await;

@@ -52,26 +52,13 @@ impl Book {
         let key = self.held_keys.remove(id)?;
         let w = self.held.remove(&key)?;
         self.queued_demand = sub(self.queued_demand, wide(&w.resources));
-        Some(BookEntry {
-            id: *id,
-            priority: w.priority,
-            resources: w.resources,
-            enqueued_at: key.enqueued_at,
-            admitted_at: None,
-        })
+        Some(entry(&key, &w))
     }
 
     /// A held deployment, if `id` is one.
     pub(super) fn held_entry(&self, id: &DeploymentId) -> Option<BookEntry> {
         let key = self.held_keys.get(id)?;
-        let w = self.held.get(key)?;
-        Some(BookEntry {
-            id: *id,
-            priority: w.priority,
-            resources: w.resources,
-            enqueued_at: key.enqueued_at,
-            admitted_at: None,
-        })
+        Some(entry(key, self.held.get(key)?))
     }
 
     /// 1-based position of a held deployment: after the whole queue, in held order.
@@ -89,6 +76,17 @@ impl Book {
             resources: w.resources,
             enqueued_at: k.enqueued_at,
         })
+    }
+}
+
+/// The held entry of `key`.
+pub(super) fn entry(key: &QueueKey, w: &Waiting) -> BookEntry {
+    BookEntry {
+        id: key.id,
+        priority: w.priority,
+        resources: w.resources,
+        enqueued_at: key.enqueued_at,
+        admitted_at: None,
     }
 }
 

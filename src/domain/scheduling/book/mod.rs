@@ -311,13 +311,7 @@ impl Book {
             enqueued_at: h.enqueued_at,
             admitted_at: Some(k.admitted_at),
         });
-        let held = self.held.iter().map(|(k, w)| BookEntry {
-            id: k.id,
-            priority: w.priority,
-            resources: w.resources,
-            enqueued_at: k.enqueued_at,
-            admitted_at: None,
-        });
+        let held = self.held.iter().map(|(k, w)| held::entry(k, w));
         queued.chain(held).chain(running)
     }
 

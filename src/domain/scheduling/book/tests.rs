@@ -169,13 +169,8 @@ enum Op {
         /// Seconds before the current time (negative: a clock ahead of ours).
         ago: i64,
         salt: u64,
-    },
-    /// Enqueue held for its dependencies.
-    Hold {
-        priority: i32,
-        resources: Resources,
-        ago: i64,
-        salt: u64,
+        /// Held for its dependencies.
+        held: bool,
     },
     /// Release a held entry (if any), enqueued from now.
     Release(usize),
@@ -225,11 +220,8 @@ fn arb_time_step() -> BoxedStrategy<i64> {
 
 fn arb_op() -> BoxedStrategy<Op> {
     prop_oneof![
-        5 => (arb_priority(), arb_resources(), -300i64..=8_000, any::<u64>()).prop_map(
-            |(priority, resources, ago, salt)| Op::Enqueue { priority, resources, ago, salt }
-        ),
-        2 => (arb_priority(), arb_resources(), -300i64..=8_000, any::<u64>()).prop_map(
-            |(priority, resources, ago, salt)| Op::Hold { priority, resources, ago, salt }
+        7 => (arb_priority(), arb_resources(), -300i64..=8_000, any::<u64>(), 0..7u8).prop_map(
+            |(priority, resources, ago, salt, h)| Op::Enqueue { priority, resources, ago, salt, held: h < 2 }
         ),
         2 => any::<usize>().prop_map(Op::Release),
         2 => any::<usize>().prop_map(Op::Remove),
@@ -332,47 +324,32 @@ fn step(book: &mut Book, model: &mut Model, now: &mut i64, next_id: &mut usize, 
             resources,
             ago,
             salt,
+            held,
         } => {
             let id = mk_id(salt, *next_id);
             *next_id += 1;
             let enqueued_at = t(*now - ago);
-            book.insert(BookEntry {
+            let entry = BookEntry {
                 id,
                 priority,
                 resources,
                 enqueued_at,
                 admitted_at: None,
-            });
-            model.state.queued.push(Queued {
+            };
+            let q = Queued {
                 id,
                 priority,
                 resources,
                 enqueued_at,
-            });
-            model.enqueued.insert(id, enqueued_at);
-        }
-        Op::Hold {
-            priority,
-            resources,
-            ago,
-            salt,
-        } => {
-            let id = mk_id(salt, *next_id);
-            *next_id += 1;
-            let enqueued_at = t(*now - ago);
-            book.hold(BookEntry {
-                id,
-                priority,
-                resources,
-                enqueued_at,
-                admitted_at: None,
-            });
-            model.state.held.push(Queued {
-                id,
-                priority,
-                resources,
-                enqueued_at,
-            });
+            };
+            if held {
+                book.hold(entry);
+                model.state.held.push(q);
+            } else {
+                book.insert(entry);
+                model.state.queued.push(q);
+                model.enqueued.insert(id, enqueued_at);
+            }
         }
         Op::Release(i) => {
             if model.state.held.is_empty() {
@@ -491,6 +468,7 @@ fn book_matches_the_reference_loop_at_scale() {
                         resources,
                         ago: ago % 600,
                         salt,
+                        held: false,
                     }
                 }
                 4..=5 => Op::Remove(usize::try_from(rng.next(1 << 30)).expect("small")),
