@@ -6,7 +6,8 @@
 # pooler as the ceiling, in the same run. Last, the dispatch phase (benches/dispatch.rs): real
 # `berth agent` processes run deployments, against a baseline without agents in the same run.
 # BENCH_ONLY=dispatch runs that phase alone. Then the watch phase (benches/watch.rs): submissions
-# with 100 watch streams open against none; BENCH_ONLY=watch alone.
+# with 100 watch streams open against none; BENCH_ONLY=watch alone. Then the fixed-rate
+# latency phase (benches/latency.rs); BENCH_ONLY=latency alone.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -32,6 +33,14 @@ watch() {
     cargo bench --bench watch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
 }
 if [ "${BENCH_ONLY:-}" = watch ]; then watch; exit 0; fi
+
+# Each read route, submissions and /health at fixed offered rates, open loop
+# (benches/latency.rs; LATENCY_RATES, default 100,250); BENCH_ONLY=latency alone.
+latency() {
+  log "latency: fixed offered rates (${LATENCY_RATES:-100,250} requests/s), open loop"
+  BERTH_URL="http://127.0.0.1:$PORT" cargo bench --bench latency 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
+}
+if [ "${BENCH_ONLY:-}" = latency ]; then latency; exit 0; fi
 
 log "load program against workerd"
 BERTH_URL="http://127.0.0.1:$PORT" BENCH_RESULTS="$dir/results.txt" cargo bench --bench load 2>&1 \
@@ -109,3 +118,6 @@ dispatch
 
 echo
 watch
+
+echo
+latency
