@@ -121,6 +121,21 @@ pub async fn release(
     Ok(())
 }
 
+/// Whether held deployments of other clusters name deployments of `cluster` (which must
+/// then not be deleted).
+pub async fn awaited_elsewhere(db: &impl GenericClient, cluster: ClusterId) -> DbResult<bool> {
+    let row = db
+        .query_typed_one(
+            "select exists (select 1 from deployments h \
+               cross join lateral unnest(h.depends_on) as dep(id) \
+               join deployments d on d.id = dep.id \
+             where h.held and h.cluster_id <> $1 and d.cluster_id = $1)",
+            &[(&cluster.0, Type::UUID)],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 /// The clusters other than `cluster` holding deployments that wait for some of `ended`:
 /// their objects must look again once this transaction commits.
 pub async fn waiting_clusters(

@@ -73,7 +73,7 @@ pub(super) async fn apply(
             live.agent_gone(batch, agent, since, now);
             Ok(Ok(Subject::Noted))
         }
-        Command::DeleteCluster => Ok(delete_cluster(live, batch)),
+        Command::DeleteCluster => delete_cluster(tx, c.id, live, batch).await,
         Command::UpdateCluster {
             name,
             capacity,
@@ -151,15 +151,27 @@ pub(super) async fn apply(
     }
 }
 
-/// Deletes the cluster, if nothing is queued or running on it.
-fn delete_cluster(live: &Live, batch: &mut Batch) -> Result<Subject, EngineError> {
+/// Deletes the cluster, if nothing is queued or running on it and no deployment of another
+/// cluster waits for one of its deployments (their records go with it: a dependency that
+/// succeeded would look gone, and cancel what waits for it).
+async fn delete_cluster(
+    tx: &Client,
+    cluster: ClusterId,
+    live: &Live,
+    batch: &mut Batch,
+) -> Applied {
     if live.has_rows() || !batch.inserts.is_empty() {
-        return Err(EngineError::Conflict(
+        return Ok(Err(EngineError::Conflict(
             "the cluster still has queued or running deployments".into(),
-        ));
+        )));
+    }
+    if crate::db::dependencies::awaited_elsewhere(tx, cluster).await? {
+        return Ok(Err(EngineError::Conflict(
+            "deployments of other clusters are waiting for deployments of this cluster".into(),
+        )));
     }
     batch.deleted = true;
-    Ok(Subject::Deleted)
+    Ok(Ok(Subject::Deleted))
 }
 
 /// The fields of an `UpdateCluster`.

@@ -496,3 +496,38 @@ async fn a_held_deployment_can_be_cancelled_or_reprioritised_and_a_replay_must_n
     assert_eq!(f.status(&queued).await, "running");
     assert_eq!(f.status(&first.body).await, "running");
 }
+
+#[tokio::test]
+async fn a_cluster_whose_deployments_are_awaited_elsewhere_cannot_be_deleted() {
+    let f = Fixture::new().await;
+    let one = f.cpu(1000, "best_effort").await;
+    let two = f.cpu(1000, "best_effort").await;
+    let a = f.submit_after(&one, "a", 100, &[]).await;
+    let x = f.submit_after(&two, "x", 100, &[]).await;
+    let w = f.submit_after(&two, "w", 100, &[&a, &x]).await;
+    f.finish(&a, "succeeded").await;
+    // Nothing is queued or running on one, but w still names a: deleting one would make a
+    // look gone and cancel w.
+    let delete = |cluster: String| {
+        let f = &f;
+        async move {
+            f.app
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/clusters/{cluster}"),
+                    Some(&f.admin),
+                    None,
+                )
+                .await
+        }
+    };
+    let r = delete(one.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.body["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("waiting for"));
+    f.finish(&x, "succeeded").await;
+    assert_eq!(f.status(&w).await, "running");
+    assert_eq!(delete(one).await.status, StatusCode::NO_CONTENT);
+}
