@@ -7,7 +7,9 @@
 //! and that object's batch, blocked until then, finds the new dependent when it asks which
 //! clusters to wake ([`waiting_clusters`] runs after its update). So no wake-up is lost to a
 //! race; one lost to a failure is caught by the cron sweep, which ticks every cluster with
-//! queued deployments.
+//! queued deployments. Two clusters' batches can deadlock only if each submits a deployment
+//! depending on one the other is ending in that very batch; PostgreSQL then aborts one batch
+//! (its callers get 503 with `retry-after`, which an Idempotency-Key makes safe to retry).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Type;
