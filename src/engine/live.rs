@@ -481,7 +481,7 @@ fn progress(r: &mut DeploymentRow) -> Progress<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scheduling::{self, ClusterState, Queued, Running};
+    use crate::domain::scheduling::{self, ClusterState, Queued, Running, WaitReason};
 
     /// The pure scheduler's view of a cluster and its live deployments (the reference the
     /// engine's book is checked against).
@@ -668,5 +668,73 @@ mod tests {
         live.follow(&c);
         // Aging past several steps reorders the queue.
         same_as_reference(&mut live, &c, t(1000));
+    }
+
+    #[test]
+    fn held_rows_wait_apart_and_are_resolved_within_the_batch() {
+        use crate::engine::batch::Batch;
+        let c = cluster(1000, Queueing::Strict);
+        let (x, y) = (uid(100), uid(101));
+        let rows = vec![
+            row(1, Status::Running, 5, 600, 0),
+            // Held, though it would fit and outranks the strict queue's head.
+            row(8, Status::Queued, 900, 100, 10),
+            row(9, Status::Queued, 1, 100, 11),
+            row(10, Status::Queued, 1, 100, 12),
+            row(11, Status::Queued, 1, 100, 13),
+            row(12, Status::Queued, 3, 900, 14),
+        ];
+        let held = Held::read(vec![
+            (uid(8), uid(1), Some(Status::Running)),
+            (uid(9), x, Some(Status::Running)),
+            (uid(10), uid(1), Some(Status::Running)),
+            (uid(10), y, Some(Status::Succeeded)),
+            (uid(11), uid(9), Some(Status::Queued)),
+        ]);
+        let mut live = Live::new(rows, &c, t(100), Fleet::default(), held);
+        same_as_reference(&mut live, &c, t(100));
+        let mut batch = Batch::default();
+        live.resolve_dependencies(&mut batch, t(100));
+        assert!(batch.released.is_empty() && batch.finishes.is_empty());
+        let page = live.queue_page(t(100), None, 10);
+        let reasons: Vec<(u128, WaitReason)> = page
+            .iter()
+            .map(|(e, _)| (e.id.0.as_u128(), e.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (12, WaitReason::WaitingForCapacity),
+                (8, WaitReason::WaitingForDependencies),
+                (9, WaitReason::WaitingForDependencies),
+                (10, WaitReason::WaitingForDependencies),
+                (11, WaitReason::WaitingForDependencies),
+            ]
+        );
+
+        // 1 succeeds: 8 and 10 (whose other dependency succeeded already) are released, from
+        // now; 9 still waits for x of another cluster.
+        live.finish(uid(1), Status::Succeeded, None, t(130));
+        live.resolve_dependencies(&mut batch, t(130));
+        assert_eq!(batch.released, [uid(8), uid(10)]);
+        assert!(live.is_held(&uid(9)) && !live.is_held(&uid(8)));
+        assert_eq!(live.rows[&uid(8)].enqueued_at, t(130));
+        same_as_reference(&mut live, &c, t(130));
+
+        // 9 is cancelled (by a user): 11, which waits for it, is cancelled naming it.
+        live.finish(uid(9), Status::Cancelled, None, t(140));
+        live.resolve_dependencies(&mut batch, t(140));
+        assert_eq!(
+            batch.finishes.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [uid(11)]
+        );
+        let cancelled = batch.events.last().expect("an event");
+        assert_eq!(cancelled.kind, EventKind::Cancelled);
+        assert_eq!(cancelled.by_deployment, Some(uid(9)));
+        assert_eq!(
+            live.row(&uid(11)).and_then(|r| r.message.clone()),
+            Some(format!("dependency {} was cancelled", uid(9)))
+        );
+        same_as_reference(&mut live, &c, t(140));
     }
 }
