@@ -63,6 +63,7 @@ fn state(capacity_cpu: i64, preemption: bool) -> ClusterState {
         },
         running,
         queued,
+        held: vec![],
     }
 }
 

@@ -210,7 +210,9 @@ stream has it. A broken stream is resumed where it stopped.")]
   berth deploy job --cluster cpu --image alpine:3.20 --cpu 1 --memory 256Mi \\
       --env MODE=fast -- sh -c 'echo hello'
   berth deploy big --cluster gpu-east --image ghcr.io/acme/trainer:1.4 \\
-      --cpu 32 --gpus 8 --priority 900 --dry-run")]
+      --cpu 32 --gpus 8 --priority 900 --dry-run
+  berth deploy eval --cluster gpu-west --image ghcr.io/acme/eval:0.9 \\
+      --cpu 4 --memory 16Gi --after trainer --after 0194…")]
     Deploy(DeployArgs),
     /// List deployments (every cluster of the organization, or one).
     #[command(after_help = "Examples:
@@ -524,6 +526,10 @@ pub struct DeployArgs {
     /// preempting which deployments, or never fitting).
     #[arg(long)]
     pub dry_run: bool,
+    /// Wait until this deployment (id, or a name unique in the organization) has
+    /// succeeded; cancelled if it fails, is stopped or cancelled (repeatable, any cluster).
+    #[arg(long = "after", value_name = "ID|NAME")]
+    pub after: Vec<String>,
     /// Makes a retried submission safe: the same key returns the first one's deployment.
     #[arg(long, value_name = "KEY", value_parser = idempotency_key)]
     pub idempotency_key: Option<String>,

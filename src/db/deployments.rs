@@ -43,6 +43,9 @@ pub struct DeploymentRow {
     pub started_at: Option<DateTime<Utc>>,
     /// What its agent reported at its exit.
     pub exit_code: Option<i32>,
+    /// The deployments it waits for (`depends_on`), as submitted.
+    #[serde(default)]
+    pub depends_on: Vec<DeploymentId>,
 }
 
 /// An agent as a deployment names it.
@@ -56,7 +59,7 @@ pub struct AgentRef {
 pub const COLUMNS: &str = "id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
     priority, max_runtime_seconds, status, enqueued_at, admitted_at, deadline_at, finished_at, \
     preemptions, preempted_by, message, idempotency_key, created_at, updated_at, agent_id, \
-    agent_name, placement, started_at, exit_code";
+    agent_name, placement, started_at, exit_code, depends_on";
 
 /// The stored placement stage.
 fn stage(r: &Row) -> DbResult<Option<Stage>> {
@@ -108,6 +111,11 @@ impl TryFrom<&Row> for DeploymentRow {
             placement: stage(r)?,
             started_at: r.try_get("started_at")?,
             exit_code: r.try_get("exit_code")?,
+            depends_on: r
+                .try_get::<_, Vec<Uuid>>("depends_on")?
+                .into_iter()
+                .map(DeploymentId)
+                .collect(),
         })
     }
 }
@@ -128,6 +136,9 @@ pub struct NewDeployment {
     pub created_by: Option<UserId>,
     /// Not kept in the deployment's row (nor in the cluster object's cache): see [`process`].
     pub process: Process,
+    /// What it must wait for (no duplicates; the engine checks them in its batch).
+    #[serde(default)]
+    pub depends_on: Vec<DeploymentId>,
 }
 
 impl DeploymentRow {
@@ -164,17 +175,19 @@ impl DeploymentRow {
             placement: None,
             started_at: None,
             exit_code: None,
+            depends_on: new.depends_on.clone(),
         }
     }
 }
 
 /// Stores new queued deployments of one cluster in one statement, in order; each row is
-/// [`DeploymentRow::queued`].
+/// [`DeploymentRow::queued`], and those in `held` wait for their dependencies.
 pub async fn insert_many(
     db: &impl GenericClient,
     cluster: ClusterId,
     org: OrgId,
     new: &[(DeploymentId, NewDeployment)],
+    held: &[DeploymentId],
     now: DateTime<Utc>,
 ) -> DbResult<()> {
     if new.is_empty() {
@@ -205,13 +218,24 @@ pub async fn insert_many(
         .iter()
         .map(|(_, d)| json(d.process.env.as_ref().map(|e| serde_json::json!(e))))
         .collect();
+    // Arrays of arrays do not unnest row by row: each `depends_on` goes as its text form.
+    let depends_on: Vec<String> = new
+        .iter()
+        .map(|(_, d)| {
+            let ids: Vec<String> = d.depends_on.iter().map(ToString::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        })
+        .collect();
+    let held: Vec<Uuid> = held.iter().map(|id| id.0).collect();
     let sql = "insert into deployments (id, cluster_id, org_id, name, image, cpu_millis, memory_mib, gpus, \
            priority, max_runtime_seconds, status, enqueued_at, idempotency_key, created_by, \
-           created_at, updated_at, command, env) \
-         select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3, cmd, ev \
+           created_at, updated_at, command, env, depends_on, held) \
+         select i, $1, $2, n, im, c, m, g, p, rt, 'queued', $3, k, cb, $3, $3, cmd, ev, \
+                dep::uuid[], i = any($17) \
          from unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[], \
-                     $10::int4[], $11::int4[], $12::text[], $13::uuid[], $14::jsonb[], $15::jsonb[]) \
-              as x(i, n, im, c, m, g, p, rt, k, cb, cmd, ev)";
+                     $10::int4[], $11::int4[], $12::text[], $13::uuid[], $14::jsonb[], $15::jsonb[], \
+                     $16::text[]) \
+              as x(i, n, im, c, m, g, p, rt, k, cb, cmd, ev, dep)";
     db.execute_typed(
         sql,
         &[
@@ -230,6 +254,8 @@ pub async fn insert_many(
             (&creators, Type::UUID_ARRAY),
             (&commands, Type::JSONB_ARRAY),
             (&envs, Type::JSONB_ARRAY),
+            (&depends_on, Type::TEXT_ARRAY),
+            (&held, Type::UUID_ARRAY),
         ],
     )
     .await?;
@@ -472,7 +498,7 @@ pub async fn finish(
     let messages: Vec<Option<&str>> = moves.iter().map(|m| m.message.as_deref()).collect();
     db.execute_typed(
         "update deployments d set status = x.t, finished_at = $5, updated_at = $5, \
-           deadline_at = null, message = coalesce(x.m, d.message) \
+           deadline_at = null, held = false, message = coalesce(x.m, d.message) \
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) as x(i, f, t, m) \
          where d.id = x.i and d.status = x.f",
         &[

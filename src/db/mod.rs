@@ -8,6 +8,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod clusters;
 pub mod counters;
+pub mod dependencies;
 pub mod deployments;
 pub mod invites;
 pub mod orgs;

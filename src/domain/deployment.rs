@@ -86,6 +86,11 @@ impl Status {
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|x| x.as_str() == s)
     }
+
+    /// Whether it has ended (no status follows a final one).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
 }
 
 /// What happened to a deployment: the kind of one line of its history.
@@ -120,11 +125,13 @@ pub enum EventKind {
     Exited,
     /// Its agent stayed away longer than the cluster's grace; requeued.
     Lost,
+    /// Every deployment it depends on succeeded: it joins the queue (from then on).
+    Released,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Created,
         EventKind::Admitted,
         EventKind::Preempted,
@@ -139,6 +146,7 @@ impl EventKind {
         EventKind::Started,
         EventKind::Exited,
         EventKind::Lost,
+        EventKind::Released,
     ];
 
     /// The stored name.
@@ -158,6 +166,7 @@ impl EventKind {
             EventKind::Started => "started",
             EventKind::Exited => "exited",
             EventKind::Lost => "lost",
+            EventKind::Released => "released",
         }
     }
 
@@ -243,6 +252,49 @@ fn command_field(f: &Fields<'_>) -> Result<Option<Vec<String>>, Invalid> {
     }
     if ok {
         Ok(Some(args))
+    } else {
+        Err(Invalid)
+    }
+}
+
+/// The optional `depends_on` of a submission: at most
+/// [`MAX_DEPENDENCIES`](super::scheduling::dependencies::MAX_DEPENDENCIES) deployment ids,
+/// a repeated one taken once (in the order first given); whether each can be waited for is
+/// the cluster's batch to say.
+pub fn depends_on_field(f: &Fields<'_>) -> Result<Vec<super::ids::DeploymentId>, Invalid> {
+    use super::scheduling::dependencies::{FIELD, MAX_DEPENDENCIES};
+    let Some(v) = f.value(FIELD) else {
+        return Ok(vec![]);
+    };
+    let Value::Array(items) = v else {
+        f.error(FIELD, "must be an array of deployment ids");
+        return Err(Invalid);
+    };
+    if items.len() > MAX_DEPENDENCIES {
+        f.error(
+            FIELD,
+            format!("must name at most {MAX_DEPENDENCIES} deployments"),
+        );
+        return Err(Invalid);
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()) {
+            Some(id) => {
+                let id = super::ids::DeploymentId(id);
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            None => {
+                f.error(&format!("{FIELD}.{i}"), "must be a deployment id (a UUID)");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        Ok(ids)
     } else {
         Err(Invalid)
     }

@@ -342,6 +342,24 @@ pub mod schema {
         )
     }
 
+    /// A submission's `depends_on`: at most 32 deployment ids.
+    pub fn depends_on() -> Schema {
+        use crate::domain::scheduling::dependencies::MAX_DEPENDENCIES;
+        let id = ObjectBuilder::new().schema_type(Type::String).format(Some(
+            utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid),
+        ));
+        Schema::Array(
+            utoipa::openapi::ArrayBuilder::new()
+                .items(id)
+                .max_items(Some(MAX_DEPENDENCIES))
+                .description(Some(
+                    "Deployments of the organization (any of its clusters) that must all \
+                     succeed before this one may be admitted",
+                ))
+                .build(),
+        )
+    }
+
     /// [`crate::domain::deployment::Process`]'s `env`: at most 32 variables, names like
     /// `[A-Za-z_][A-Za-z0-9_]*` (at most 64 characters), values at most 1024 characters.
     pub fn env() -> Schema {

@@ -25,6 +25,7 @@ use crate::auth::Caller;
 use crate::domain::agent::Session;
 use crate::domain::ids::{AgentTokenId, ClusterId};
 use crate::engine::{ClusterWriter, Command, EngineError, Executed, Outcome, View};
+use crate::http::Platform as _;
 
 /// What the Worker sends to the object.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +86,7 @@ impl ClusterObject {
             .run(cluster, command, || connect_db(&self.env), Utc::now)
             .await;
         agents::deliver(&self.state, self.writer.take_orders());
+        self.wake(self.writer.take_wakes());
         self.watchers.publish(&self.writer.take_changes());
         self.writer.set_watched(!self.watchers.is_empty());
         for line in self.writer.take_logs() {
@@ -114,6 +116,23 @@ impl ClusterObject {
             }
         }
         result
+    }
+
+    /// Ticks the objects of other clusters whose held deployments wait for ones a batch just
+    /// ended (committed by now), without waiting for their answers: each re-reads its held
+    /// deployments' dependencies and releases or cancels them. A tick lost here is made up
+    /// for by the cron sweep.
+    fn wake(&self, clusters: Vec<ClusterId>) {
+        for other in clusters {
+            let platform = super::platform::EdgePlatform::new(self.env.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = platform.cluster_command(other, Command::TICK).await {
+                    worker::console_error!(
+                        "waking cluster {other} for its dependencies failed: {e}"
+                    );
+                }
+            });
+        }
     }
 
     /// Sets the alarm at `at` (none: deletes it).

@@ -13,6 +13,7 @@ use super::{Changed, Command, EngineError, Executed, Order, Outcome};
 use crate::db::agents::{self as agents_db, AgentRow};
 use crate::db::clusters::{self, ClusterRow, Usage};
 use crate::db::counters;
+use crate::db::dependencies;
 use crate::db::deployments::{
     self, DeploymentRow, Event, Finishing, NewDeployment, PlacementWrite,
 };
@@ -20,6 +21,7 @@ use crate::domain::agent::protocol::{ObjectMessage, VERSION};
 use crate::domain::counters::Counters;
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{AgentId, ClusterId, DeploymentId, OrgId};
+use crate::domain::scheduling::dependencies::Found;
 use crate::domain::scheduling::lifecycle::Settled;
 
 /// What one command of a batch is about, once applied.
@@ -33,18 +35,20 @@ pub(super) enum Subject {
     Tick,
     Agent(Box<AgentRow>),
     Noted,
-    /// A dry run of this submission.
-    Plan(Box<NewDeployment>),
+    /// A dry run of this submission (true: it would wait for dependencies).
+    Plan(Box<NewDeployment>, bool),
 }
 
 /// What a committed batch leaves: its commands' answers, the orders for the cluster's agents,
-/// what it decided, and its changes for watchers (each with the cluster's latest event id
-/// then; none unless asked for).
+/// what it decided, its changes for watchers (each with the cluster's latest event id
+/// then; none unless asked for), and the other clusters to wake (they hold deployments that
+/// wait for ones this batch ended).
 pub struct Committed {
     pub answers: Vec<Result<Executed, EngineError>>,
     pub orders: Vec<Order>,
     pub decided: Decided,
     pub changes: Vec<(i64, Changed)>,
+    pub wake: Vec<ClusterId>,
 }
 
 /// What one committed batch decided: its log line's figures (and a `Tick`'s answer).
@@ -100,10 +104,16 @@ async fn in_transaction(
 ) -> Result<Committed, EngineError> {
     // Postgres keeps microseconds: rows built here must equal the rows read back.
     let now = now.trunc_subsecs(6);
-    let (_, locked, callers) = tokio::try_join!(
+    let named = named_dependencies(&cmds);
+    let (_, locked, callers, found) = tokio::try_join!(
         async { tx.batch_execute("begin").await.map_err(EngineError::from) },
         async { clusters::lock(tx, cluster).await.map_err(EngineError::from) },
         Callers::resolve(tx, cluster, &cmds),
+        async {
+            dependencies::found(tx, &named)
+                .await
+                .map_err(EngineError::from)
+        },
     )?;
     let mut c = locked.ok_or_else(|| EngineError::NotFound("cluster".into()))?;
     if cache.is_none() || cmds.iter().any(|c| matches!(c, Command::Tick { .. })) {
@@ -113,7 +123,10 @@ async fn in_transaction(
         return Err(EngineError::Internal("cache missing".into()));
     };
     let usage_before = watched.then(|| (c.capacity, live.usage()));
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        found: found.into_iter().collect(),
+        ..Batch::default()
+    };
     let mut subjects = Vec::with_capacity(cmds.len());
     for cmd in cmds {
         let subject = if batch.deleted {
@@ -126,7 +139,7 @@ async fn in_transaction(
         subjects.push(subject);
     }
 
-    let (ticked, (processes, event_ids)) = if batch.deleted {
+    let (ticked, (processes, event_ids, wake)) = if batch.deleted {
         // Only an empty cluster is deleted: whatever else this batch did before the delete
         // finished deployments (answered from `done`) or was refused.
         let written = batch
@@ -140,13 +153,15 @@ async fn in_transaction(
             batch
                 .events
                 .push(event(*id, EventKind::Created, None, None));
-            live.insert(DeploymentRow::queued(*id, cluster, c.org_id, new, now));
+            let row = DeploymentRow::queued(*id, cluster, c.org_id, new, now);
+            live.insert_submitted(row, batch.awaiting.get(id).cloned());
         }
         let heard = batch.heard;
         live.lose_agents(&mut batch, &c, heard, now);
         let overdue = live.expire(now, &mut batch.events);
         let expired = overdue.len();
         batch.finishes.extend(overdue);
+        live.resolve_dependencies(&mut batch, now);
         let settled = live.schedule(&c, now, &mut batch.events);
         live.stop_unwanted(&mut batch, &settled, now);
         live.place(&mut batch);
@@ -182,6 +197,7 @@ async fn in_transaction(
         orders,
         decided,
         changes,
+        wake,
     })
 }
 
@@ -204,6 +220,23 @@ fn counted(decided: &Decided, settled: &Settled, live: &Live, now: DateTime<Utc>
         counted.observe_wait(wait);
     }
     counted
+}
+
+/// Every deployment the batch's submissions and dry runs name as a dependency.
+fn named_dependencies(cmds: &[Command]) -> Vec<DeploymentId> {
+    let mut ids: Vec<DeploymentId> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Submit { deployment, .. } | Command::Plan { deployment, .. } => {
+                Some(deployment.depends_on.iter().copied())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The committed batch's changes, for watchers, in commit order: each event with its
@@ -327,8 +360,8 @@ async fn answers(
             Ok(Subject::Deleted) => Ok(Outcome::Deleted),
             Ok(Subject::Agent(agent)) => Ok(Outcome::Agent { agent }),
             Ok(Subject::Noted) => Ok(Outcome::Noted),
-            Ok(Subject::Plan(new)) => Ok(Outcome::Planned {
-                plan: live.plan(&new, now),
+            Ok(Subject::Plan(new, held)) => Ok(Outcome::Planned {
+                plan: live.plan(&new, held, now),
             }),
             Ok(Subject::Tick) => Ok(Outcome::Ticked {
                 admitted: ticked.admitted,
@@ -358,6 +391,13 @@ pub(in crate::engine) enum Outgoing {
 pub(in crate::engine) struct Batch {
     pub(super) events: Vec<Event>,
     pub(super) inserts: Vec<(DeploymentId, NewDeployment)>,
+    /// The new submissions held for their dependencies: those not succeeded yet, each with
+    /// its status as the batch found it.
+    pub(super) awaiting: HashMap<DeploymentId, Vec<(DeploymentId, Status)>>,
+    /// The dependencies the batch's submissions name, as read (locked) at its start.
+    pub(super) found: HashMap<DeploymentId, Found>,
+    /// Held deployments whose dependencies all succeeded: queued from now.
+    pub(super) released: Vec<DeploymentId>,
     pub(super) finishes: Vec<Finishing>,
     pub(super) priorities: Vec<(DeploymentId, i32)>,
     pub(super) deleted: bool,
@@ -406,9 +446,10 @@ impl Batch {
 
     /// Every write of the batch in one round trip (pipelined), in this order: events after
     /// the rows they refer to, the cluster's counters (one upsert, only when the batch
-    /// counted something), and the COMMIT last when `commit` (Postgres answers a COMMIT after a failed
-    /// statement with a rollback, and the failure is returned here). The processes of the
-    /// deployments to run are read in the same round trip.
+    /// counted something), and the COMMIT last when `commit` (Postgres answers a COMMIT after
+    /// a failed statement with a rollback, and the failure is returned here). The processes of
+    /// the deployments to run are read in the same round trip, and so are the other clusters
+    /// waiting for what ended (after the endings are written: see `db::dependencies`).
     async fn write(
         &self,
         tx: &Client,
@@ -421,6 +462,7 @@ impl Batch {
         (
             Vec<(DeploymentId, crate::domain::deployment::Process)>,
             Vec<i64>,
+            Vec<ClusterId>,
         ),
         EngineError,
     > {
@@ -444,9 +486,13 @@ impl Batch {
             }
             Ok::<(), crate::db::DbError>(())
         };
-        let (.., event_ids, _, _, _, _, processes, _) = tokio::try_join!(
-            deployments::insert_many(tx, cluster, org, &self.inserts, now),
+        let held: Vec<DeploymentId> = self.awaiting.keys().copied().collect();
+        let ended: Vec<DeploymentId> = self.finishes.iter().map(|f| f.id).collect();
+        let (_, _, _, wake, _, _, _, _, _, event_ids, _, _, _, _, processes, _) = tokio::try_join!(
+            deployments::insert_many(tx, cluster, org, &self.inserts, &held, now),
             deployments::finish(tx, &self.finishes, now),
+            dependencies::release(tx, &self.released, now),
+            dependencies::waiting_clusters(tx, &ended, cluster),
             deployments::set_priorities(tx, &self.priorities, now),
             deployments::requeue_preempted(tx, &settled.preempted, now),
             deployments::requeue_lost(tx, &self.lost, now),
@@ -460,7 +506,7 @@ impl Batch {
             deployments::processes(tx, &to_run),
             end,
         )?;
-        Ok((processes, event_ids))
+        Ok((processes, event_ids, wake))
     }
 
     /// The batch's orders, once committed, with the run orders' processes.

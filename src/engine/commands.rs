@@ -19,7 +19,7 @@ use crate::domain::agent::Report;
 use crate::domain::deployment::{EventKind, Status};
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::resources::Resources;
-use crate::domain::scheduling::{self, Queueing};
+use crate::domain::scheduling::{self, dependencies, Queueing};
 use crate::domain::validation::FieldError;
 
 /// A command's result inside a batch; see the module documentation.
@@ -73,7 +73,7 @@ pub(super) async fn apply(
             live.agent_gone(batch, agent, since, now);
             Ok(Ok(Subject::Noted))
         }
-        Command::DeleteCluster => Ok(delete_cluster(live, batch)),
+        Command::DeleteCluster => delete_cluster(tx, c.id, live, batch).await,
         Command::UpdateCluster {
             name,
             capacity,
@@ -90,9 +90,14 @@ pub(super) async fn apply(
             };
             update_cluster(tx, c, live, update, now).await
         }
-        Command::Submit { deployment, by } => submit(tx, c, batch, deployment, &by).await,
+        Command::Submit { deployment, by } => submit(tx, c, live, batch, deployment, &by).await,
         // Nothing to write: planned after the batch is scheduled, on what it leaves.
-        Command::Plan { deployment, .. } => Ok(Ok(Subject::Plan(Box::new(deployment)))),
+        // A dependency that can never be met is refused as it would be; a request larger
+        // than the cluster is planned (`never_fits`).
+        Command::Plan { deployment, .. } => Ok(match awaited(c, live, batch, &deployment) {
+            Ok(awaited) => Ok(Subject::Plan(Box::new(deployment), !awaited.is_empty())),
+            Err(errors) => Err(EngineError::Validation(errors)),
+        }),
         Command::Cancel { id } => {
             let user = Some("cancelled by a user".to_string());
             let ending = Ending {
@@ -146,15 +151,27 @@ pub(super) async fn apply(
     }
 }
 
-/// Deletes the cluster, if nothing is queued or running on it.
-fn delete_cluster(live: &Live, batch: &mut Batch) -> Result<Subject, EngineError> {
+/// Deletes the cluster, if nothing is queued or running on it and no deployment of another
+/// cluster waits for one of its deployments (their records go with it: a dependency that
+/// succeeded would look gone, and cancel what waits for it).
+async fn delete_cluster(
+    tx: &Client,
+    cluster: ClusterId,
+    live: &Live,
+    batch: &mut Batch,
+) -> Applied {
     if live.has_rows() || !batch.inserts.is_empty() {
-        return Err(EngineError::Conflict(
+        return Ok(Err(EngineError::Conflict(
             "the cluster still has queued or running deployments".into(),
-        ));
+        )));
+    }
+    if crate::db::dependencies::awaited_elsewhere(tx, cluster).await? {
+        return Ok(Err(EngineError::Conflict(
+            "deployments of other clusters are waiting for deployments of this cluster".into(),
+        )));
     }
     batch.deleted = true;
-    Ok(Subject::Deleted)
+    Ok(Ok(Subject::Deleted))
 }
 
 /// The fields of an `UpdateCluster`.
@@ -208,6 +225,7 @@ async fn update_cluster(
 async fn submit(
     tx: &Client,
     c: &ClusterRow,
+    live: &Live,
     batch: &mut Batch,
     mut new: NewDeployment,
     by: &Caller,
@@ -216,29 +234,78 @@ async fn submit(
     if let Some(replay) = replay(tx, c, batch, &new).await? {
         return Ok(replay);
     }
-    if !scheduling::can_ever_fit(&c.capacity, &new.resources) {
-        // Each dimension that asks for more than the whole cluster has, by its field.
-        let errors = new
-            .resources
-            .named()
-            .into_iter()
-            .zip(c.capacity.dims())
-            .filter(|((_, asked), total)| asked > total)
-            .map(|((name, asked), total)| {
-                FieldError::new(
-                    format!("resources.{name}"),
-                    format!("asks for {asked}, more than the cluster's total of {total}: it could never run"),
-                )
-            })
-            .collect();
-        return Ok(Err(EngineError::Validation(errors)));
-    }
+    let awaited = match checked(c, live, batch, &new) {
+        Ok(awaited) => awaited,
+        Err(errors) => return Ok(Err(EngineError::Validation(errors))),
+    };
     let id = DeploymentId::new();
+    if !awaited.is_empty() {
+        batch.awaiting.insert(id, awaited);
+    }
     batch.inserts.push((id, new));
     Ok(Ok(Subject::Deployment {
         id,
         replayed: false,
     }))
+}
+
+/// What the cluster and the submission's dependencies allow: the dependencies it must wait
+/// for (each with its status now), or every reason it is refused — a dimension larger than
+/// the whole cluster (it could never run), a dependency that can never be met.
+fn checked(
+    c: &ClusterRow,
+    live: &Live,
+    batch: &Batch,
+    new: &NewDeployment,
+) -> Result<Vec<(DeploymentId, Status)>, Vec<FieldError>> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    if !scheduling::can_ever_fit(&c.capacity, &new.resources) {
+        // Each dimension that asks for more than the whole cluster has, by its field.
+        errors.extend(
+            new.resources
+                .named()
+                .into_iter()
+                .zip(c.capacity.dims())
+                .filter(|((_, asked), total)| asked > total)
+                .map(|((name, asked), total)| {
+                    FieldError::new(
+                        format!("resources.{name}"),
+                        format!("asks for {asked}, more than the cluster's total of {total}: it could never run"),
+                    )
+                }),
+        );
+    }
+    match awaited(c, live, batch, new) {
+        Ok(awaited) if errors.is_empty() => Ok(awaited),
+        Ok(_) => Err(errors),
+        Err(refused) => {
+            errors.extend(refused);
+            Err(errors)
+        }
+    }
+}
+
+/// The dependencies a submission must wait for, each with its status now, or why some can
+/// never be met ([`dependencies::admit`]).
+fn awaited(
+    c: &ClusterRow,
+    live: &Live,
+    batch: &Batch,
+    new: &NewDeployment,
+) -> Result<Vec<(DeploymentId, Status)>, Vec<FieldError>> {
+    let found: Vec<_> = new
+        .depends_on
+        .iter()
+        .map(|id| (*id, live.dependency(id, &batch.found)))
+        .collect();
+    let awaited = dependencies::admit(c.org_id, &found)?;
+    Ok(awaited
+        .into_iter()
+        .filter_map(|id| {
+            let status = found.iter().find(|(d, _)| *d == id)?.1?.status;
+            Some((id, status))
+        })
+        .collect())
 }
 
 /// The answer to a submission whose Idempotency-Key was used before (in this batch or
@@ -271,6 +338,7 @@ async fn replay(
                     idempotency_key: r.idempotency_key,
                     created_by: None,
                     process,
+                    depends_on: r.depends_on,
                 };
                 Some((r.id, d))
             }
@@ -285,7 +353,8 @@ async fn replay(
         && d.image == new.image
         && d.resources == new.resources
         && d.max_runtime_seconds == new.max_runtime_seconds
-        && d.process == new.process;
+        && d.process == new.process
+        && d.depends_on == new.depends_on;
     Ok(Some(if same {
         Ok(Subject::Deployment { id, replayed: true })
     } else {

@@ -6,7 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
+mod dependencies;
 mod placing;
+
+use dependencies::Held;
 
 use super::batch::{event, Subject};
 use super::EngineError;
@@ -46,6 +49,9 @@ pub struct Live {
     /// Whether placement may have something new to do since it last ran (an admission, an
     /// agent joined, room freed).
     unplaced: bool,
+    /// The queued deployments held for their dependencies (`dependencies.rs`); the book
+    /// holds them apart from its queue.
+    held: Held,
 }
 
 /// One page of a cluster's queue, in scheduling order: the position, effective priority
@@ -151,13 +157,23 @@ impl Live {
         c: &ClusterRow,
         now: DateTime<Utc>,
         fleet: Fleet,
+        held: Held,
     ) -> Self {
-        let book = Book::new(
+        let mut book = Book::new(
             c.capacity,
             c.policy,
-            rows.iter().filter_map(book_entry),
+            rows.iter()
+                .filter(|r| !held.holds(&r.id))
+                .filter_map(book_entry),
             now,
         );
+        for entry in rows
+            .iter()
+            .filter(|r| held.holds(&r.id))
+            .filter_map(book_entry)
+        {
+            book.hold(entry);
+        }
         let deadlines = rows.iter().filter_map(deadline_key).collect();
         let awaiting = rows.iter().filter_map(awaiting_key).collect();
         Self {
@@ -168,23 +184,25 @@ impl Live {
             fleet,
             awaiting,
             unplaced: true,
+            held,
         }
     }
 
-    /// Reads the cluster's live deployments, its placed containers and its agents (three
-    /// statements, pipelined).
+    /// Reads the cluster's live deployments, its placed containers, its agents and its held
+    /// deployments' dependencies (four statements, pipelined).
     pub(super) async fn read(
         db: &Client,
         c: &ClusterRow,
         now: DateTime<Utc>,
     ) -> Result<Self, EngineError> {
-        let (rows, placed, agents) = tokio::try_join!(
+        let (rows, placed, agents, held) = tokio::try_join!(
             deployments::live(db, c.id),
             deployments::placements(db, c.id),
             agents_db::of_cluster(db, c.id),
+            crate::db::dependencies::held(db, c.id),
         )?;
         let fleet = Fleet::new(agents.iter().map(fleet_agent), placed);
-        Ok(Self::new(rows, c, now, fleet))
+        Ok(Self::new(rows, c, now, fleet, Held::read(held)))
     }
 
     /// Adds a row just written (a new submission).
@@ -214,8 +232,9 @@ impl Live {
         self.book.set_policy(c.policy);
     }
 
-    /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes).
-    pub(super) fn plan(&mut self, new: &NewDeployment, now: DateTime<Utc>) -> Plan {
+    /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes);
+    /// `held` when it would wait for dependencies.
+    pub(super) fn plan(&mut self, new: &NewDeployment, held: bool, now: DateTime<Utc>) -> Plan {
         let entry = BookEntry {
             id: DeploymentId::new(),
             priority: new.priority,
@@ -224,7 +243,9 @@ impl Live {
             admitted_at: None,
         };
         let rows = &self.rows;
-        plan::plan(&self.book, entry, now, |id| rows.get(id).map(|r| r.status))
+        plan::plan(&self.book, entry, held, now, |id| {
+            rows.get(id).map(|r| r.status)
+        })
     }
 
     /// A new base priority for a live deployment (already written to Postgres).
@@ -304,6 +325,7 @@ impl Live {
             self.awaiting.remove(&a);
         }
         self.book.remove(&id);
+        self.held.ended(&id, to);
         progress(&mut row).finish(to, message, now);
         self.done.insert(id, row);
         Some(write)
@@ -459,19 +481,21 @@ fn progress(r: &mut DeploymentRow) -> Progress<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::scheduling::{self, ClusterState, Queued, Running};
+    use crate::domain::scheduling::{self, ClusterState, Queued, Running, WaitReason};
 
     /// The pure scheduler's view of a cluster and its live deployments (the reference the
     /// engine's book is checked against).
     fn cluster_state<'a>(
         c: &ClusterRow,
         live: impl Iterator<Item = &'a DeploymentRow>,
+        held: impl Fn(&DeploymentId) -> bool,
     ) -> ClusterState {
         let mut state = ClusterState {
             capacity: c.capacity,
             policy: c.policy,
             running: vec![],
             queued: vec![],
+            held: vec![],
         };
         for r in live {
             match r.status {
@@ -481,12 +505,19 @@ mod tests {
                     resources: r.resources,
                     admitted_at: r.admitted_at.unwrap_or(r.enqueued_at),
                 }),
-                Status::Queued => state.queued.push(Queued {
-                    id: r.id,
-                    priority: r.priority,
-                    resources: r.resources,
-                    enqueued_at: r.enqueued_at,
-                }),
+                Status::Queued => {
+                    let q = Queued {
+                        id: r.id,
+                        priority: r.priority,
+                        resources: r.resources,
+                        enqueued_at: r.enqueued_at,
+                    };
+                    if held(&r.id) {
+                        state.held.push(q);
+                    } else {
+                        state.queued.push(q);
+                    }
+                }
                 _ => {}
             }
         }
@@ -547,12 +578,13 @@ mod tests {
             placement: None,
             started_at: None,
             exit_code: None,
+            depends_on: vec![],
         }
     }
 
     /// The book's answers against the reference `queue_view` over the same rows.
     fn same_as_reference(live: &mut Live, c: &ClusterRow, now: DateTime<Utc>) {
-        let state = cluster_state(c, live.rows.values());
+        let state = cluster_state(c, live.rows.values(), |id| live.is_held(id));
         let view = scheduling::queue_view(&state, now);
         live.follow(c);
         let page = live.queue_page(now, None, usize::MAX);
@@ -619,7 +651,7 @@ mod tests {
             row(5, Status::Queued, 7, 5000, 40),
             row(6, Status::Succeeded, 7, 50, 40),
         ];
-        let mut live = Live::new(rows, &c, t(100), Fleet::default());
+        let mut live = Live::new(rows, &c, t(100), Fleet::default(), Held::default());
         same_as_reference(&mut live, &c, t(100));
 
         live.insert(row(7, Status::Queued, 3, 20, 100));
@@ -636,5 +668,73 @@ mod tests {
         live.follow(&c);
         // Aging past several steps reorders the queue.
         same_as_reference(&mut live, &c, t(1000));
+    }
+
+    #[test]
+    fn held_rows_wait_apart_and_are_resolved_within_the_batch() {
+        use crate::engine::batch::Batch;
+        let c = cluster(1000, Queueing::Strict);
+        let (x, y) = (uid(100), uid(101));
+        let rows = vec![
+            row(1, Status::Running, 5, 600, 0),
+            // Held, though it would fit and outranks the strict queue's head.
+            row(8, Status::Queued, 900, 100, 10),
+            row(9, Status::Queued, 1, 100, 11),
+            row(10, Status::Queued, 1, 100, 12),
+            row(11, Status::Queued, 1, 100, 13),
+            row(12, Status::Queued, 3, 900, 14),
+        ];
+        let held = Held::read(vec![
+            (uid(8), uid(1), Some(Status::Running)),
+            (uid(9), x, Some(Status::Running)),
+            (uid(10), uid(1), Some(Status::Running)),
+            (uid(10), y, Some(Status::Succeeded)),
+            (uid(11), uid(9), Some(Status::Queued)),
+        ]);
+        let mut live = Live::new(rows, &c, t(100), Fleet::default(), held);
+        same_as_reference(&mut live, &c, t(100));
+        let mut batch = Batch::default();
+        live.resolve_dependencies(&mut batch, t(100));
+        assert!(batch.released.is_empty() && batch.finishes.is_empty());
+        let page = live.queue_page(t(100), None, 10);
+        let reasons: Vec<(u128, WaitReason)> = page
+            .iter()
+            .map(|(e, _)| (e.id.0.as_u128(), e.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (12, WaitReason::WaitingForCapacity),
+                (8, WaitReason::WaitingForDependencies),
+                (9, WaitReason::WaitingForDependencies),
+                (10, WaitReason::WaitingForDependencies),
+                (11, WaitReason::WaitingForDependencies),
+            ]
+        );
+
+        // 1 succeeds: 8 and 10 (whose other dependency succeeded already) are released, from
+        // now; 9 still waits for x of another cluster.
+        live.finish(uid(1), Status::Succeeded, None, t(130));
+        live.resolve_dependencies(&mut batch, t(130));
+        assert_eq!(batch.released, [uid(8), uid(10)]);
+        assert!(live.is_held(&uid(9)) && !live.is_held(&uid(8)));
+        assert_eq!(live.rows[&uid(8)].enqueued_at, t(130));
+        same_as_reference(&mut live, &c, t(130));
+
+        // 9 is cancelled (by a user): 11, which waits for it, is cancelled naming it.
+        live.finish(uid(9), Status::Cancelled, None, t(140));
+        live.resolve_dependencies(&mut batch, t(140));
+        assert_eq!(
+            batch.finishes.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [uid(11)]
+        );
+        let cancelled = batch.events.last().expect("an event");
+        assert_eq!(cancelled.kind, EventKind::Cancelled);
+        assert_eq!(cancelled.by_deployment, Some(uid(9)));
+        assert_eq!(
+            live.row(&uid(11)).and_then(|r| r.message.clone()),
+            Some(format!("dependency {} was cancelled", uid(9)))
+        );
+        same_as_reference(&mut live, &c, t(140));
     }
 }

@@ -38,6 +38,9 @@ pub struct ClusterWriter {
     reader: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
     /// Orders for the cluster's agents that committed batches decided, until taken.
     orders: Mutex<Vec<Order>>,
+    /// Other clusters that committed batches ended dependencies of, until taken
+    /// ([`ClusterWriter::take_wakes`]).
+    wakes: Mutex<Vec<ClusterId>>,
     /// One JSON line per batch run, until taken ([`ClusterWriter::take_logs`]).
     logs: Mutex<Vec<String>>,
     /// Whether batches describe their changes for watchers.
@@ -170,10 +173,10 @@ impl ClusterWriter {
             // Abandoned past the deadline: the batch's connection and view go with it (they
             // are taken out of the state while it runs), and whether it committed is unknown:
             // a 503, after which an Idempotency-Key makes a retry safe.
-            let (mut results, orders, changes, decided) = self
+            let (mut results, orders, changes, wake, decided) = self
                 .within(state.run(cluster, cmds, &connect, started, watched))
                 .await
-                .unwrap_or_else(|| (vec![Err(timed_out()); n], vec![], vec![], None));
+                .unwrap_or_else(|| (vec![Err(timed_out()); n], vec![], vec![], vec![], None));
             if results
                 .first()
                 .is_some_and(|r| matches!(r, Err(EngineError::NotFound(what)) if what == "cluster"))
@@ -183,6 +186,14 @@ impl ClusterWriter {
             }
             if !orders.is_empty() {
                 self.lock_orders().extend(orders);
+            }
+            if !wake.is_empty() {
+                let mut wakes = self.lock_wakes();
+                for other in wake {
+                    if !wakes.contains(&other) {
+                        wakes.push(other);
+                    }
+                }
             }
             if !changes.is_empty() {
                 let mut taken = self.lock_changes();
@@ -455,6 +466,17 @@ impl ClusterWriter {
         std::mem::take(&mut *self.lock_orders())
     }
 
+    /// Takes the other clusters that committed batches ended dependencies of (they hold
+    /// deployments waiting for them): whoever ran a command ticks them after it, once the
+    /// batch has committed.
+    pub fn take_wakes(&self) -> Vec<ClusterId> {
+        std::mem::take(&mut *self.lock_wakes())
+    }
+
+    fn lock_wakes(&self) -> std::sync::MutexGuard<'_, Vec<ClusterId>> {
+        self.wakes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_orders(&self) -> std::sync::MutexGuard<'_, Vec<Order>> {
         self.orders.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -477,6 +499,7 @@ impl State {
         Vec<Result<Executed, EngineError>>,
         Vec<Order>,
         Vec<(i64, Changed)>,
+        Vec<ClusterId>,
         Option<Decided>,
     )
     where
@@ -516,10 +539,11 @@ impl State {
                 orders,
                 decided,
                 changes,
+                wake,
             }) => {
                 self.db = db;
                 self.cache = cache;
-                (answers, orders, changes, Some(decided))
+                (answers, orders, changes, wake, Some(decided))
             }
             Err(e) => {
                 // A lost connection is reopened; an unknown cluster keeps none open (its
@@ -527,7 +551,7 @@ impl State {
                 if !matches!(e, EngineError::Unavailable(_) | EngineError::NotFound(_)) {
                     self.db = db;
                 }
-                (vec![Err(e); n], vec![], vec![], None)
+                (vec![Err(e); n], vec![], vec![], vec![], None)
             }
         }
     }

@@ -321,14 +321,15 @@ pub async fn update_cluster(
     }
 }
 
-/// Deletes a cluster. Role: admin. 409 while deployments are queued or running.
+/// Deletes a cluster. Role: admin. 409 while deployments are queued or running, or while
+/// deployments of other clusters wait for its deployments.
 #[utoipa::path(delete, path = "/v1/clusters/{cluster_id}", tag = "clusters",
     params(("cluster_id" = Uuid, Path)), security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Not an admin", body = Problem),
         (status = 404, description = "Unknown, or in another organization", body = Problem),
-        (status = 409, description = "Work is queued or running", body = Problem),
+        (status = 409, description = "Work is queued or running, or deployments of other clusters wait for its deployments", body = Problem),
     ))]
 pub async fn delete_cluster(
     State(st): State<AppState>,

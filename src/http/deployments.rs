@@ -17,10 +17,11 @@ use super::extract::{Caller, Ids, Valid};
 use super::guard::{cluster_access, deployment_access, Declared};
 use super::pagination::{List, ListParams, Paged, StatusFilter};
 use super::{ApiError, AppState};
+use crate::db::dependencies;
 use crate::db::deployments::{self, DeploymentRow, EventRow, NewDeployment};
 use crate::domain::deployment::{
-    resources_field, EventKind, ImageRef, Process, Status, DEFAULT_PRIORITY, MAX_PRIORITY,
-    MAX_RUNTIME_SECONDS, MIN_PRIORITY,
+    depends_on_field, resources_field, EventKind, ImageRef, Process, Status, DEFAULT_PRIORITY,
+    MAX_PRIORITY, MAX_RUNTIME_SECONDS, MIN_PRIORITY,
 };
 use crate::domain::ids::{ClusterId, DeploymentId};
 use crate::domain::policy::Action;
@@ -73,6 +74,12 @@ pub struct Deployment {
     pub started_at: Option<DateTime<Utc>>,
     /// Its container's exit code, as its agent reported it.
     pub exit_code: Option<i32>,
+    /// The deployments that must all succeed before it may be admitted (empty: none).
+    #[serde(default)]
+    pub depends_on: Vec<Uuid>,
+    /// Those of `depends_on` it still waits for (single-deployment answers, while it waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Vec<Uuid>>,
     /// Replaces the image's command (single-deployment answers, when given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -125,6 +132,8 @@ pub(super) fn deployment(
         }),
         started_at: d.started_at,
         exit_code: d.exit_code,
+        depends_on: d.depends_on.iter().map(|id| id.0).collect(),
+        awaiting: None,
         events: events.map(|es| {
             es.into_iter()
                 .map(|e| DeploymentEvent {
@@ -138,7 +147,7 @@ pub(super) fn deployment(
     }
 }
 
-/// `{name, image, resources, priority?, max_runtime_seconds?}`.
+/// `{name, image, resources, priority?, max_runtime_seconds?, command?, env?, depends_on?}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreateDeploymentRequest {
     #[schema(schema_with = crate::domain::validation::schema::display_name, example = "trainer")]
@@ -165,6 +174,12 @@ pub struct CreateDeploymentRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::domain::validation::schema::env)]
     pub env: Option<BTreeMap<String, String>>,
+    /// Deployments of the organization (any cluster) that must all succeed first: it waits
+    /// for them (`waiting_for_dependencies`), and is cancelled if one fails, is stopped or
+    /// cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = crate::domain::validation::schema::depends_on)]
+    pub depends_on: Vec<Uuid>,
 }
 
 impl FromJson for CreateDeploymentRequest {
@@ -179,16 +194,22 @@ impl FromJson for CreateDeploymentRequest {
         let priority = f.opt_int("priority", MIN_PRIORITY, MAX_PRIORITY);
         let runtime = f.opt_int("max_runtime_seconds", 1, MAX_RUNTIME_SECONDS);
         let process = Process::from_fields(f);
-        let value = match (name, image, resources, priority, runtime, process) {
-            (Some(name), Some(image), Some(resources), Ok(p), Ok(rt), Ok(process)) => Some(Self {
-                name,
-                image,
-                resources,
-                priority: p.map(|p| p as i32),
-                max_runtime_seconds: rt.map(|r| r as i32),
-                command: process.command,
-                env: process.env,
-            }),
+        let depends_on = depends_on_field(f);
+        let value = match (
+            name, image, resources, priority, runtime, process, depends_on,
+        ) {
+            (Some(name), Some(image), Some(resources), Ok(p), Ok(rt), Ok(process), Ok(deps)) => {
+                Some(Self {
+                    name,
+                    image,
+                    resources,
+                    priority: p.map(|p| p as i32),
+                    max_runtime_seconds: rt.map(|r| r as i32),
+                    command: process.command,
+                    env: process.env,
+                    depends_on: deps.into_iter().map(|d| d.0).collect(),
+                })
+            }
             _ => None,
         };
         f.finish(value)
@@ -281,7 +302,7 @@ fn dry_run(uri: &Uri) -> Result<bool, ApiError> {
         (status = 403, description = "Viewers cannot deploy", body = Problem),
         (status = 404, description = "Unknown cluster, or in another organization", body = Problem),
         (status = 409, description = "Idempotency-Key reused for a different request", body = Problem),
-        (status = 422, description = "Invalid fields, or larger than the cluster", body = Problem),
+        (status = 422, description = "Invalid fields, larger than the cluster, or a dependency that is unknown, of another organization or already ended without succeeding", body = Problem),
     ))]
 pub async fn create_deployment(
     State(st): State<AppState>,
@@ -308,6 +329,7 @@ pub async fn create_deployment(
         idempotency_key: key,
         created_by: None,
         process: process.clone(),
+        depends_on: req.depends_on.into_iter().map(DeploymentId).collect(),
     };
     if dry {
         let planned = st
@@ -431,8 +453,17 @@ pub async fn get_deployment(
     };
     let events = async { Ok::<_, ApiError>(deployments::events(&db, d.id).await?) };
     let process = async { Ok::<_, ApiError>(deployments::process(&db, d.id).await?) };
-    let (position, events, process) = tokio::try_join!(position, events, process)?;
-    Ok(Json(deployment(d, position, process, Some(events))))
+    let awaiting = async {
+        if d.status != Status::Queued || d.depends_on.is_empty() {
+            return Ok(None);
+        }
+        Ok::<_, ApiError>(Some(dependencies::unmet(&db, &d.depends_on).await?))
+    };
+    let (position, events, process, awaiting) =
+        tokio::try_join!(position, events, process, awaiting)?;
+    let mut answer = deployment(d, position, process, Some(events));
+    answer.awaiting = awaiting.map(|ids| ids.into_iter().map(|id| id.0).collect());
+    Ok(Json(answer))
 }
 
 /// Authorizes, then runs one command on the deployment's cluster and answers with it.

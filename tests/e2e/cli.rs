@@ -1138,6 +1138,80 @@ async fn deploy_dry_run_says_what_would_happen_and_submits_nothing() {
 }
 
 #[tokio::test]
+async fn deploy_after_waits_for_its_dependencies_by_name_or_id_in_any_cluster() {
+    let ada = Person::new();
+    ada.register_and_login().await;
+    ada.run(&["org", "create", "Pipelines"]).await.ok();
+    for c in ["prep", "train"] {
+        ada.run(&["cluster", "create", c, "--cpu", "2"]).await.ok();
+    }
+    let deploy = |name: &'static str, cluster: &'static str, after: Vec<String>| {
+        let ada = &ada;
+        async move {
+            let mut args: Vec<String> = ["deploy", name, "--cluster", cluster, "--image"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["alpine:3.20", "--cpu", "1"].map(String::from))
+                .collect();
+            for a in after {
+                args.extend(["--after".to_string(), a]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ada.run(&args).await
+        }
+    };
+    let fetch = deploy("fetch", "prep", vec![]).await.ok();
+    assert!(fetch.stdout.contains("on prep: running."), "{fetch:?}");
+    let clean = deploy("clean", "prep", vec![]).await.ok();
+    let clean_id = ada.run(&["get", "clean", "-o", "json"]).await.ok().json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // By name (found in the organization's clusters) and by id, in another cluster.
+    let train = deploy("train", "train", vec!["fetch".into(), clean_id.clone()])
+        .await
+        .ok();
+    assert!(
+        train.stdout.contains("on train: queued at position 1."),
+        "{train:?}"
+    );
+    let queue = ada.run(&["queue", "train"]).await.ok();
+    assert!(
+        queue.stdout.contains("waiting_for_dependencies"),
+        "{queue:?}"
+    );
+    let got = ada.run(&["get", "train"]).await.ok();
+    assert!(got.stdout.contains("Depends on:"), "{got:?}");
+    assert!(got.stdout.contains(&clean_id), "{got:?}");
+    let _ = clean;
+
+    ada.run(&["finish", "fetch", "--outcome", "succeeded"])
+        .await
+        .ok();
+    ada.run(&["stop", "clean"]).await.ok();
+    let got = ada.run(&["get", "train", "-o", "json"]).await.ok().json();
+    assert_eq!(got["status"], "cancelled", "{got}");
+    assert_eq!(
+        got["message"],
+        format!("dependency {clean_id} was stopped").as_str()
+    );
+    let events = ada.run(&["events", "train"]).await.ok();
+    assert!(events.stdout.contains("cancelled"), "{events:?}");
+
+    // A dependency that can never succeed is refused, named by the flag.
+    let run = deploy("eval", "train", vec![clean_id.clone()]).await;
+    let stderr = run.failed(1);
+    assert!(
+        stderr.contains(&format!(
+            "--after: {clean_id} was stopped: it can never succeed"
+        )),
+        "{stderr}"
+    );
+    let run = deploy("eval", "train", vec!["nope".into()]).await;
+    run.failed(1);
+}
+
+#[tokio::test]
 async fn metrics_prints_the_organization_s_scrape_as_prometheus_reads_it() {
     let ada = Person::new();
     ada.register_and_login().await;

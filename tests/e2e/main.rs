@@ -9,6 +9,7 @@ mod agents;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod dependencies;
 mod dry_run;
 mod json_numbers;
 mod metrics;

@@ -20,7 +20,7 @@ use crate::support::{database, Client};
 type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
 
 /// One open watch stream.
-struct Watcher {
+pub(crate) struct Watcher {
     events: Events,
     /// The `id:` of the last event read.
     last: Option<String>,
@@ -87,7 +87,7 @@ pub async fn status(c: &Client, token: &str, path: &str) -> crate::support::Repl
     }
 }
 
-async fn watch(c: &Client, token: &str, cluster: &str) -> Watcher {
+pub(crate) async fn watch(c: &Client, token: &str, cluster: &str) -> Watcher {
     let (status, w) = open(c, token, cluster, None).await;
     assert_eq!(status, StatusCode::OK);
     w.expect("stream")
@@ -95,7 +95,7 @@ async fn watch(c: &Client, token: &str, cluster: &str) -> Watcher {
 
 impl Watcher {
     /// The next event within `within`, or `None` when the stream ended.
-    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
+    pub(crate) async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
         let e = tokio::time::timeout(within, self.events.next())
             .await
             .expect("an event in time")?
@@ -108,7 +108,7 @@ impl Watcher {
     }
 
     /// The next event of kind `event` (skipping others) within `within`.
-    async fn until(&mut self, event: &str, within: Duration) -> Value {
+    pub(crate) async fn until(&mut self, event: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -121,7 +121,7 @@ impl Watcher {
     }
 
     /// The next deployment event about `id` with event kind `kind`.
-    async fn deployment(&mut self, id: &str, kind: &str, within: Duration) -> Value {
+    pub(crate) async fn deployment(&mut self, id: &str, kind: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

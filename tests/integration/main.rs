@@ -6,6 +6,7 @@ mod agents;
 #[path = "../common/mod.rs"]
 mod common;
 mod counters;
+mod dependencies;
 mod errors;
 mod logs;
 mod openapi;

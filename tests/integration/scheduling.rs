@@ -10,21 +10,22 @@ use serde_json::{json, Value};
 
 use crate::support::{request, TestApp};
 
-struct Fixture {
-    app: TestApp,
-    admin: String,
-    org: String,
+/// An organization's admin on the in-process app (shared with `dependencies.rs`).
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) admin: String,
+    pub(crate) org: String,
 }
 
 impl Fixture {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let app = TestApp::spawn().await;
         let (admin, _) = app.user_as("admin@example.com").await;
         let org = app.org_id(&admin, "Acme").await;
         Self { app, admin, org }
     }
 
-    async fn cluster(&self, body: Value) -> String {
+    pub(crate) async fn cluster(&self, body: Value) -> String {
         self.app.cluster(&self.admin, &self.org, body).await
     }
 
@@ -40,11 +41,11 @@ impl Fixture {
         r.body
     }
 
-    async fn submit_raw(&self, cluster: &str, body: Value) -> crate::support::Reply {
+    pub(crate) async fn submit_raw(&self, cluster: &str, body: Value) -> crate::support::Reply {
         self.app.deploy(&self.admin, cluster, body).await
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let r = self
             .app
             .call(Method::GET, path, Some(&self.admin), None)
@@ -54,23 +55,28 @@ impl Fixture {
     }
 
     /// A deployment (from a submission's answer) as it is now.
-    async fn deployment(&self, d: &Value) -> Value {
+    pub(crate) async fn deployment(&self, d: &Value) -> Value {
         self.get(&format!("/v1/deployments/{}", id(d))).await
     }
 
     /// Its status now.
-    async fn status(&self, d: &Value) -> Value {
+    pub(crate) async fn status(&self, d: &Value) -> Value {
         self.deployment(d).await["status"].clone()
     }
 
-    async fn post(&self, path: &str, body: Option<Value>) -> crate::support::Reply {
+    pub(crate) async fn post(&self, path: &str, body: Option<Value>) -> crate::support::Reply {
         self.app
             .call(Method::POST, path, Some(&self.admin), body)
             .await
     }
 
     /// POSTs `body` with an `Idempotency-Key`.
-    async fn post_with_key(&self, path: &str, body: Value, key: &str) -> crate::support::Reply {
+    pub(crate) async fn post_with_key(
+        &self,
+        path: &str,
+        body: Value,
+        key: &str,
+    ) -> crate::support::Reply {
         let mut req = request(
             Method::POST,
             path,
@@ -84,12 +90,12 @@ impl Fixture {
     }
 }
 
-fn cpu_cluster(cpu: i64, queueing: &str, preemption: bool) -> Value {
+pub(crate) fn cpu_cluster(cpu: i64, queueing: &str, preemption: bool) -> Value {
     json!({"name": format!("c-{}", uuid::Uuid::new_v4().simple()), "capacity": {"cpu_millis": cpu, "memory_mib": 0, "gpus": 0},
            "queueing": queueing, "preemption": preemption})
 }
 
-fn id(v: &Value) -> String {
+pub(crate) fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }
 

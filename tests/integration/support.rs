@@ -39,6 +39,8 @@ pub struct NativePlatform {
     pub logs: Mutex<Vec<String>>,
     /// How many database connections the app and the writers opened.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Whether the wake-ups of other clusters are lost (as a failed object's would be).
+    pub wakes_lost: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -98,6 +100,14 @@ impl Platform for NativePlatform {
             .await;
         for line in writer.take_logs() {
             self.log(&line);
+        }
+        // As the object does once its batch committed: the other clusters waiting for what
+        // it ended are ticked (here before answering, so tests see them settled).
+        for other in writer.take_wakes() {
+            if self.wakes_lost.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            let _ = Box::pin(self.cluster_command(other, Command::TICK)).await;
         }
         Ok(executed?)
     }
@@ -187,6 +197,7 @@ impl TestApp {
             writers: Mutex::new(HashMap::new()),
             logs: Mutex::new(Vec::new()),
             connections: Default::default(),
+            wakes_lost: Default::default(),
         });
         let keys =
             TokenKeys::from_config(&TokenKeys::generate_config(), None, "berth", "berth-api")

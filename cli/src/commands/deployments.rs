@@ -27,6 +27,7 @@ const DEPLOY_FLAGS: &[(&str, &str)] = &[
     ("max_runtime_seconds", "--max-runtime"),
     ("command", "COMMAND"),
     ("env", "--env"),
+    ("depends_on", "--after"),
 ];
 
 /// `--wait` asks the server at most this often.
@@ -38,6 +39,11 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
     // In range already (at most 365d, checked by the flag's parser).
     let max_runtime_seconds = a.max_runtime.and_then(|s| i32::try_from(s).ok());
     let cluster = ctx.cluster(&a.cluster).await?;
+    let mut depends_on = Vec::with_capacity(a.after.len());
+    for after in &a.after {
+        // A name is looked for in every cluster of the organization.
+        depends_on.push(ctx.deployment_id(after, None).await?);
+    }
     let body = CreateDeploymentRequest {
         name: a.name,
         image,
@@ -46,6 +52,7 @@ pub async fn deploy(ctx: &Ctx, a: DeployArgs) -> Result {
         max_runtime_seconds,
         command: (!a.command.is_empty()).then_some(a.command),
         env: (!a.env.is_empty()).then(|| a.env.into_iter().collect()),
+        depends_on,
     };
     if a.dry_run {
         return dry_run(ctx, &cluster, &body).await;
@@ -276,6 +283,11 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
                     .unwrap_or_else(|| "-".into()),
             ),
             ("Cluster", cluster.clone()),
+            ("Depends on", ids(&d.depends_on)),
+            (
+                "Awaiting",
+                d.awaiting.as_deref().map_or_else(|| "-".into(), ids),
+            ),
             ("Preemptions", d.preemptions.to_string()),
             (
                 "Message",
@@ -298,6 +310,17 @@ pub async fn get(ctx: &Ctx, r: DeploymentRef) -> Result {
         anstream::println!("\nEvents:");
         print_events(ctx.out, &d, Value::Null);
     })
+}
+
+/// Deployment ids, comma-separated (`-` for none).
+fn ids(ids: &[uuid::Uuid]) -> String {
+    if ids.is_empty() {
+        return "-".into();
+    }
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn events(ctx: &Ctx, r: DeploymentRef) -> Result {

@@ -11,12 +11,15 @@
 //!   preemption counted, expiry, endings) and the net changes of a scheduling call;
 //! * [`placement`]: which connected agent runs an admitted deployment (best fit, never more
 //!   than a machine has);
-//! * [`plan`]: what a submission would meet now (a dry run), by the book's own pass on a copy.
+//! * [`plan`]: what a submission would meet now (a dry run), by the book's own pass on a copy;
+//! * [`dependencies`]: what a submission's `depends_on` allows, and what a held deployment's
+//!   dependencies decide for it (wait, join the queue, or be cancelled).
 //!
 //! A new rule goes in `reference` (with a property test), in `book` (the differential test
 //! fails until it matches), and, if it changes what happens to a deployment, in `lifecycle`.
 
 pub mod book;
+pub mod dependencies;
 pub mod lifecycle;
 pub mod model;
 pub mod order;

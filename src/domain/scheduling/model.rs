@@ -85,6 +85,11 @@ pub struct ClusterState {
     pub running: Vec<Running>,
     /// Deployments waiting, in any order.
     pub queued: Vec<Queued>,
+    /// Queued deployments held until their dependencies succeed, in any order: never
+    /// candidates for admission, never the head of a strict queue, shown after every other
+    /// entry with [`WaitReason::WaitingForDependencies`].
+    #[serde(default)]
+    pub held: Vec<Queued>,
 }
 
 /// One action for the caller to apply, in the order returned by [`schedule`](super::schedule).
@@ -117,6 +122,9 @@ pub enum WaitReason {
     /// It asks for more than the cluster's total capacity on some dimension (only possible
     /// after the cluster shrank); it will never be admitted unless capacity grows.
     NeverFits,
+    /// Some deployment it depends on (`depends_on`) has not succeeded yet: it is not a
+    /// candidate for admission until all have.
+    WaitingForDependencies,
 }
 
 /// One line of the queue as shown to users.

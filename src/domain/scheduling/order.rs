@@ -2,7 +2,8 @@
 //! scheduler and the incremental book:
 //!
 //! * [`QueueKey`], the queue order: effective priority descending, then `enqueued_at`
-//!   ascending (FIFO), then id ascending;
+//!   ascending (FIFO), then id ascending; deployments held for their dependencies are
+//!   ordered by the same key without aging ([`QueueKey::held`]), after the whole queue;
 //! * [`RunKey`], the preemption (victim) order: base priority ascending, then `admitted_at`
 //!   descending (the most recently admitted is evicted first), then id ascending.
 //!
@@ -28,6 +29,16 @@ impl QueueKey {
     pub fn of(q: &Queued, now: DateTime<Utc>) -> Self {
         Self {
             effective: effective_priority(q, now),
+            enqueued_at: q.enqueued_at,
+            id: q.id,
+        }
+    }
+
+    /// The key of `q` while it is held for its dependencies: no aging (it is not waiting
+    /// for the scheduler yet), so its base priority stands as the effective one.
+    pub fn held(q: &Queued) -> Self {
+        Self {
+            effective: q.priority,
             enqueued_at: q.enqueued_at,
             id: q.id,
         }

@@ -23,10 +23,13 @@ pub enum Plan {
 }
 
 /// What `entry` (queued, not yet in the book) would meet if it were submitted at `now`, with
-/// `status_of` the current status of the book's deployments. O(n) for the copy.
+/// `status_of` the current status of the book's deployments; `held` when some of its
+/// dependencies have not succeeded yet (it would wait for them, behind the whole queue).
+/// O(n) for the copy.
 pub fn plan(
     book: &Book,
     entry: BookEntry,
+    held: bool,
     now: DateTime<Utc>,
     status_of: impl Fn(&DeploymentId) -> Option<Status>,
 ) -> Plan {
@@ -38,6 +41,14 @@ pub fn plan(
         admitted_at: None,
         ..entry
     };
+    if held {
+        copy.advance(now);
+        copy.hold(entry);
+        return Plan::Queued {
+            position: copy.position(&entry.id).unwrap_or(1),
+            reason: WaitReason::WaitingForDependencies,
+        };
+    }
     copy.insert(entry);
     let decisions = copy.schedule(now);
     let settled = settle(&decisions, |id| {
@@ -113,7 +124,7 @@ mod tests {
             vec![entry(1, 500, 600, Some(0))],
         );
         let before = b.state();
-        let p = plan(&b, entry(9, 500, 400, None), t(1), status(&b));
+        let p = plan(&b, entry(9, 500, 400, None), false, t(1), status(&b));
         assert_eq!(p, Plan::Admitted { preempts: vec![] });
         assert_eq!(b.state(), before, "the book itself is untouched");
         assert!(b.get(&DeploymentId(Uuid::from_u128(9))).is_none());
@@ -127,7 +138,7 @@ mod tests {
             vec![entry(1, 500, 900, Some(0)), entry(2, 600, 500, None)],
         );
         // Behind the head (priority 600) under strict queueing, though 100 would fit.
-        let p = plan(&b, entry(9, 500, 100, None), t(1), status(&b));
+        let p = plan(&b, entry(9, 500, 100, None), false, t(1), status(&b));
         assert_eq!(
             p,
             Plan::Queued {
@@ -136,7 +147,7 @@ mod tests {
             }
         );
         // A higher priority goes first, and waits for capacity.
-        let p = plan(&b, entry(9, 700, 500, None), t(1), status(&b));
+        let p = plan(&b, entry(9, 700, 500, None), false, t(1), status(&b));
         assert_eq!(
             p,
             Plan::Queued {
@@ -153,7 +164,7 @@ mod tests {
             Queueing::BestEffort,
             vec![entry(1, 100, 600, Some(0)), entry(2, 200, 400, Some(0))],
         );
-        let p = plan(&b, entry(9, 900, 500, None), t(1), status(&b));
+        let p = plan(&b, entry(9, 900, 500, None), false, t(1), status(&b));
         assert_eq!(
             p,
             Plan::Admitted {
@@ -161,7 +172,33 @@ mod tests {
             }
         );
         assert_eq!(
-            plan(&b, entry(9, 900, 1001, None), t(1), status(&b)),
+            plan(&b, entry(9, 900, 1001, None), false, t(1), status(&b)),
+            Plan::NeverFits
+        );
+    }
+
+    #[test]
+    fn what_awaits_its_dependencies_waits_behind_the_whole_queue() {
+        let mut b = book(
+            false,
+            Queueing::Strict,
+            vec![entry(1, 500, 900, Some(0)), entry(2, 100, 500, None)],
+        );
+        b.hold(entry(3, 900, 100, None));
+        // It would fit now, and outranks the queue: held, it waits anyway, after the queue
+        // and after the held entry of higher priority.
+        let p = plan(&b, entry(9, 800, 50, None), true, t(1), status(&b));
+        assert_eq!(
+            p,
+            Plan::Queued {
+                position: 3,
+                reason: WaitReason::WaitingForDependencies
+            }
+        );
+        assert!(!b.is_held(&DeploymentId(Uuid::from_u128(9))));
+        // Larger than the cluster, it never fits whatever it waits for.
+        assert_eq!(
+            plan(&b, entry(9, 800, 5000, None), true, t(1), status(&b)),
             Plan::NeverFits
         );
     }

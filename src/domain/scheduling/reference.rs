@@ -31,7 +31,8 @@ pub fn queue_order(queued: &[Queued], now: DateTime<Utc>) -> Vec<&Queued> {
 /// never fit the cluster are skipped under both policies.
 ///
 /// The walk is a single pass: under best-effort, an entry passed over before a later
-/// preemption freed room is picked up by the next call rather than this one.
+/// preemption freed room is picked up by the next call rather than this one. The entries
+/// held for their dependencies (`state.held`) are not in the walk at all.
 ///
 /// Cost: one sort of the queue and one of the running set; O(1) per entry that is admitted or
 /// skipped without preemption, O(log r) per entry whose preemption attempt fails, and for each
@@ -83,15 +84,24 @@ pub fn schedule(state: &ClusterState, now: DateTime<Utc>) -> Vec<Decision> {
 ///
 /// It describes the queue as it stands, assuming [`schedule`]'s decisions have already been
 /// applied: every entry is waiting, never-fitting ones say so, and under strict queueing the
-/// first entry that could fit is the head that blocks everything after it.
+/// first entry that could fit is the head that blocks everything after it. The deployments
+/// held for their dependencies follow the whole queue, in [`QueueKey::held`] order, each
+/// [`WaitReason::WaitingForDependencies`] (`schedule` never looks at them).
 pub fn queue_view(state: &ClusterState, now: DateTime<Utc>) -> Vec<QueueEntry> {
     let strict = state.policy.queueing == Queueing::Strict;
     let mut head_seen = false;
+    let mut held: Vec<(QueueKey, &Queued)> =
+        state.held.iter().map(|q| (QueueKey::held(q), q)).collect();
+    held.sort_by_key(|(k, _)| *k);
     ordered(&state.queued, now)
         .into_iter()
+        .map(|(key, q)| (key, q, false))
+        .chain(held.into_iter().map(|(key, q)| (key, q, true)))
         .enumerate()
-        .map(|(i, (key, q))| {
-            let reason = if !can_ever_fit(&state.capacity, &q.resources) {
+        .map(|(i, (key, q, held))| {
+            let reason = if held {
+                WaitReason::WaitingForDependencies
+            } else if !can_ever_fit(&state.capacity, &q.resources) {
                 WaitReason::NeverFits
             } else if strict && head_seen {
                 WaitReason::BlockedBehindHead

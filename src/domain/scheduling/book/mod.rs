@@ -61,6 +61,7 @@ use super::wide::{add, fits, sub, wide, Wide, ZERO_WIDE};
 use crate::collections::treap::Treap;
 use crate::domain::resources::Resources;
 
+mod held;
 mod parts;
 mod pass;
 
@@ -108,6 +109,10 @@ pub struct Book {
     known: HashMap<DeploymentId, Known, Fixed>,
     /// Admission time of every running deployment.
     admitted: HashMap<DeploymentId, DateTime<Utc>, Fixed>,
+    /// The queued deployments held for their dependencies (`held.rs`), keyed by
+    /// [`QueueKey::held`]: apart from `queue`, `known` and the aging heap.
+    held: Treap<QueueKey, Waiting>,
+    held_keys: HashMap<DeploymentId, QueueKey, Fixed>,
     /// (next aging step, id) of every queued entry still below the cap, earliest first, plus
     /// `stale` records of entries that left the queue since (deleted lazily: a record counts
     /// only if its entry is queued and waiting for that very step).
@@ -142,6 +147,8 @@ impl Book {
             running: Treap::new(),
             known: HashMap::with_capacity_and_hasher(latest.len(), Fixed::default()),
             admitted: HashMap::default(),
+            held: Treap::new(),
+            held_keys: HashMap::default(),
             steps: BinaryHeap::new(),
             stale: 0,
             allocated: ZERO_WIDE,
@@ -217,7 +224,17 @@ impl Book {
             enqueued_at: q.enqueued_at,
             admitted_at: None,
         });
-        Book::new(state.capacity, state.policy, running.chain(queued), now)
+        let mut book = Book::new(state.capacity, state.policy, running.chain(queued), now);
+        for q in &state.held {
+            book.hold(BookEntry {
+                id: q.id,
+                priority: q.priority,
+                resources: q.resources,
+                enqueued_at: q.enqueued_at,
+                admitted_at: None,
+            });
+        }
+        book
     }
 
     /// Total allocatable resources.
@@ -251,12 +268,15 @@ impl Book {
             allocated: narrow(self.allocated),
             queued_demand: narrow(self.queued_demand),
             running: self.running.len(),
-            queued: self.queue.len(),
+            queued: self.queue.len() + self.held.len(),
         }
     }
 
     /// The deployment `id`, if the book holds it. O(log n).
     pub fn get(&self, id: &DeploymentId) -> Option<BookEntry> {
+        if let Some(held) = self.held_entry(id) {
+            return Some(held);
+        }
         let known = *self.known.get(id)?;
         let (resources, admitted_at) = match self.admitted.get(id) {
             Some(&at) => (
@@ -274,8 +294,8 @@ impl Book {
         })
     }
 
-    /// Every deployment in the book: queued ones in scheduling order, then running ones in
-    /// preemption order.
+    /// Every deployment in the book: queued ones in scheduling order, then held ones in
+    /// held order, then running ones in preemption order.
     pub fn entries(&self) -> impl Iterator<Item = BookEntry> + '_ {
         let queued = self.queue.iter().map(|(k, w)| BookEntry {
             id: k.id,
@@ -291,7 +311,8 @@ impl Book {
             enqueued_at: h.enqueued_at,
             admitted_at: Some(k.admitted_at),
         });
-        queued.chain(running)
+        let held = self.held.iter().map(|(k, w)| held::entry(k, w));
+        queued.chain(held).chain(running)
     }
 
     /// Adds a deployment (queued, or running when `admitted_at` is set), replacing any with
@@ -313,6 +334,9 @@ impl Book {
 
     /// Removes a deployment (cancelled, stopped, finished, expired). O(log n).
     pub fn remove(&mut self, id: &DeploymentId) -> Option<BookEntry> {
+        if let Some(held) = self.unhold(id) {
+            return Some(held);
+        }
         let known = self.known.remove(id)?;
         let entry = match self.admitted.get(id).copied() {
             Some(at) => {
@@ -345,11 +369,16 @@ impl Book {
     /// Changes a queued or running deployment's base priority; false if the book does not
     /// hold it. O(log n).
     pub fn set_priority(&mut self, id: &DeploymentId, priority: i32) -> bool {
+        let held = self.is_held(id);
         let Some(mut entry) = self.remove(id) else {
             return false;
         };
         entry.priority = priority;
-        self.insert(entry);
+        if held {
+            self.hold(entry);
+        } else {
+            self.insert(entry);
+        }
         true
     }
 
@@ -408,6 +437,9 @@ impl Book {
     /// 1-based position of a queued deployment in scheduling order as of [`Book::as_of`].
     /// O(log n).
     pub fn position(&self, id: &DeploymentId) -> Option<u32> {
+        if let Some(held) = self.held_position(id) {
+            return Some(held);
+        }
         let known = self.known.get(id)?;
         if self.admitted.contains_key(id) {
             return None;
@@ -425,12 +457,21 @@ impl Book {
         // Under strict queueing the first entry that could ever fit is the head that blocks
         // every later one that could.
         let head = if strict { self.head() } else { None };
+        let queued = self.queue.len();
+        let held = self
+            .held
+            .iter_from(offset.saturating_sub(queued))
+            .map(|(k, w)| (k, w, true));
         self.queue
             .iter_from(offset)
+            .map(|(k, w)| (k, w, false))
+            .chain(held)
             .take(limit)
             .enumerate()
-            .map(|(i, (key, w))| {
-                let reason = if !can_ever_fit(&self.capacity, &w.resources) {
+            .map(|(i, (key, w, held))| {
+                let reason = if held {
+                    WaitReason::WaitingForDependencies
+                } else if !can_ever_fit(&self.capacity, &w.resources) {
                     WaitReason::NeverFits
                 } else if head.is_some_and(|h| h < *key) {
                     WaitReason::BlockedBehindHead
@@ -473,6 +514,7 @@ impl Book {
                     enqueued_at: k.enqueued_at,
                 })
                 .collect(),
+            held: self.held_queued().collect(),
         }
     }
 

@@ -87,6 +87,7 @@ impl Model {
     fn ids(&self) -> Vec<DeploymentId> {
         let mut ids: Vec<_> = self.state.running.iter().map(|r| r.id).collect();
         ids.extend(self.state.queued.iter().map(|q| q.id));
+        ids.extend(self.state.held.iter().map(|q| q.id));
         ids.sort();
         ids
     }
@@ -103,13 +104,19 @@ impl Model {
                 enqueued_at: self.enqueued[&r.id],
                 admitted_at: Some(r.admitted_at),
             })
-            .chain(self.state.queued.iter().map(|q| BookEntry {
-                id: q.id,
-                priority: q.priority,
-                resources: q.resources,
-                enqueued_at: q.enqueued_at,
-                admitted_at: None,
-            }))
+            .chain(
+                self.state
+                    .queued
+                    .iter()
+                    .chain(&self.state.held)
+                    .map(|q| BookEntry {
+                        id: q.id,
+                        priority: q.priority,
+                        resources: q.resources,
+                        enqueued_at: q.enqueued_at,
+                        admitted_at: None,
+                    }),
+            )
             .collect();
         v.sort_by_key(|e| e.id);
         v
@@ -118,9 +125,15 @@ impl Model {
     fn totals(&self) -> Totals {
         Totals {
             allocated: Resources::sum(self.state.running.iter().map(|r| &r.resources)),
-            queued_demand: Resources::sum(self.state.queued.iter().map(|q| &q.resources)),
+            queued_demand: Resources::sum(
+                self.state
+                    .queued
+                    .iter()
+                    .chain(&self.state.held)
+                    .map(|q| &q.resources),
+            ),
             running: self.state.running.len(),
-            queued: self.state.queued.len(),
+            queued: self.state.queued.len() + self.state.held.len(),
         }
     }
 }
@@ -142,6 +155,10 @@ fn same(book: &Book, model: &Model) {
     for r in &model.state.running {
         assert_eq!(book.position(&r.id), None);
     }
+    for q in &model.state.held {
+        assert!(book.is_held(&q.id));
+    }
+    assert_eq!(book.state().held.len(), model.state.held.len());
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +169,11 @@ enum Op {
         /// Seconds before the current time (negative: a clock ahead of ours).
         ago: i64,
         salt: u64,
+        /// Held for its dependencies.
+        held: bool,
     },
+    /// Release a held entry (if any), enqueued from now.
+    Release(usize),
     Remove(usize),
     SetPriority(usize, i32),
     SetCapacity(Resources),
@@ -199,9 +220,10 @@ fn arb_time_step() -> BoxedStrategy<i64> {
 
 fn arb_op() -> BoxedStrategy<Op> {
     prop_oneof![
-        5 => (arb_priority(), arb_resources(), -300i64..=8_000, any::<u64>()).prop_map(
-            |(priority, resources, ago, salt)| Op::Enqueue { priority, resources, ago, salt }
+        7 => (arb_priority(), arb_resources(), -300i64..=8_000, any::<u64>(), 0..7u8).prop_map(
+            |(priority, resources, ago, salt, h)| Op::Enqueue { priority, resources, ago, salt, held: h < 2 }
         ),
+        2 => any::<usize>().prop_map(Op::Release),
         2 => any::<usize>().prop_map(Op::Remove),
         2 => (any::<usize>(), arb_priority()).prop_map(|(i, p)| Op::SetPriority(i, p)),
         1 => arb_capacity().prop_map(Op::SetCapacity),
@@ -272,6 +294,7 @@ fn initial(
         policy,
         running: vec![],
         queued: vec![],
+        held: vec![],
     };
     for e in &entries {
         match e.admitted_at {
@@ -301,24 +324,44 @@ fn step(book: &mut Book, model: &mut Model, now: &mut i64, next_id: &mut usize, 
             resources,
             ago,
             salt,
+            held,
         } => {
             let id = mk_id(salt, *next_id);
             *next_id += 1;
             let enqueued_at = t(*now - ago);
-            book.insert(BookEntry {
+            let entry = BookEntry {
                 id,
                 priority,
                 resources,
                 enqueued_at,
                 admitted_at: None,
-            });
-            model.state.queued.push(Queued {
+            };
+            let q = Queued {
                 id,
                 priority,
                 resources,
                 enqueued_at,
-            });
-            model.enqueued.insert(id, enqueued_at);
+            };
+            if held {
+                book.hold(entry);
+                model.state.held.push(q);
+            } else {
+                book.insert(entry);
+                model.state.queued.push(q);
+                model.enqueued.insert(id, enqueued_at);
+            }
+        }
+        Op::Release(i) => {
+            if model.state.held.is_empty() {
+                return;
+            }
+            let mut q = model.state.held.remove(i % model.state.held.len());
+            // Released at the book's clock, as the engine releases at its batch's `now`.
+            q.enqueued_at = book.as_of();
+            assert!(book.release(&q.id, q.enqueued_at));
+            assert!(!book.is_held(&q.id));
+            model.enqueued.insert(q.id, q.enqueued_at);
+            model.state.queued.push(q);
         }
         Op::Remove(i) => {
             let ids = model.ids();
@@ -329,6 +372,7 @@ fn step(book: &mut Book, model: &mut Model, now: &mut i64, next_id: &mut usize, 
             assert!(book.remove(&id).is_some());
             model.state.running.retain(|r| r.id != id);
             model.state.queued.retain(|q| q.id != id);
+            model.state.held.retain(|q| q.id != id);
         }
         Op::SetPriority(i, p) => {
             let ids = model.ids();
@@ -341,6 +385,9 @@ fn step(book: &mut Book, model: &mut Model, now: &mut i64, next_id: &mut usize, 
                 r.priority = p;
             }
             for q in model.state.queued.iter_mut().filter(|q| q.id == id) {
+                q.priority = p;
+            }
+            for q in model.state.held.iter_mut().filter(|q| q.id == id) {
                 q.priority = p;
             }
         }
@@ -421,6 +468,7 @@ fn book_matches_the_reference_loop_at_scale() {
                         resources,
                         ago: ago % 600,
                         salt,
+                        held: false,
                     }
                 }
                 4..=5 => Op::Remove(usize::try_from(rng.next(1 << 30)).expect("small")),
@@ -554,6 +602,14 @@ impl Book {
             assert_eq!(self.admitted.get(&k.id), Some(&k.admitted_at));
             allocated = add(allocated, wide(&h.resources));
             negatives += usize::from(negative(&h.resources));
+        }
+        self.held.check();
+        assert_eq!(self.held.len(), self.held_keys.len());
+        for (k, w) in self.held.iter() {
+            assert_eq!(self.held_keys.get(&k.id), Some(k), "held keys");
+            assert_eq!(k.effective, w.priority, "held entries do not age");
+            assert!(!self.known.contains_key(&k.id), "held apart from the queue");
+            demand = add(demand, wide(&w.resources));
         }
         assert_eq!(self.queue.len() + self.running.len(), self.known.len());
         assert_eq!(self.running.len(), self.admitted.len());

@@ -49,47 +49,65 @@ fn arb_state() -> impl Strategy<Value = ClusterState> {
                 Just(strict),
                 Just(preemption),
                 proptest::collection::vec(item.clone(), 0..20),
-                proptest::collection::vec(item, 0..60),
+                proptest::collection::vec(item.clone(), 0..60),
+                proptest::collection::vec(item, 0..8),
             )
         })
-        .prop_map(|(capacity, strict, preemption, run_items, queue_items)| {
-            // Ids: random high bits so id order differs from input order, index in the low
-            // bits so they are unique.
-            let mk_id = |salt: u64, i: usize| {
-                DeploymentId(Uuid::from_u128((u128::from(salt) << 64) | i as u128))
-            };
-            let mut used = Resources::ZERO;
-            let mut running = Vec::new();
-            for (i, (priority, resources, ago, salt)) in run_items.into_iter().enumerate() {
-                let total = used.saturating_add(&resources);
-                if total.fits_within(&capacity) {
-                    used = total;
-                    running.push(Running {
-                        id: mk_id(salt, i),
+        .prop_map(
+            |(capacity, strict, preemption, run_items, queue_items, held_items)| {
+                // Ids: random high bits so id order differs from input order, index in the low
+                // bits so they are unique.
+                let mk_id = |salt: u64, i: usize| {
+                    DeploymentId(Uuid::from_u128((u128::from(salt) << 64) | i as u128))
+                };
+                let mut used = Resources::ZERO;
+                let mut running = Vec::new();
+                for (i, (priority, resources, ago, salt)) in run_items.into_iter().enumerate() {
+                    let total = used.saturating_add(&resources);
+                    if total.fits_within(&capacity) {
+                        used = total;
+                        running.push(Running {
+                            id: mk_id(salt, i),
+                            priority,
+                            resources,
+                            admitted_at: t(NOW - ago),
+                        });
+                    }
+                }
+                let queued = queue_items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (priority, resources, ago, salt))| Queued {
+                        id: mk_id(salt, 1000 + i),
                         priority,
                         resources,
-                        admitted_at: t(NOW - ago),
-                    });
+                        // Up to ~2.2 hours: some entries reach the aging cap, most do not.
+                        enqueued_at: t(NOW - ago % 8_000),
+                    })
+                    .collect();
+                // Held for their dependencies: they would fit and outrank the queue as often as
+                // not, and must change nothing.
+                let held = held_items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (priority, resources, ago, salt))| Queued {
+                        id: mk_id(salt, 5000 + i),
+                        priority,
+                        resources,
+                        enqueued_at: t(NOW - ago % 8_000),
+                    })
+                    .collect();
+                let queueing = if strict {
+                    Queueing::Strict
+                } else {
+                    Queueing::BestEffort
+                };
+                ClusterState {
+                    held,
+                    ..cluster(capacity, queueing, preemption, running, queued)
                 }
-            }
-            let queued = queue_items
-                .into_iter()
-                .enumerate()
-                .map(|(i, (priority, resources, ago, salt))| Queued {
-                    id: mk_id(salt, 1000 + i),
-                    priority,
-                    resources,
-                    // Up to ~2.2 hours: some entries reach the aging cap, most do not.
-                    enqueued_at: t(NOW - ago % 8_000),
-                })
-                .collect();
-            let queueing = if strict {
-                Queueing::Strict
-            } else {
-                Queueing::BestEffort
-            };
-            cluster(capacity, queueing, preemption, running, queued)
-        })
+            },
+        )
 }
 
 /// One candidate's step of the walk: its position in queue order, what it asked for and
@@ -294,7 +312,7 @@ proptest! {
         let (next, _) = apply(&state, &schedule(&state, t(NOW)), t(NOW));
         let view = queue_view(&next, t(NOW));
         let order = queue_order(&next.queued, t(NOW));
-        prop_assert_eq!(view.len(), order.len());
+        prop_assert_eq!(view.len(), order.len() + next.held.len());
         let mut heads = 0;
         for (i, (e, q)) in view.iter().zip(&order).enumerate() {
             prop_assert_eq!(e.id, q.id);
@@ -311,5 +329,36 @@ proptest! {
         if next.policy.queueing == Queueing::Strict {
             prop_assert!(heads <= 1);
         }
+    }
+
+    /// Deployments held for their dependencies change no decision, whatever they ask and
+    /// however high their priority (they never block a strict queue's head either).
+    #[test]
+    fn held_entries_change_no_decision(state in arb_state()) {
+        let without = ClusterState { held: vec![], ..state.clone() };
+        prop_assert_eq!(schedule(&state, t(NOW)), schedule(&without, t(NOW)));
+        let before = queue_view(&without, t(NOW));
+        let view = queue_view(&state, t(NOW));
+        prop_assert_eq!(&view[..before.len()], &before[..]);
+    }
+
+    /// They are shown after the whole queue, by base priority, then `enqueued_at`, then id,
+    /// unaged, each waiting for its dependencies.
+    #[test]
+    fn held_entries_follow_the_queue_in_their_order(state in arb_state()) {
+        let view = queue_view(&state, t(NOW));
+        let tail = &view[state.queued.len()..];
+        let mut held = state.held.clone();
+        held.sort_by_key(|q| (std::cmp::Reverse(q.priority), q.enqueued_at, q.id));
+        prop_assert_eq!(tail.len(), held.len());
+        for (i, (e, q)) in tail.iter().zip(&held).enumerate() {
+            prop_assert_eq!(e.id, q.id);
+            prop_assert_eq!(e.position as usize, state.queued.len() + i + 1);
+            prop_assert_eq!(e.effective_priority, q.priority);
+            prop_assert_eq!(e.reason, WaitReason::WaitingForDependencies);
+        }
+        prop_assert!(view[..state.queued.len()]
+            .iter()
+            .all(|e| e.reason != WaitReason::WaitingForDependencies));
     }
 }

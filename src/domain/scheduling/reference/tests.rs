@@ -48,6 +48,7 @@ pub(super) fn cluster(
         },
         running,
         queued,
+        held: vec![],
     }
 }
 
