@@ -16,14 +16,11 @@ use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::{DbError, DbResult};
+use super::deployments::stored_status as status;
+use super::DbResult;
 use crate::domain::deployment::Status;
 use crate::domain::ids::{ClusterId, DeploymentId, OrgId};
 use crate::domain::scheduling::dependencies::Found;
-
-fn status(s: &str) -> DbResult<Status> {
-    Status::parse(s).ok_or_else(|| DbError::Other(format!("unknown status {s} stored")))
-}
 
 /// The organization and status of each of `ids` that exists (locked `for share` until the
 /// transaction ends; see the module documentation).

@@ -61,6 +61,11 @@ pub const COLUMNS: &str = "id, cluster_id, org_id, name, image, cpu_millis, memo
     preemptions, preempted_by, message, idempotency_key, created_at, updated_at, agent_id, \
     agent_name, placement, started_at, exit_code, depends_on";
 
+/// A stored status.
+pub(super) fn stored_status(s: &str) -> DbResult<Status> {
+    Status::parse(s).ok_or_else(|| DbError::Other(format!("unknown status {s} stored")))
+}
+
 /// The stored placement stage.
 fn stage(r: &Row) -> DbResult<Option<Stage>> {
     let stage: Option<String> = r.try_get("placement")?;
@@ -84,8 +89,7 @@ impl TryFrom<&Row> for DeploymentRow {
             resources: resources(r)?,
             priority: r.try_get("priority")?,
             max_runtime_seconds: r.try_get("max_runtime_seconds")?,
-            status: Status::parse(&status)
-                .ok_or_else(|| DbError::Other(format!("unknown status {status} stored")))?,
+            status: stored_status(&status)?,
             enqueued_at: r.try_get("enqueued_at")?,
             admitted_at: r.try_get("admitted_at")?,
             deadline_at: r.try_get("deadline_at")?,
@@ -403,8 +407,7 @@ pub async fn tally_of_org(db: &impl GenericClient, org: OrgId) -> DbResult<Vec<T
     )?;
     let key = |r: &Row| -> DbResult<(ClusterId, Status)> {
         let status: String = r.try_get("status")?;
-        let status = Status::parse(&status)
-            .ok_or_else(|| DbError::Other(format!("unknown status {status} stored")))?;
+        let status = stored_status(&status)?;
         Ok((ClusterId(r.try_get("cluster_id")?), status))
     };
     let mut sums = std::collections::HashMap::new();

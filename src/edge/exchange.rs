@@ -65,17 +65,6 @@ pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsV
 
 /// axum's complete answer as workerd's, body in one byte array.
 pub async fn response_to_js(res: Response<Body>) -> Result<web_sys::Response, JsValue> {
-    // An event stream does not end: it streams, chunk by chunk, as it comes.
-    let streaming = res
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .starts_with(crate::http::watch::EVENT_STREAM.as_bytes())
-        });
-    if streaming {
-        return worker::response_to_wasm(res).map_err(JsValue::from);
-    }
     let (parts, body) = res.into_parts();
     let bytes: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await

@@ -156,14 +156,6 @@ impl Platform for EdgePlatform {
         Ok(result?)
     }
 
-    async fn cluster_watch(
-        &self,
-        watch: crate::http::watch::Watch,
-    ) -> Result<axum::body::Body, ApiError> {
-        let env = self.env.clone();
-        SendFuture::new(async move { super::watch::forward(&env, &watch).await }).await
-    }
-
     async fn end_watches(&self, clusters: &[ClusterId], who: &Caller) -> Result<(), ApiError> {
         for cluster in clusters {
             let ended: usize = self

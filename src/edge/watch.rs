@@ -64,17 +64,6 @@ pub async fn connect(
     }
 }
 
-/// The stream's body for the router's handler (`Platform::cluster_watch`; on Workers the
-/// route is answered by [`connect`] instead, without this detour through Rust).
-pub async fn forward(env: &worker::Env, watch: &Watch) -> Result<axum::body::Body, ApiError> {
-    let res = open_or_refused(env, watch).await?;
-    let body = res
-        .body()
-        .map(worker::Body::new)
-        .unwrap_or_else(worker::Body::empty);
-    Ok(axum::body::Body::new(body))
-}
-
 /// The object's 200 with its stream, or its refusal as the API's error.
 async fn open_or_refused(env: &worker::Env, watch: &Watch) -> Result<web_sys::Response, ApiError> {
     let unavailable = |e: JsValue| ApiError::Unavailable(format!("cluster object (watch): {e:?}"));

@@ -37,10 +37,6 @@ pub trait Platform: Send + Sync {
         view: View,
         by: Caller,
     ) -> Result<Viewed, ApiError>;
-    /// Opens a watch of a cluster's changes on its writer (its Durable Object on Workers),
-    /// which authorizes the caller itself: the event stream's body.
-    async fn cluster_watch(&self, watch: super::watch::Watch)
-        -> Result<axum::body::Body, ApiError>;
     /// Ends the watch streams of `who` on each of `clusters` (a member removed, a key
     /// revoked).
     async fn end_watches(&self, clusters: &[ClusterId], who: &Caller) -> Result<(), ApiError>;

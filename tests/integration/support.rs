@@ -68,16 +68,6 @@ impl Platform for NativePlatform {
         self.book.lock().expect("lock").reset(key);
         Ok(())
     }
-    async fn cluster_watch(
-        &self,
-        _watch: berth::http::watch::Watch,
-    ) -> Result<axum::body::Body, ApiError> {
-        // Streams are served by the cluster's object: tested end to end (tests/e2e/watch.rs);
-        // what they carry, the writer's changes and openings, is tested here (watch.rs).
-        Err(ApiError::Unavailable(
-            "the in-process app serves no event streams".into(),
-        ))
-    }
     async fn end_watches(&self, _clusters: &[ClusterId], _who: &Caller) -> Result<(), ApiError> {
         Ok(())
     }
