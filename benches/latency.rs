@@ -11,6 +11,9 @@
 #[path = "support/env.rs"]
 mod env;
 use env::env_or;
+#[path = "support/tenant.rs"]
+mod tenant;
+use tenant::{post, tenant, Tenant};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,52 +122,16 @@ async fn main() {
         .pool_max_idle_per_host(512)
         .build()
         .expect("client");
-    let post = |path: &str, token: Option<&str>, body: Value| {
-        let mut req = http.post(format!("{base}{path}")).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        async move {
-            let r = req.send().await.expect("setup request");
-            let status = r.status();
-            let v: Value = r.json().await.expect("json");
-            assert!(status.is_success(), "{status} {v}");
-            v
-        }
-    };
-    let email = format!("latency-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "correct horse battery";
-    post(
-        "/v1/auth/register",
-        None,
-        json!({"email": email, "password": password, "name": "Latency bench"}),
-    )
-    .await;
-    let token = post(
-        "/v1/auth/login",
-        None,
-        json!({"email": email, "password": password}),
-    )
-    .await["access_token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let org = post("/v1/orgs", Some(&token), json!({"name": "latency-bench"})).await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
-    let cluster = post(
-        &format!("/v1/orgs/{org}/clusters"),
-        Some(&token),
-        json!({"name": "fixed-rate", "capacity": {"cpu_millis": 1 << 40, "memory_mib": 1 << 40, "gpus": 0}}),
-    )
-    .await["id"]
-        .as_str()
-        .expect("cluster")
-        .to_string();
+    let Tenant {
+        token,
+        org,
+        cluster,
+    } = tenant(&http, &base, "latency-bench").await;
     let job = json!({"name": "r", "image": "ghcr.io/acme/job:1",
         "resources": {"cpu_millis": 1, "memory_mib": 1, "gpus": 0}});
     let deployment = post(
+        &http,
+        &base,
         &format!("/v1/clusters/{cluster}/deployments"),
         Some(&token),
         job.clone(),

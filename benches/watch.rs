@@ -17,6 +17,9 @@
 #[path = "support/env.rs"]
 mod env;
 use env::env_or;
+#[path = "support/tenant.rs"]
+mod tenant;
+use tenant::{tenant, Tenant};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,49 +213,7 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-    let email = format!("watch-{}@example.com", uuid::Uuid::new_v4().simple());
-    let password = "correct horse battery";
-    let post = |path: &str, token: Option<&str>, body: Value| {
-        let mut req = http.post(format!("{base}{path}")).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        async move {
-            let r = req.send().await.expect("setup request");
-            let status = r.status();
-            let v: Value = r.json().await.expect("json");
-            assert!(status.is_success(), "{status} {v}");
-            v
-        }
-    };
-    post(
-        "/v1/auth/register",
-        None,
-        json!({"email": email, "password": password, "name": "Watch bench"}),
-    )
-    .await;
-    let token = post(
-        "/v1/auth/login",
-        None,
-        json!({"email": email, "password": password}),
-    )
-    .await["access_token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let org = post("/v1/orgs", Some(&token), json!({"name": "watch-bench"})).await["id"]
-        .as_str()
-        .expect("org")
-        .to_string();
-    let cluster = post(
-        &format!("/v1/orgs/{org}/clusters"),
-        Some(&token),
-        json!({"name": "watched", "capacity": {"cpu_millis": 1 << 40, "memory_mib": 1 << 40, "gpus": 0}}),
-    )
-    .await["id"]
-        .as_str()
-        .expect("cluster")
-        .to_string();
+    let Tenant { token, cluster, .. } = tenant(&http, &base, "watch-bench").await;
     println!(
         "Watch benchmark: {base}; {} clients, {} s per round, {n_watchers} watchers",
         env_or("WATCH_CLIENTS", 16usize),

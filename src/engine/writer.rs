@@ -237,8 +237,26 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        self.read(now, self.view_now(cluster, view, by, connect, now))
-            .await
+        self.read(now, async {
+            let row = self
+                .authorized(cluster, by, view.action(), &connect, now)
+                .await?;
+            let mut state = self.state.lock().await;
+            let live = state.loaded(&row, &connect, now).await?;
+            Ok(match view {
+                View::Cluster => Viewed::Cluster {
+                    usage: live.usage(),
+                    cluster: Box::new(row),
+                },
+                View::Queue { after, limit } => Viewed::Queue {
+                    entries: live.queue_page(now, after, limit),
+                },
+                View::Position { id } => Viewed::Position {
+                    position: live.position(&id),
+                },
+            })
+        })
+        .await
     }
 
     /// A read of the cluster (`read`, not yet polled): refused at once for a cluster known
@@ -292,37 +310,6 @@ impl ClusterWriter {
         }
     }
 
-    async fn view_now<C, F>(
-        &self,
-        cluster: ClusterId,
-        view: View,
-        by: &Caller,
-        connect: C,
-        now: DateTime<Utc>,
-    ) -> Result<Viewed, EngineError>
-    where
-        C: Fn() -> F,
-        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
-    {
-        let row = self
-            .authorized(cluster, by, view.action(), &connect, now)
-            .await?;
-        let mut state = self.state.lock().await;
-        let live = state.loaded(&row, &connect, now).await?;
-        Ok(match view {
-            View::Cluster => Viewed::Cluster {
-                usage: live.usage(),
-                cluster: Box::new(row),
-            },
-            View::Queue { after, limit } => Viewed::Queue {
-                entries: live.queue_page(now, after, limit),
-            },
-            View::Position { id } => Viewed::Position {
-                position: live.position(&id),
-            },
-        })
-    }
-
     /// What a new watcher of the cluster is shown first, once `by` is authorized to read it
     /// (as [`ClusterWriter::view`] authorizes): the events since `after` if it names one of
     /// the cluster's at most [`REPLAY_LIMIT`] events back, else a snapshot. Read while no
@@ -340,32 +327,19 @@ impl ClusterWriter {
         C: Fn() -> F,
         F: Future<Output = Result<tokio_postgres::Client, DbError>>,
     {
-        self.read(now, self.open_watch_now(cluster, by, after, connect, now))
-            .await
-    }
-
-    async fn open_watch_now<C, F>(
-        &self,
-        cluster: ClusterId,
-        by: &Caller,
-        after: Option<i64>,
-        connect: C,
-        now: DateTime<Utc>,
-    ) -> Result<Opening, EngineError>
-    where
-        C: Fn() -> F,
-        F: Future<Output = Result<tokio_postgres::Client, DbError>>,
-    {
-        let row = self
-            .authorized(cluster, by, READ_CLUSTER_ACTION, &connect, now)
-            .await?;
-        let mut state = self.state.lock().await;
-        let result = state.open_watch(&row, after, &connect, now).await;
-        if matches!(result, Err(EngineError::Unavailable(_))) {
-            state.db = None;
-            state.cache = None;
-        }
-        result
+        self.read(now, async {
+            let row = self
+                .authorized(cluster, by, READ_CLUSTER_ACTION, &connect, now)
+                .await?;
+            let mut state = self.state.lock().await;
+            let result = state.open_watch(&row, after, &connect, now).await;
+            if matches!(result, Err(EngineError::Unavailable(_))) {
+                state.db = None;
+                state.cache = None;
+            }
+            result
+        })
+        .await
     }
 
     /// Whether batches describe their changes for watchers (the object says so while any

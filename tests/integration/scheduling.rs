@@ -917,53 +917,27 @@ async fn an_unknown_cluster_is_remembered_and_costs_no_connection_per_request() 
     let (admin, _) = app.user_as("admin@example.com").await;
     let unknown = uuid::Uuid::now_v7();
     let submit = json!({"name": "x", "image": "nginx", "resources": {"cpu_millis": 1, "memory_mib": 0, "gpus": 0}});
-    let first = app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{unknown}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(first.status, StatusCode::NOT_FOUND);
-    let opened = app.platform.connections.load(Ordering::SeqCst);
+    let (app, admin) = (&app, admin.as_str());
+    let get = || async move {
+        let path = format!("/v1/clusters/{unknown}");
+        app.call(Method::GET, &path, Some(admin), None).await.status
+    };
+    let connections = || app.platform.connections.load(Ordering::SeqCst);
+    assert_eq!(get().await, StatusCode::NOT_FOUND);
+    let opened = connections();
     for _ in 0..5 {
+        assert_eq!(get().await, StatusCode::NOT_FOUND);
+        let path = format!("/v1/clusters/{unknown}/deployments");
         let r = app
-            .call(
-                Method::GET,
-                &format!("/v1/clusters/{unknown}"),
-                Some(&admin),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND);
-        let r = app
-            .call(
-                Method::POST,
-                &format!("/v1/clusters/{unknown}/deployments"),
-                Some(&admin),
-                Some(submit.clone()),
-            )
+            .call(Method::POST, &path, Some(admin), Some(submit.clone()))
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
     }
-    assert_eq!(
-        app.platform.connections.load(Ordering::SeqCst),
-        opened,
-        "no connection after the first"
-    );
+    assert_eq!(connections(), opened, "no connection after the first");
     // Past the memory, it looks again.
     app.advance(chrono::Duration::seconds(
         berth::engine::UNKNOWN_SECONDS + 1,
     ));
-    let r = app
-        .call(
-            Method::GET,
-            &format!("/v1/clusters/{unknown}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert!(app.platform.connections.load(Ordering::SeqCst) > opened);
+    assert_eq!(get().await, StatusCode::NOT_FOUND);
+    assert!(connections() > opened);
 }
