@@ -6,6 +6,9 @@
 
 use serde_json::{json, Value};
 
+/// The largest capacity the API takes on a dimension (below 2^40).
+const HUGE: i64 = (1 << 40) - 1;
+
 pub struct Tenant {
     pub token: String,
     pub org: String,
@@ -56,7 +59,7 @@ pub async fn tenant(http: &reqwest::Client, base: &str, label: &str) -> Tenant {
         base,
         &format!("/v1/orgs/{org}/clusters"),
         Some(&token),
-        json!({"name": label, "capacity": {"cpu_millis": 1_i64 << 40, "memory_mib": 1_i64 << 40, "gpus": 0}}),
+        json!({"name": label, "capacity": {"cpu_millis": HUGE, "memory_mib": HUGE, "gpus": 0}}),
     )
     .await;
     let cluster = id(cluster, "id");
