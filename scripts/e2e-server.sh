@@ -2,7 +2,9 @@
 # The Worker under end-to-end test: `e2e-server.sh start|stop|restart`. wrangler dev with
 # --test-scheduled on BERTH_E2E_PORT, its local Durable Object state in .data/wrangler-e2e
 # (kept across restarts, as a real restart keeps it), Hyperdrive pointed at the e2e database.
-# Needs E2E_DATABASE_URL and .data/e2e.vars (written by test.sh).
+# Needs E2E_DATABASE_URL and .data/e2e.vars (written by test.sh). Every caller's budget is
+# BERTH_E2E_RATE_LIMIT requests a minute (default 1,000,000: the tests and the fuzzer call far
+# more than a person would; the rate-limit test restarts it with a small one).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -34,7 +36,8 @@ start() {
   CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE="${E2E_DATABASE_URL:?}" \
     setsid wrangler dev --local --ip 127.0.0.1 --port "$PORT" --inspector-port $((PORT + 1000)) \
     --test-scheduled --show-interactive-dev-session=false --log-level "${BERTH_E2E_LOG_LEVEL:-log}" \
-    --env-file "$ROOT/.data/e2e.vars" --persist-to "$ROOT/.data/wrangler-e2e" \
+    --env-file "$ROOT/.data/e2e.vars" --var "BERTH_RATE_LIMIT:${BERTH_E2E_RATE_LIMIT:-1000000}" \
+    --persist-to "$ROOT/.data/wrangler-e2e" \
     >> "$logfile" 2>&1 &
   echo $! > "$pidfile"
   for _ in $(seq 1 240); do

@@ -1,6 +1,6 @@
 //! Talking to the server: the bearer token (from `BERTH_TOKEN`, or the stored login refreshed
-//! transparently), one retry after a 503 as its `retry-after` says, and every failure turned
-//! into a [`CliError`] a person can read.
+//! transparently), one retry after a 503 or a spent request budget's 429 as its `retry-after`
+//! says, and every failure turned into a [`CliError`] a person can read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -301,7 +301,7 @@ impl Client {
         })
     }
 
-    /// Sends once, and once more after a 503's `retry-after` (at most 30 s).
+    /// Sends once, and once more after a 503's or a 429's `retry-after` (at most 30 s).
     async fn exchange<B: Serialize>(
         &self,
         method: &Method,
@@ -341,7 +341,11 @@ impl Client {
             // Sent again only when a second copy cannot do anything twice: reads, the
             // idempotent PATCH and DELETE, and a submission with its Idempotency-Key.
             let safe = *method != Method::POST || idempotency_key.is_some();
-            if status == StatusCode::SERVICE_UNAVAILABLE && !retried && safe {
+            // A 429 did nothing, whatever the method: sent again when its wait is short (the
+            // request budget refills in seconds; a throttled login waits minutes).
+            let refused = status == StatusCode::TOO_MANY_REQUESTS
+                && wait.is_some_and(|w| w <= MAX_RETRY_AFTER);
+            if !retried && (refused || status == StatusCode::SERVICE_UNAVAILABLE && safe) {
                 retried = true;
                 tokio::time::sleep(wait.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER))
                     .await;

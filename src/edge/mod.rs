@@ -10,11 +10,13 @@ mod throttle;
 mod watch;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use tower::Service;
 use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::auth::access::TokenKeys;
+use crate::http::rate_limit::{self, Budget, RateLimits};
 use crate::http::{self, ApiError, AppState};
 use platform::EdgePlatform;
 
@@ -57,6 +59,29 @@ fn token_keys(env: &Env) -> Result<TokenKeys, String> {
     })
 }
 
+/// A setting of `BERTH_RATE_LIMIT` and the budgets it makes.
+type Limits = (Option<String>, Option<Arc<RateLimits>>);
+
+thread_local! {
+    /// Every caller's budget, kept by this isolate (`http::rate_limit`), anew when the
+    /// setting changes.
+    static LIMITS: RefCell<Option<Limits>> = const { RefCell::new(None) };
+}
+
+fn rate_limits(env: &Env) -> Result<Option<Arc<RateLimits>>, String> {
+    let setting = env.var(rate_limit::SETTING).ok().map(|v| v.to_string());
+    LIMITS.with(|cell| {
+        if let Some((s, limits)) = cell.borrow().as_ref() {
+            if *s == setting {
+                return Ok(limits.clone());
+            }
+        }
+        let limits = Budget::from_setting(setting.as_deref())?.map(RateLimits::new);
+        *cell.borrow_mut() = Some((setting, limits.clone()));
+        Ok(limits)
+    })
+}
+
 /// How long the Worker works on one request (its own database round trips and its calls to
 /// the objects, each of which gives up on the database sooner) before it answers 503.
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
@@ -68,10 +93,10 @@ async fn fetch(
     _ctx: Context,
 ) -> worker::Result<web_sys::Response> {
     let res = match exchange::request_from_js(req).await {
-        Ok(req) => match token_keys(&env) {
-            Ok(keys) => {
-                let state =
-                    AppState::new(std::sync::Arc::new(EdgePlatform::new(env.clone())), keys);
+        Ok(req) => match token_keys(&env).and_then(|keys| Ok((keys, rate_limits(&env)?))) {
+            Ok((keys, limits)) => {
+                let state = AppState::new(Arc::new(EdgePlatform::new(env.clone())), keys)
+                    .with_limits(limits);
                 // The agent WebSocket is answered beside the router: axum cannot carry the
                 // runtime's 101 with its socket.
                 if let Some(segment) = http::agents::connect_path(req.uri().path()) {

@@ -52,6 +52,12 @@ pub enum ApiError {
     /// 429.
     #[error("too many attempts")]
     Throttled { retry_after: u64 },
+    /// 429: the caller spent its request budget (`rate_limit`).
+    #[error("rate limit: {} requests a minute (a write counts {}); retry after {retry_after} s", allowance.limit, super::rate_limit::WRITE_COST)]
+    RateLimited {
+        retry_after: u64,
+        allowance: super::rate_limit::Allowance,
+    },
     /// 503: the database (or a Durable Object) cannot be reached.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -98,7 +104,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
-            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Throttled { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -120,6 +126,7 @@ impl ApiError {
             Self::Validation(_) => ("validation", "Invalid request fields".into()),
             Self::UpgradeRequired(_) => ("upgrade-required", "Upgrade required".into()),
             Self::Throttled { .. } => ("throttled", "Too many attempts".into()),
+            Self::RateLimited { .. } => ("rate-limited", "Too many requests".into()),
             Self::Unavailable(_) => ("unavailable", "Service temporarily unavailable".into()),
             Self::Internal(_) => ("internal", "Internal error".into()),
         }
@@ -193,12 +200,17 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         let retry = match &self {
-            Self::Throttled { retry_after } => Some(*retry_after),
+            Self::Throttled { retry_after } | Self::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_SECONDS),
             _ => None,
         };
         if let Some(secs) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::RateLimited { allowance, .. } = &self {
+            allowance.write(headers);
         }
 
         res

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::rate_limit::Authenticated;
 use super::{ApiError, AppState};
 use crate::auth::opaque::{self, Kind};
 use crate::domain::ids::UserId;
@@ -132,6 +133,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The rate limit authenticated it already.
+        if let Some(done) = parts.extensions.get::<Authenticated>() {
+            return Ok(done.caller.clone());
+        }
         authenticate(&parts.headers, state).map(|(caller, _)| caller)
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 mod ops;
 mod orgs;
 pub mod pagination;
+pub mod rate_limit;
 pub mod request_log;
 pub mod router;
 pub mod state;

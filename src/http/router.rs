@@ -67,7 +67,8 @@ impl Modify for BearerAuth {
 /// `application/problem+json`, as `ApiError` sends it; a JSON body (`Valid`) can be
 /// malformed (400), too large (413), of another type (415) or invalid (422); a list's
 /// `?limit=`/`?cursor=` (`List`) malformed (400) or invalid (422); a bearer token (`Caller`)
-/// missing or invalid (401); and whatever reaches the database may find it down (503).
+/// missing or invalid (401) or its caller's request budget spent (429); and whatever reaches
+/// the database may find it down (503).
 /// A route that declares one of these statuses itself keeps its own description.
 struct SharedProblems;
 
@@ -182,6 +183,10 @@ fn shared_problems(op: &mut Operation) {
     }
     if secured {
         add("401", "Missing, invalid or expired credentials");
+        add(
+            "429",
+            "The caller's request budget is spent (`ratelimit-*` headers); retry after `retry-after` seconds",
+        );
     }
     if secured || body {
         add(
@@ -304,5 +309,6 @@ pub fn openapi_json() -> &'static str {
 /// request logged as one JSON line (`request_log`).
 pub fn app(state: AppState) -> Router {
     let log = axum::middleware::from_fn_with_state(state.clone(), super::request_log::request_log);
-    built().0.clone().layer(log).with_state(state)
+    let limit = axum::middleware::from_fn_with_state(state.clone(), super::rate_limit::rate_limit);
+    built().0.clone().layer(limit).layer(log).with_state(state)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::rate_limit::RateLimits;
 use super::ApiError;
 use crate::auth::access::TokenKeys;
 use crate::auth::Caller;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub platform: Arc<dyn Platform>,
     /// Token signing and verification keys.
     pub keys: Arc<TokenKeys>,
+    /// Every caller's request budget, when the deployment keeps one.
+    pub limits: Option<Arc<RateLimits>>,
 }
 
 impl AppState {
@@ -68,7 +71,14 @@ impl AppState {
         Self {
             platform,
             keys: Arc::new(keys),
+            limits: None,
         }
+    }
+
+    /// The same, spending every caller's requests from `limits`.
+    pub fn with_limits(mut self, limits: Option<Arc<RateLimits>>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A database connection, or 503 when the database cannot be reached.

@@ -112,7 +112,11 @@ pub fn admit(
     if method != Method::GET {
         return Err(ApiError::MethodNotAllowed);
     }
-    let (by, until) = authenticate(headers, st)?;
+    // A watch spends one read of the caller's budget when it opens.
+    let (by, until) = match super::rate_limit::spend(st, method, headers)? {
+        Some((done, _)) => (done.caller, done.until),
+        None => authenticate(headers, st)?,
+    };
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -14,6 +14,7 @@ mod dry_run;
 mod json_numbers;
 mod metrics;
 mod ops;
+mod rate_limit;
 mod roles;
 mod scheduling;
 mod stall;

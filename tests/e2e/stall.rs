@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::scheduling::Team;
-use crate::support::{database, request};
+use crate::support::{database, request, restart_server_with, RestartWhenDone};
 
 /// The proxy's switch: stalled, it forwards nothing (it still accepts); healed, it drops
 /// the connections of the stall and forwards again.
@@ -84,27 +84,6 @@ async fn proxy(target: String, switch: Switch) -> u16 {
     port
 }
 
-/// Restarts the Worker with its Hyperdrive pointed at `url`.
-fn restart_with(url: &str) {
-    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(&restart)
-        .env("E2E_DATABASE_URL", url)
-        .status()
-        .expect("restart");
-    assert!(ok.success(), "the server restarted");
-}
-
-/// Puts the Worker back on the database itself, however the test ends.
-struct Restore(String);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        restart_with(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn outage_a_stalled_database_connection_fails_fast_and_recovers() {
     let direct = std::env::var("BERTH_E2E_DATABASE_URL").expect("BERTH_E2E_DATABASE_URL");
@@ -118,8 +97,8 @@ async fn outage_a_stalled_database_connection_fails_fast_and_recovers() {
     let port = proxy(target, switch.clone()).await;
     let mut via = url.clone();
     via.set_port(Some(port)).expect("port");
-    let _restore = Restore(direct.clone());
-    restart_with(via.as_str());
+    let _restore = RestartWhenDone;
+    restart_server_with(&[("E2E_DATABASE_URL", via.as_str())]);
 
     let t = Team::new().await;
     let cluster = t.cluster(1000, 0, 0, false).await;

@@ -77,12 +77,27 @@ pub async fn database() -> tokio_postgres::Client {
 /// Restarts the Worker under test (`BERTH_E2E_RESTART`, which `make test` sets) and waits
 /// until it answers again; only tests of the restart group, which run alone, may call it.
 pub async fn restart_server() {
+    restart_server_with(&[]);
+}
+
+/// The same, with `vars` in the restart's environment (`E2E_DATABASE_URL`,
+/// `BERTH_E2E_RATE_LIMIT`: what `scripts/e2e-server.sh` reads).
+pub fn restart_server_with(vars: &[(&str, &str)]) {
     let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = tokio::process::Command::new("bash")
+    let ok = std::process::Command::new("bash")
         .arg("-c")
         .arg(&restart)
+        .envs(vars.iter().copied())
         .status()
-        .await
         .expect("restart");
     assert!(ok.success(), "the server restarted");
+}
+
+/// Restarts the Worker as `make test` started it when dropped, however the test ends.
+pub struct RestartWhenDone;
+
+impl Drop for RestartWhenDone {
+    fn drop(&mut self) {
+        restart_server_with(&[]);
+    }
 }
