@@ -6,7 +6,9 @@
 //! (latency correction). Prints, per route and rate, the achieved rate, p50 / p90 / p99 /
 //! p99.9 / max and a histogram of the slow tail.
 //!
-//! LATENCY_RATES (default "100,250"), BENCH_SECONDS (default 10 per cell) and BERTH_URL.
+//! LATENCY_RATES (default "100,250"), BENCH_SECONDS (default 10 per cell) and BERTH_URL;
+//! LATENCY_ROUTES runs only the routes whose name contains it, and LATENCY_TRACE prints each
+//! request of 20 ms or more with how late it was sent and its `x-request-id`.
 
 #[path = "support/env.rs"]
 mod env;
@@ -55,6 +57,7 @@ async fn cell(
     seconds: f64,
 ) -> Cell {
     let n = (rate * seconds).round() as usize;
+    let trace = std::env::var_os("LATENCY_TRACE").is_some();
     let interval = Duration::from_secs_f64(1.0 / rate);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let errors = Arc::new(Mutex::new(0usize));
@@ -79,16 +82,26 @@ async fn cell(
             if let Some(b) = &route.body {
                 req = req.json(b);
             }
-            let ok = match req.send().await {
+            let sent = due.elapsed().as_secs_f64() * 1000.0;
+            let (ok, id) = match req.send().await {
                 Ok(r) => {
                     let good = r.status().is_success();
+                    let id = r
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
                     let _ = r.bytes().await;
-                    good
+                    (good, id)
                 }
-                Err(_) => false,
+                Err(_) => (false, String::new()),
             };
             // From when it was due, not from when it was sent.
             let ms = due.elapsed().as_secs_f64() * 1000.0;
+            if trace && ms >= 20.0 {
+                println!("  slow {ms:8.2} ms (sent {sent:6.2} ms late) {id}");
+            }
             latencies.lock().expect("latencies").push(ms);
             if !ok {
                 *errors.lock().expect("errors") += 1;
@@ -175,8 +188,9 @@ async fn main() {
         "route", "offered", "achieved", "p50", "p90", "p99", "p99.9", "max", "errors"
     );
     let mut failed = false;
+    let only = std::env::var("LATENCY_ROUTES").unwrap_or_default();
     for rate in &rates {
-        for route in &routes {
+        for route in routes.iter().filter(|r| only.is_empty() || r.name.contains(&only)) {
             let c = cell(&http, &base, &token, route, *rate, seconds).await;
             let tail: Vec<String> = TAIL
                 .iter()

@@ -55,9 +55,15 @@ fi
 log "building the release Worker and serving it with workerd on port $PORT"
 "$ROOT/scripts/build-worker.sh" 2>&1 | tail -1
 key=$("$ROOT/scripts/keygen.sh")
+# BENCH_V8_FLAGS (comma-separated, e.g. --trace-gc) go to V8; its output to workerd.log.
+v8_flags=""
+if [ -n "${BENCH_V8_FLAGS:-}" ]; then
+  v8_flags="v8Flags = [$(printf '"%s",' ${BENCH_V8_FLAGS//,/ } | sed 's/,$//')],"
+fi
 cat > "$ROOT/build/bench.capnp" <<CAPNP
 using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
+  $v8_flags
   services = [
     (name = "berth", worker = .berth),
     (name = "pgbouncer", external = (address = "127.0.0.1:$BOUNCER_PORT", tcp = ())),
@@ -92,7 +98,9 @@ const berth :Workerd.Worker = (
 CAPNP
 workerd_pid=
 start_workerd() {
-  node_modules/@cloudflare/workerd-linux-64/bin/workerd serve "$ROOT/build/bench.capnp" --experimental \
+  # BENCH_WORKERD_ARGS: more arguments, e.g. --inspector-addr=127.0.0.1:9230 for a profiler.
+  # shellcheck disable=SC2086
+  node_modules/@cloudflare/workerd-linux-64/bin/workerd serve "$ROOT/build/bench.capnp" --experimental ${BENCH_WORKERD_ARGS:-} \
     >> "$dir/workerd.log" 2>&1 &
   workerd_pid=$!
   pids+=("$workerd_pid")
