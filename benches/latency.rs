@@ -159,7 +159,7 @@ async fn main() {
         path,
         body: None,
     };
-    let routes = vec![
+    let routes = [
         get("GET /health (floor)", "/health".into()),
         get("GET /v1/clusters/{id}", format!("/v1/clusters/{cluster}")),
         get(
@@ -190,7 +190,10 @@ async fn main() {
     let mut failed = false;
     let only = std::env::var("LATENCY_ROUTES").unwrap_or_default();
     for rate in &rates {
-        for route in routes.iter().filter(|r| only.is_empty() || r.name.contains(&only)) {
+        for route in routes
+            .iter()
+            .filter(|r| only.is_empty() || r.name.contains(&only))
+        {
             let c = cell(&http, &base, &token, route, *rate, seconds).await;
             let tail: Vec<String> = TAIL
                 .iter()

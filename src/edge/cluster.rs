@@ -214,7 +214,10 @@ impl DurableObject for ClusterObject {
             return agents::accept(&self.state, &req);
         }
         if let Some(w) = watch::requested(&req)? {
-            let (id, opened) = self.watchers.open(w.by.clone());
+            let (id, stream) = self
+                .watchers
+                .open(w.by.clone(), w.until)
+                .map_err(|e| worker::Error::from(format!("watch stream: {e:?}")))?;
             self.writer.set_watched(true);
             let opening = self
                 .writer
@@ -230,7 +233,7 @@ impl DurableObject for ClusterObject {
                 Ok(opening) => {
                     let frames = crate::http::watch::opening(&opening);
                     self.watchers.opened(id, opening.seq, frames);
-                    watch::answer(opened, w.until)
+                    watch::answer(stream)
                 }
                 Err(e) => {
                     self.watchers.abandon(id);

@@ -1,13 +1,18 @@
 //! The cluster object's watch streams (`GET /v1/clusters/{id}/watch`, `http::watch`).
 //!
-//! The Worker forwards an authenticated watch to the object's `fetch` ([`forward`]); the
-//! object registers a watcher, reads its opening on the writer ([`ClusterWriter::open_watch`]:
-//! a snapshot, or the events missed) and answers a streaming body. After every command, the
-//! changes the writer committed are rendered once and handed to every watcher
-//! ([`Watchers::publish`]). A watcher whose opening is still being read keeps the changes
-//! that arrive meanwhile, and is handed only those after its opening's `seq`: nothing is
-//! missed or repeated. A watcher more than [`MAX_QUEUED_BYTES`] behind is dropped (its
-//! stream ends; it reconnects with `Last-Event-ID`); nothing is buffered without bound.
+//! The Worker forwards an authenticated watch to the object's `fetch` ([`connect`]); the
+//! object registers a watcher with a stream of its own ([`Watchers::open`]: a JavaScript
+//! `ReadableStream` whose controller the object writes to), reads its opening on the writer
+//! ([`ClusterWriter::open_watch`]: a snapshot, or the events missed) and answers the stream.
+//! After every command, the changes the writer committed are rendered once into a chunk the
+//! live watchers share ([`Watchers::publish`]); [`FLUSH_MS`] after its first frame (or when
+//! it reaches [`CHUNK_BYTES`]) that one chunk, copied once into JavaScript, is enqueued on
+//! every stream. A watcher whose opening is still being read keeps the changes that arrive
+//! meanwhile, and is handed only those after its opening's `seq`: nothing is missed or
+//! repeated. A stream's queue counts bytes; a watcher more than [`MAX_QUEUED_BYTES`] behind
+//! is dropped (its stream ends; it reconnects with `Last-Event-ID`); nothing is buffered
+//! without bound. One timer per object sends the heartbeats, one per watcher ends its stream
+//! when its access token expires.
 //!
 //! [`ClusterWriter::open_watch`]: crate::engine::ClusterWriter::open_watch
 
@@ -16,11 +21,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::future::{select, Either};
-use tokio::sync::mpsc;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use worker::{web_sys, Request, Response};
+use web_sys::{
+    ByteLengthQueuingStrategy, QueuingStrategy, QueuingStrategyInit,
+    ReadableStreamDefaultController,
+};
+use worker::js_sys::{self, Uint8Array};
+use worker::{web_sys, Request, Response, ResponseBody};
 
 use super::agents::fetch_object;
 use crate::auth::Caller;
@@ -36,13 +45,13 @@ const OBJECT_PATH: &str = "/watch";
 /// The status the object answers a refused watch with (its body: the `EngineError`).
 const REFUSED: u16 = 409;
 
-/// How far a watcher may fall behind (bytes handed to its stream and not yet read by the
-/// runtime) before it is dropped.
+/// How far a watcher may fall behind (bytes enqueued on its stream and not yet read by the
+/// runtime: the queue's high-water mark) before it is dropped.
 pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
-/// At most this much is handed to the runtime at once (more when one frame is larger).
-const CHUNK_BYTES: usize = 64 * 1024;
+/// A shared chunk this large is handed out at once (it may be larger by its last frames).
+const CHUNK_BYTES: usize = 128 * 1024;
 /// How long a chunk that is not full waits for more frames.
-const FLUSH_MS: u64 = 50;
+const FLUSH_MS: u64 = 100;
 
 /// The Worker's side of `GET /v1/clusters/{id}/watch`, beside the router: the watch is
 /// admitted (`http::watch::admit_path`), and the object's streaming answer returned as it is;
@@ -112,56 +121,9 @@ pub fn refused(e: &EngineError) -> worker::Result<Response> {
     Ok(Response::from_json(e)?.with_status(REFUSED))
 }
 
-/// The object's answer to a watch it opened: the stream of what its watcher is handed, with
-/// heartbeats when quiet, ended when `until` passes.
-pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Response> {
-    let Opened { rx, queued } = opened;
-    let stream = futures_util::stream::unfold(
-        (rx, queued, false),
-        move |(mut rx, queued, ended)| async move {
-            if ended {
-                return None;
-            }
-            let now = Utc::now();
-            let left = until.map(|u| (u - now).to_std().unwrap_or(Duration::ZERO));
-            if left == Some(Duration::ZERO) {
-                let end = render::end("the access token expired: reconnect with a fresh one");
-                return Some((
-                    Ok::<Vec<u8>, worker::Error>(end.into_bytes()),
-                    (rx, queued, true),
-                ));
-            }
-            let quiet = Duration::from_secs(HEARTBEAT_SECONDS);
-            let wait = left.map_or(quiet, |l| l.min(quiet));
-            let got = {
-                let next = Box::pin(rx.recv());
-                let timer = worker::Delay::from(wait);
-                match select(next, timer).await {
-                    Either::Left((frame, _)) => Some(frame),
-                    Either::Right(_) => None,
-                }
-            };
-            match got {
-                Some(Some(frame)) => {
-                    // What waits goes in the same chunk; a chunk not yet full waits FLUSH_MS
-                    // for more. The runtime moves a few chunks a second per watcher, not one
-                    // per frame, and a busy cluster's full chunks go at once.
-                    let mut chunk = frame.as_bytes().to_vec();
-                    fill(&mut rx, &mut chunk);
-                    if chunk.len() < CHUNK_BYTES {
-                        worker::Delay::from(Duration::from_millis(FLUSH_MS)).await;
-                        fill(&mut rx, &mut chunk);
-                    }
-                    queued.set(queued.get().saturating_sub(chunk.len()));
-                    Some((Ok(chunk), (rx, queued, false)))
-                }
-                // Dropped by the object (ended, too slow, or the cluster is gone).
-                Some(None) => None,
-                None => Some((Ok(HEARTBEAT.as_bytes().to_vec()), (rx, queued, false))),
-            }
-        },
-    );
-    let mut res = Response::from_stream(stream)?;
+/// The object's answer to a watch it opened: its stream.
+pub fn answer(stream: web_sys::ReadableStream) -> worker::Result<Response> {
+    let mut res = Response::from_body(ResponseBody::Stream(stream))?;
     let headers = res.headers_mut();
     headers.set("content-type", EVENT_STREAM)?;
     headers.set("cache-control", "no-cache")?;
@@ -170,158 +132,317 @@ pub fn answer(opened: Opened, until: Option<DateTime<Utc>>) -> worker::Result<Re
     Ok(res)
 }
 
-/// Adds the frames waiting in `rx` to `chunk`, up to [`CHUNK_BYTES`].
-fn fill(rx: &mut mpsc::UnboundedReceiver<Rc<str>>, chunk: &mut Vec<u8>) {
-    while chunk.len() < CHUNK_BYTES {
-        match rx.try_recv() {
-            Ok(more) => chunk.extend_from_slice(more.as_bytes()),
-            Err(_) => break,
+/// One watcher's stream, as the object writes to it: chunks are enqueued on its controller,
+/// whose queue counts bytes ([`MAX_QUEUED_BYTES`] is its high-water mark); the runtime reads
+/// them from there into the HTTP answer.
+struct Out {
+    controller: ReadableStreamDefaultController,
+}
+
+impl Out {
+    /// A new stream and its writing end.
+    fn new() -> Result<(Out, web_sys::ReadableStream), JsValue> {
+        let slot: Rc<RefCell<Option<JsValue>>> = Rc::default();
+        let keep = slot.clone();
+        let start = Closure::once_into_js(move |controller: JsValue| {
+            *keep.borrow_mut() = Some(controller);
+        });
+        let source = js_sys::Object::new();
+        js_sys::Reflect::set(&source, &JsValue::from_str("start"), &start)?;
+        let strategy =
+            ByteLengthQueuingStrategy::new(&QueuingStrategyInit::new(MAX_QUEUED_BYTES as f64))?;
+        // `start` runs inside the constructor.
+        let stream = web_sys::ReadableStream::new_with_underlying_source_and_strategy(
+            &source,
+            strategy.unchecked_ref::<QueuingStrategy>(),
+        )?;
+        let controller = slot
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| JsValue::from_str("the stream did not start"))?
+            .dyn_into::<ReadableStreamDefaultController>()?;
+        Ok((Out { controller }, stream))
+    }
+
+    /// Hands `chunk` to the stream; false when it is gone (the client left) or too far
+    /// behind.
+    fn send(&self, chunk: &Uint8Array) -> bool {
+        if self.controller.desired_size().is_none_or(|d| d < 0.0) {
+            return false;
         }
+        self.controller.enqueue_with_chunk(chunk).is_ok()
+    }
+
+    /// Ends the stream after what it was handed.
+    fn close(&self) {
+        let _ = self.controller.close();
+    }
+
+    /// Ends the stream at once, dropping what waits in it (a watcher too far behind).
+    fn abort(&self) {
+        self.controller
+            .error_with_e(&JsValue::from_str("the watcher fell too far behind"));
     }
 }
 
-/// What a watcher's stream reads from.
-pub struct Opened {
-    rx: mpsc::UnboundedReceiver<Rc<str>>,
-    queued: Rc<Cell<usize>>,
+fn bytes(text: &str) -> Uint8Array {
+    Uint8Array::from(text.as_bytes())
 }
 
-/// The object's watchers.
+/// The object's watchers. Cheap to clone (one registry): the flush and heartbeat timers hold
+/// a clone.
+#[derive(Default, Clone)]
+pub struct Watchers(Rc<Registry>);
+
 #[derive(Default)]
-pub struct Watchers {
+struct Registry {
     next: Cell<u64>,
     list: RefCell<Vec<Watcher>>,
+    /// Frames published and not yet handed to the live watchers: one chunk, the same bytes
+    /// for every one of them.
+    pending: RefCell<Pending>,
+    /// Whether a flush is due.
+    flushing: Cell<bool>,
+    /// Whether the heartbeat timer runs.
+    beating: Cell<bool>,
+}
+
+/// The next shared chunk's frames.
+#[derive(Default)]
+struct Pending {
+    frames: Vec<String>,
+    bytes: usize,
+    /// Which of them is the latest usage: a newer one replaces it (usage is a state; the
+    /// chunk carries the cluster's usage as of its last change, and ids stay in order).
+    usage: Option<usize>,
+}
+
+impl Pending {
+    fn push(&mut self, frame: String, usage: bool) {
+        if usage {
+            if let Some(old) = self.usage.replace(self.frames.len()) {
+                self.bytes -= self.frames[old].len();
+                self.frames[old].clear();
+            }
+        }
+        self.bytes += frame.len();
+        self.frames.push(frame);
+    }
 }
 
 struct Watcher {
     id: u64,
     by: Caller,
-    tx: mpsc::UnboundedSender<Rc<str>>,
-    /// Bytes handed to its stream and not yet read from it.
-    queued: Rc<Cell<usize>>,
+    out: Out,
     stage: Stage,
+    /// When it was last handed anything (ms since the epoch), for the heartbeat.
+    sent: Cell<i64>,
 }
 
 enum Stage {
     /// Its opening is being read: the changes committed meanwhile, with their `seq`.
     Opening(Vec<(u64, Rc<str>)>),
-    /// Handed every change up to this `seq`.
-    Live(u64),
+    /// Handed every change as it is published.
+    Live,
 }
 
 impl Watcher {
-    /// Hands `frame` to its stream; false when it is gone or too far behind.
-    fn send(&self, frame: &Rc<str>) -> bool {
-        send(&self.tx, &self.queued, frame)
+    fn send(&self, chunk: &Uint8Array, now: i64) -> bool {
+        self.sent.set(now);
+        self.out.send(chunk)
     }
-}
-
-/// Hands `frame` to a watcher's stream; false when it is gone or too far behind.
-fn send(tx: &mpsc::UnboundedSender<Rc<str>>, queued: &Cell<usize>, frame: &Rc<str>) -> bool {
-    let total = queued.get() + frame.len();
-    if total > MAX_QUEUED_BYTES {
-        return false;
-    }
-    queued.set(total);
-    tx.send(frame.clone()).is_ok()
 }
 
 impl Watchers {
     /// Whether anyone watches.
     pub fn is_empty(&self) -> bool {
-        self.list.borrow().is_empty()
+        self.0.list.borrow().is_empty()
     }
 
     /// Registers a watcher for `by` whose opening is about to be read: from now on it keeps
-    /// the changes committed.
-    pub fn open(&self, by: Caller) -> (u64, Opened) {
-        let id = self.next.get() + 1;
-        self.next.set(id);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Rc::new(Cell::new(0));
-        self.list.borrow_mut().push(Watcher {
+    /// the changes committed. Its stream ends when `until` passes.
+    pub fn open(
+        &self,
+        by: Caller,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(u64, web_sys::ReadableStream), JsValue> {
+        let (out, stream) = Out::new()?;
+        let id = self.0.next.get() + 1;
+        self.0.next.set(id);
+        self.0.list.borrow_mut().push(Watcher {
             id,
             by,
-            tx,
-            queued: queued.clone(),
+            out,
             stage: Stage::Opening(vec![]),
+            sent: Cell::new(Utc::now().timestamp_millis()),
         });
-        (id, Opened { rx, queued })
+        if let Some(until) = until {
+            let me = self.clone();
+            let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            wasm_bindgen_futures::spawn_local(async move {
+                worker::Delay::from(left).await;
+                me.expire(id);
+            });
+        }
+        self.beat();
+        Ok((id, stream))
     }
 
     /// Hands watcher `id` its opening (at `seq`), then the changes it kept that came after.
     pub fn opened(&self, id: u64, seq: u64, frames: Vec<String>) {
-        let mut list = self.list.borrow_mut();
+        // What is pending predates the watcher's going live: the others get it first; the
+        // new one has it among what it kept.
+        self.flush();
+        let now = Utc::now().timestamp_millis();
+        let mut list = self.0.list.borrow_mut();
         let Some(at) = list.iter().position(|w| w.id == id) else {
             return;
         };
         let w = &mut list[at];
-        let kept = match std::mem::replace(&mut w.stage, Stage::Live(seq)) {
+        let kept = match std::mem::replace(&mut w.stage, Stage::Live) {
             Stage::Opening(kept) => kept,
-            Stage::Live(_) => vec![],
+            Stage::Live => vec![],
         };
-        let mut ok = frames.into_iter().all(|f| w.send(&Rc::from(f)));
-        let mut last = seq;
-        for (s, frame) in kept.into_iter().filter(|(s, _)| *s > seq) {
-            ok = ok && w.send(&frame);
-            last = s;
+        let mut chunk = frames.concat();
+        for (_, frame) in kept.into_iter().filter(|(s, _)| *s > seq) {
+            chunk.push_str(&frame);
         }
-        w.stage = Stage::Live(last);
-        if !ok {
+        if chunk.len() > MAX_QUEUED_BYTES || !w.send(&bytes(&chunk), now) {
+            w.out.abort();
             list.remove(at);
         }
     }
 
     /// Forgets watcher `id` (its opening was refused).
     pub fn abandon(&self, id: u64) {
-        self.list.borrow_mut().retain(|w| w.id != id);
+        self.0.list.borrow_mut().retain(|w| w.id != id);
     }
 
-    /// Hands committed changes to every watcher, each rendered once; drops the watchers that
-    /// are gone or too far behind, and all of them when the cluster was deleted.
+    /// Hands committed changes to every watcher, each rendered once: added to the chunk the
+    /// live watchers share (sent when full, or [`FLUSH_MS`] after its first frame), kept by
+    /// those still opening. All streams end when the cluster was deleted.
     pub fn publish(&self, changes: &[Change]) {
         if changes.is_empty() || self.is_empty() {
             return;
         }
-        let frames: Vec<(u64, Rc<str>)> = changes
-            .iter()
-            .map(|c| (c.seq, Rc::from(render::frame(c))))
-            .collect();
         let deleted = changes.iter().any(|c| c.what == Changed::Deleted);
-        let mut list = self.list.borrow_mut();
-        list.retain_mut(|w| {
-            let ok = match &mut w.stage {
-                Stage::Opening(kept) => {
-                    let bytes: usize = kept.iter().map(|(_, f)| f.len()).sum();
-                    kept.extend(frames.iter().cloned());
-                    bytes <= MAX_QUEUED_BYTES
+        {
+            let mut list = self.0.list.borrow_mut();
+            let mut pending = self.0.pending.borrow_mut();
+            let opening = list.iter().any(|w| matches!(w.stage, Stage::Opening(_)));
+            for change in changes {
+                let frame = render::frame(change);
+                if opening {
+                    let frame: Rc<str> = Rc::from(frame.as_str());
+                    list.retain_mut(|w| match &mut w.stage {
+                        Stage::Opening(kept) => {
+                            kept.push((change.seq, frame.clone()));
+                            let held: usize = kept.iter().map(|(_, f)| f.len()).sum();
+                            held <= MAX_QUEUED_BYTES || {
+                                w.out.abort();
+                                false
+                            }
+                        }
+                        Stage::Live => true,
+                    });
                 }
-                Stage::Live(last) => {
-                    let from = *last;
-                    let mut ok = true;
-                    let mut upto = from;
-                    for (seq, frame) in frames.iter().filter(|(s, _)| *s > from) {
-                        ok = ok && send(&w.tx, &w.queued, frame);
-                        upto = *seq;
-                    }
-                    w.stage = Stage::Live(upto);
-                    ok
+                pending.push(frame, matches!(change.what, Changed::Usage { .. }));
+            }
+        }
+        if deleted {
+            self.flush();
+            for w in self.0.list.borrow_mut().drain(..) {
+                w.out.close();
+            }
+        } else if self.0.pending.borrow().bytes >= CHUNK_BYTES {
+            self.flush();
+        } else if !self.0.flushing.replace(true) {
+            let me = self.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                worker::Delay::from(Duration::from_millis(FLUSH_MS)).await;
+                me.flush();
+            });
+        }
+    }
+
+    /// Hands the pending chunk to every live watcher; drops those gone or too far behind.
+    fn flush(&self) {
+        self.0.flushing.set(false);
+        let pending = std::mem::take(&mut *self.0.pending.borrow_mut());
+        if pending.bytes == 0 {
+            return;
+        }
+        let chunk = bytes(&pending.frames.concat());
+        let now = Utc::now().timestamp_millis();
+        self.0.list.borrow_mut().retain(|w| match w.stage {
+            Stage::Opening(_) => true,
+            Stage::Live => {
+                w.send(&chunk, now) || {
+                    w.out.abort();
+                    false
                 }
-            };
-            ok && !deleted
+            }
+        });
+    }
+
+    /// Ends watcher `id`'s stream: its access token expired.
+    fn expire(&self, id: u64) {
+        self.flush();
+        let end = bytes(&render::end(
+            "the access token expired: reconnect with a fresh one",
+        ));
+        let now = Utc::now().timestamp_millis();
+        self.0.list.borrow_mut().retain(|w| {
+            if w.id != id {
+                return true;
+            }
+            w.send(&end, now);
+            w.out.close();
+            false
+        });
+    }
+
+    /// Keeps a heartbeat timer running while anyone watches: a stream handed nothing for
+    /// [`HEARTBEAT_SECONDS`] gets a comment, so that proxies keep it open.
+    fn beat(&self) {
+        if self.0.beating.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let quiet = Duration::from_secs(HEARTBEAT_SECONDS);
+            let heartbeat = bytes(HEARTBEAT);
+            while !me.is_empty() {
+                worker::Delay::from(quiet / 3).await;
+                let now = Utc::now().timestamp_millis();
+                let due = now - quiet.as_millis() as i64;
+                me.0.list.borrow_mut().retain(|w| {
+                    matches!(w.stage, Stage::Opening(_))
+                        || w.sent.get() > due
+                        || w.send(&heartbeat, now)
+                        || {
+                            w.out.abort();
+                            false
+                        }
+                });
+            }
+            me.0.beating.set(false);
         });
     }
 
     /// Ends the streams of `who` (its membership or key is gone), saying why; answers how
     /// many ended.
     pub fn end(&self, who: &Caller, reason: &str) -> usize {
-        let frame: Rc<str> = Rc::from(render::end(reason));
-        let mut list = self.list.borrow_mut();
+        self.flush();
+        let end = bytes(&render::end(reason));
+        let now = Utc::now().timestamp_millis();
+        let mut list = self.0.list.borrow_mut();
         let before = list.len();
         list.retain(|w| {
             if w.by == *who {
                 // Past its budget it only misses the reason; its stream ends all the same.
-                let _ = w.send(&frame);
+                w.send(&end, now);
+                w.out.close();
                 false
             } else {
                 true
