@@ -34,7 +34,7 @@ fn budget(r: &Reply) -> (u64, u64, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_with_a_small_budget_a_caller_over_it_gets_429_and_others_do_not() {
     let _restore = RestartWhenDone;
-    restart_server_with(&[("BERTH_E2E_RATE_LIMIT", &BUDGET.to_string())]);
+    restart_server_with(&[("BERTH_E2E_RATE_LIMIT", &BUDGET.to_string())]).await;
     let c = Client::new();
     let limit = u64::from(BUDGET);
 

@@ -98,7 +98,7 @@ async fn outage_a_stalled_database_connection_fails_fast_and_recovers() {
     let mut via = url.clone();
     via.set_port(Some(port)).expect("port");
     let _restore = RestartWhenDone;
-    restart_server_with(&[("E2E_DATABASE_URL", via.as_str())]);
+    restart_server_with(&[("E2E_DATABASE_URL", via.as_str())]).await;
 
     let t = Team::new().await;
     let cluster = t.cluster(1000, 0, 0, false).await;

@@ -77,20 +77,25 @@ pub async fn database() -> tokio_postgres::Client {
 /// Restarts the Worker under test (`BERTH_E2E_RESTART`, which `make test` sets) and waits
 /// until it answers again; only tests of the restart group, which run alone, may call it.
 pub async fn restart_server() {
-    restart_server_with(&[]);
+    restart_server_with(&[]).await;
 }
 
 /// The same, with `vars` in the restart's environment (`E2E_DATABASE_URL`,
-/// `BERTH_E2E_RATE_LIMIT`: what `scripts/e2e-server.sh` reads).
-pub fn restart_server_with(vars: &[(&str, &str)]) {
-    let restart = std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)");
-    let ok = std::process::Command::new("bash")
+/// `BERTH_E2E_RATE_LIMIT`: what `scripts/e2e-server.sh` reads). Awaited, not blocking: the
+/// clients' pooled connections to the old server must see it go meanwhile.
+pub async fn restart_server_with(vars: &[(&str, &str)]) {
+    let ok = tokio::process::Command::new("bash")
         .arg("-c")
-        .arg(&restart)
+        .arg(restart_command())
         .envs(vars.iter().copied())
         .status()
+        .await
         .expect("restart");
     assert!(ok.success(), "the server restarted");
+}
+
+fn restart_command() -> String {
+    std::env::var("BERTH_E2E_RESTART").expect("BERTH_E2E_RESTART (set by make test)")
 }
 
 /// Restarts the Worker as `make test` started it when dropped, however the test ends.
@@ -98,6 +103,11 @@ pub struct RestartWhenDone;
 
 impl Drop for RestartWhenDone {
     fn drop(&mut self) {
-        restart_server_with(&[]);
+        let ok = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(restart_command())
+            .status()
+            .expect("restart");
+        assert!(ok.success(), "the server restarted");
     }
 }
