@@ -258,6 +258,7 @@ async fn main() {
         let watched = r % 2 == 1;
         let mut tasks = vec![];
         if watched {
+            done.store(false, Ordering::Relaxed);
             let ready = Arc::new(tokio::sync::Barrier::new(n_watchers + 1));
             for w in 0..n_watchers {
                 let seen = Arc::new(Mutex::new(Seen::default()));
@@ -285,7 +286,7 @@ async fn main() {
         };
         if watched {
             // Every watcher has seen the round's last event (or gave up after 3 s quiet).
-            done.store(r == rounds - 1, Ordering::Relaxed);
+            done.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
             }
