@@ -34,6 +34,7 @@ use worker::{web_sys, Request, Response, ResponseBody};
 use super::agents::fetch_object;
 use crate::auth::Caller;
 use crate::engine::{Change, Changed, EngineError};
+use crate::http::rate_limit::Allowance;
 use crate::http::watch::{self as render, Watch, EVENT_STREAM, HEARTBEAT, HEARTBEAT_SECONDS};
 use crate::http::ApiError;
 
@@ -54,8 +55,9 @@ const CHUNK_BYTES: usize = 128 * 1024;
 const FLUSH_MS: u64 = 100;
 
 /// The Worker's side of `GET /v1/clusters/{id}/watch`, beside the router: the watch is
-/// admitted (`http::watch::admit_path`), and the object's streaming answer returned as it is;
-/// a refusal is an ordinary problem+json answer.
+/// admitted (`http::watch::admit_path`), and the object's streaming answer returned with its
+/// body as it is; a refusal is an ordinary problem+json answer. Both carry the caller's
+/// `ratelimit-*` headers.
 pub async fn connect(
     st: &crate::http::AppState,
     env: &worker::Env,
@@ -63,14 +65,40 @@ pub async fn connect(
     req: &axum::http::Request<axum::body::Body>,
 ) -> worker::Result<web_sys::Response> {
     use axum::response::IntoResponse;
-    let opened = match crate::http::watch::admit_path(st, req.method(), segment, req.headers()) {
-        Ok(watch) => open_or_refused(env, &watch).await,
-        Err(e) => Err(e),
-    };
+    let (opened, allowance) =
+        match crate::http::watch::admit_path(st, req.method(), segment, req.headers()) {
+            Ok((watch, allowance)) => (open_or_refused(env, &watch).await, allowance),
+            Err(e) => (Err(e), None),
+        };
     match opened {
-        Ok(res) => Ok(res),
-        Err(e) => Ok(super::exchange::response_to_js(e.into_response()).await?),
+        Ok(res) => Ok(with_allowance(res, allowance)?),
+        Err(e) => {
+            let mut res = e.into_response();
+            if let Some(a) = allowance {
+                a.write(res.headers_mut());
+            }
+            Ok(super::exchange::response_to_js(res).await?)
+        }
     }
+}
+
+/// The object's answer with the caller's `ratelimit-*` headers (its own headers cannot be
+/// changed: a new answer around the same body stream).
+fn with_allowance(
+    res: web_sys::Response,
+    allowance: Option<Allowance>,
+) -> Result<web_sys::Response, JsValue> {
+    let Some(allowance) = allowance else {
+        return Ok(res);
+    };
+    let headers = web_sys::Headers::new_with_headers(&res.headers())?;
+    for (name, value) in allowance.headers() {
+        headers.set(name, &value.to_string())?;
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(res.status());
+    init.set_headers(&headers);
+    web_sys::Response::new_with_opt_readable_stream_and_init(res.body().as_ref(), &init)
 }
 
 /// The object's 200 with its stream, or its refusal as the API's error.

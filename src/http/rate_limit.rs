@@ -99,11 +99,20 @@ pub struct Allowance {
 }
 
 impl Allowance {
+    /// The `ratelimit-*` headers.
+    pub fn headers(&self) -> [(&'static str, u64); 3] {
+        [
+            (LIMIT_HEADER, u64::from(self.limit)),
+            (REMAINING_HEADER, u64::from(self.remaining)),
+            (RESET_HEADER, self.reset),
+        ]
+    }
+
     /// Writes the `ratelimit-*` headers.
     pub fn write(&self, headers: &mut HeaderMap) {
-        headers.insert(LIMIT_HEADER, HeaderValue::from(self.limit));
-        headers.insert(REMAINING_HEADER, HeaderValue::from(self.remaining));
-        headers.insert(RESET_HEADER, HeaderValue::from(self.reset));
+        for (name, value) in self.headers() {
+            headers.insert(name, HeaderValue::from(value));
+        }
     }
 }
 
@@ -130,14 +139,6 @@ pub struct RateLimits {
     checks: AtomicU32,
 }
 
-impl std::fmt::Debug for RateLimits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimits")
-            .field("budget", &self.budget)
-            .finish()
-    }
-}
-
 impl RateLimits {
     /// Budgets of `budget` a minute for every caller.
     pub fn new(budget: Budget) -> Arc<RateLimits> {
@@ -149,11 +150,6 @@ impl RateLimits {
         })
     }
 
-    /// The budget.
-    pub fn budget(&self) -> Budget {
-        self.budget
-    }
-
     /// Spends what a `method` request costs from `caller`'s budget: what is left, or 429.
     pub fn spend(&self, caller: &Caller, method: &Method) -> Result<Allowance, ApiError> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
@@ -161,7 +157,14 @@ impl RateLimits {
         }
         let budget = self.budget;
         let limit = budget.per_minute.get();
-        // The cost never exceeds the budget, so the limiter's "never fits" cannot happen.
+        let refused = |retry_after| ApiError::RateLimited {
+            retry_after,
+            allowance: Allowance {
+                limit,
+                remaining: 0,
+                reset: budget.reset_seconds(0),
+            },
+        };
         match self.limiter.check_key_n(caller, budget.cost(method)) {
             Ok(Ok(state)) => {
                 let remaining = state.remaining_burst_capacity();
@@ -173,24 +176,10 @@ impl RateLimits {
             }
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(WallClock.now());
-                let retry_after = wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64;
-                Err(ApiError::RateLimited {
-                    retry_after,
-                    allowance: Allowance {
-                        limit,
-                        remaining: 0,
-                        reset: budget.reset_seconds(0),
-                    },
-                })
+                Err(refused(wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64))
             }
-            Err(_) => Err(ApiError::RateLimited {
-                retry_after: 60,
-                allowance: Allowance {
-                    limit,
-                    remaining: 0,
-                    reset: 60,
-                },
-            }),
+            // The cost never exceeds the budget, so the limiter's "never fits" cannot happen.
+            Err(_) => Err(refused(60)),
         }
     }
 }

@@ -16,6 +16,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
+use axum::Extension;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,7 @@ use super::clusters::{cluster, queue_entry, usage_view, Cluster, QueueEntry, Usa
 use super::deployments::{deployment, Deployment};
 use super::error::Problem;
 use super::extract::{authenticate, Ids};
+use super::rate_limit::{self, Allowance, Authenticated};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::domain::deployment::{EventKind, Process};
@@ -73,8 +75,15 @@ pub async fn watch_cluster(
     method: Method,
     headers: HeaderMap,
     Ids(cluster): Ids<ClusterId>,
+    authenticated: Option<Extension<Authenticated>>,
 ) -> Result<Response, ApiError> {
-    admit(&st, &method, cluster, &headers)?;
+    admit(
+        &st,
+        &method,
+        cluster,
+        &headers,
+        authenticated.map(|Extension(a)| a),
+    )?;
     Err(ApiError::Unavailable(
         "no cluster object serves event streams here".into(),
     ))
@@ -89,32 +98,39 @@ pub fn watch_path(path: &str) -> Option<&str> {
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
-/// [`admit`] for the cluster id segment of a path: 404 when it is no id.
+/// [`admit`] for the cluster id segment of a path (404 when it is no id), beside the router:
+/// the watch spends from its caller's budget here, as the router's layer does for every
+/// other request; what is left, for the answer's headers.
 pub fn admit_path(
     st: &AppState,
     method: &Method,
     segment: &str,
     headers: &HeaderMap,
-) -> Result<Watch, ApiError> {
+) -> Result<(Watch, Option<Allowance>), ApiError> {
+    let (authenticated, allowance) = rate_limit::spend(st, method, headers)?.unzip();
     let cluster =
         ClusterId::parse(segment).ok_or_else(|| ApiError::NotFound("no such cluster".into()))?;
-    admit(st, method, cluster, headers)
+    Ok((
+        admit(st, method, cluster, headers, authenticated)?,
+        allowance,
+    ))
 }
 
-/// The watch a request asks for: 405 unless GET, 401 without a valid credential; its
-/// `Last-Event-ID`. Whether the caller may read the cluster is the object's to say.
+/// The watch a request asks for: 405 unless GET, 401 without a valid credential (the caller
+/// the rate limit `authenticated` already, if it did); its `Last-Event-ID`. Whether the
+/// caller may read the cluster is the object's to say.
 pub fn admit(
     st: &AppState,
     method: &Method,
     cluster: ClusterId,
     headers: &HeaderMap,
+    authenticated: Option<Authenticated>,
 ) -> Result<Watch, ApiError> {
     if method != Method::GET {
         return Err(ApiError::MethodNotAllowed);
     }
-    // A watch spends one read of the caller's budget when it opens.
-    let (by, until) = match super::rate_limit::spend(st, method, headers)? {
-        Some((done, _)) => (done.caller, done.until),
+    let (by, until) = match authenticated {
+        Some(done) => (done.caller, done.until),
         None => authenticate(headers, st)?,
     };
     let after = headers

@@ -51,6 +51,10 @@ async fn open(
         res.headers()["content-type"].to_str().expect("type"),
         "text/event-stream"
     );
+    // Like every answer to a caller, it says what is left of the caller's budget.
+    for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
+        assert!(res.headers().contains_key(name), "{name}");
+    }
     let events = res
         .bytes_stream()
         .eventsource()
