@@ -11,6 +11,7 @@ mod watch;
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use tower::Service;
 use worker::{event, web_sys, Context, Env, ScheduleContext, ScheduledEvent};
@@ -46,16 +47,9 @@ fn token_keys(env: &Env) -> Result<TokenKeys, String> {
         .map(|v| v.to_string())
         .unwrap_or("berth-api".into());
     let cache_key = format!("{signing}|{retired:?}|{issuer}|{audience}");
-    KEYS.with(|cell| {
-        if let Some((k, keys)) = cell.borrow().as_ref() {
-            if *k == cache_key {
-                return Ok(keys.clone());
-            }
-        }
-        let keys = TokenKeys::from_config(&signing, retired.as_deref(), &issuer, &audience)
-            .map_err(|e| e.to_string())?;
-        *cell.borrow_mut() = Some((cache_key, keys.clone()));
-        Ok(keys)
+    kept(&KEYS, cache_key, |_| {
+        TokenKeys::from_config(&signing, retired.as_deref(), &issuer, &audience)
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -70,15 +64,27 @@ thread_local! {
 
 fn rate_limits(env: &Env) -> Result<Option<Arc<RateLimits>>, String> {
     let setting = env.var(rate_limit::SETTING).ok().map(|v| v.to_string());
-    LIMITS.with(|cell| {
-        if let Some((s, limits)) = cell.borrow().as_ref() {
-            if *s == setting {
-                return Ok(limits.clone());
+    kept(&LIMITS, setting, |setting| {
+        Ok(Budget::from_setting(setting.as_deref())?.map(RateLimits::new))
+    })
+}
+
+/// What `make` makes of `key`, kept by this isolate in `cell` and made anew only when `key`
+/// changes (a secret or variable redeployed).
+fn kept<K: PartialEq, T: Clone>(
+    cell: &'static LocalKey<RefCell<Option<(K, T)>>>,
+    key: K,
+    make: impl FnOnce(&K) -> Result<T, String>,
+) -> Result<T, String> {
+    cell.with(|cell| {
+        if let Some((k, value)) = cell.borrow().as_ref() {
+            if *k == key {
+                return Ok(value.clone());
             }
         }
-        let limits = Budget::from_setting(setting.as_deref())?.map(RateLimits::new);
-        *cell.borrow_mut() = Some((setting, limits.clone()));
-        Ok(limits)
+        let value = make(&key)?;
+        *cell.borrow_mut() = Some((key, value.clone()));
+        Ok(value)
     })
 }
 
