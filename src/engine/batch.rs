@@ -326,7 +326,7 @@ async fn changes(
 async fn answers(
     tx: &Client,
     c: &ClusterRow,
-    live: &mut Live,
+    live: &Live,
     subjects: Vec<Result<Subject, EngineError>>,
     ticked: Decided,
     now: DateTime<Utc>,

@@ -298,14 +298,7 @@ fn awaited(
         .iter()
         .map(|id| (*id, live.dependency(id, &batch.found)))
         .collect();
-    let awaited = dependencies::admit(c.org_id, &found)?;
-    Ok(awaited
-        .into_iter()
-        .filter_map(|id| {
-            let status = found.iter().find(|(d, _)| *d == id)?.1?.status;
-            Some((id, status))
-        })
-        .collect())
+    dependencies::admit(c.org_id, &found)
 }
 
 /// The answer to a submission whose Idempotency-Key was used before (in this batch or

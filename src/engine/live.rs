@@ -205,7 +205,8 @@ impl Live {
         Ok(Self::new(rows, c, now, fleet, Held::read(held)))
     }
 
-    /// Adds a row just written (a new submission).
+    /// Adds a row just written (a new submission): into the book's queue, or among its held
+    /// deployments when its dependencies hold it.
     pub(super) fn insert(&mut self, row: DeploymentRow) {
         if let Some(old) = self.rows.get(&row.id) {
             if let Some(d) = deadline_key(old) {
@@ -216,6 +217,7 @@ impl Live {
             }
         }
         match book_entry(&row) {
+            Some(entry) if self.held.holds(&row.id) => self.book.hold(entry),
             Some(entry) => self.book.insert(entry),
             None => {
                 self.book.remove(&row.id);
@@ -234,7 +236,7 @@ impl Live {
 
     /// What `new` would meet if it were submitted at `now` (a dry run: nothing changes);
     /// `held` when it would wait for dependencies.
-    pub(super) fn plan(&mut self, new: &NewDeployment, held: bool, now: DateTime<Utc>) -> Plan {
+    pub(super) fn plan(&self, new: &NewDeployment, held: bool, now: DateTime<Utc>) -> Plan {
         let entry = BookEntry {
             id: DeploymentId::new(),
             priority: new.priority,

@@ -28,20 +28,21 @@ pub struct Found {
 
 /// Checks the dependencies a submission to an organization `org` names, each with what was
 /// found under its id (none: no such deployment), in the order given: the ones it must wait
-/// for (queued or running now), or one error per dependency that can never be met — unknown
+/// for (queued or running now) with that status, or one error per dependency that can never
+/// be met — unknown
 /// or of another organization (the same words for both, so that ids cannot be probed), or
 /// ended without succeeding. One that already succeeded is met: no wait.
 pub fn admit(
     org: OrgId,
     dependencies: &[(DeploymentId, Option<Found>)],
-) -> Result<Vec<DeploymentId>, Vec<FieldError>> {
+) -> Result<Vec<(DeploymentId, Status)>, Vec<FieldError>> {
     let mut awaited = Vec::new();
     let mut errors = Vec::new();
     for &(id, found) in dependencies {
         match found {
             Some(f) if f.org == org => match f.status {
                 Status::Succeeded => {}
-                Status::Queued | Status::Running => awaited.push(id),
+                waiting @ (Status::Queued | Status::Running) => awaited.push((id, waiting)),
                 ended => errors.push(FieldError::new(
                     FIELD,
                     format!("{id} {}: it can never succeed", ended_words(ended)),
@@ -135,7 +136,10 @@ mod tests {
             (id(2), found(Status::Succeeded)),
             (id(3), found(Status::Queued)),
         ];
-        assert_eq!(admit(ORG, &deps), Ok(vec![id(1), id(3)]));
+        assert_eq!(
+            admit(ORG, &deps),
+            Ok(vec![(id(1), Status::Running), (id(3), Status::Queued)])
+        );
         assert_eq!(admit(ORG, &[]), Ok(vec![]));
     }
 
@@ -242,10 +246,12 @@ mod tests {
             match admit(ORG, &found) {
                 Ok(awaited) => {
                     prop_assert!(first_dead.is_none());
-                    let live: Vec<DeploymentId> = deps
+                    let live: Vec<(DeploymentId, Status)> = deps
                         .iter()
-                        .filter(|(_, s)| matches!(s, Some(Status::Queued | Status::Running)))
-                        .map(|(d, _)| *d)
+                        .filter_map(|(d, s)| match s {
+                            Some(s @ (Status::Queued | Status::Running)) => Some((*d, *s)),
+                            _ => None,
+                        })
                         .collect();
                     prop_assert_eq!(awaited, live);
                 }

@@ -120,16 +120,10 @@ impl Live {
         row: DeploymentRow,
         awaited: Option<Vec<(DeploymentId, Status)>>,
     ) {
-        let Some(awaited) = awaited else {
-            self.insert(row);
-            return;
-        };
-        let id = row.id;
-        if let Some(entry) = super::book_entry(&row) {
-            self.book.hold(entry);
+        if let Some(awaited) = awaited {
+            self.held.add(row.id, awaited);
         }
-        self.rows.insert(id, row);
-        self.held.add(id, awaited);
+        self.insert(row);
     }
 
     /// Releases or cancels the held deployments whose dependencies moved (in memory), with
