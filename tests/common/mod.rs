@@ -73,6 +73,16 @@ pub fn request(
 }
 
 /// A fresh address, so that tests never share a user (or its throttle).
+/// The kinds of a deployment's events (`GET /v1/deployments/{id}`), in order.
+pub fn kinds(d: &Value) -> Vec<String> {
+    d["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind").to_string())
+        .collect()
+}
+
 pub fn unique_email() -> String {
     format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple())
 }

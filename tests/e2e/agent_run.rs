@@ -10,6 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::agent_cli::Agent;
+use crate::common::kinds;
 use crate::scheduling::Team;
 
 /// The image `scripts/docker.sh` imports (made from the host's busybox, nothing pulled).
@@ -142,15 +143,6 @@ impl Team {
             .await;
         assert_eq!(r.status.as_u16(), 200, "{}", r.body);
     }
-}
-
-fn kinds(d: &Value) -> Vec<String> {
-    d["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind").to_string())
-        .collect()
 }
 
 /// When the deployment's first event of `kind` happened.

@@ -13,6 +13,7 @@ use berth::http::Platform;
 use chrono::Duration;
 use serde_json::{json, Value};
 
+use crate::common::kinds;
 use crate::scheduling::{cpu_cluster, id, Fixture};
 
 /// What these tests add to the scheduling tests' fixture.
@@ -97,15 +98,6 @@ impl Fixture {
     }
 }
 
-fn kinds(d: &Value) -> Vec<String> {
-    d["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_dependent_waits_behind_the_queue_and_runs_once_its_dependency_succeeds() {
     let f = Fixture::new().await;
@@ -158,7 +150,10 @@ async fn a_dependent_waits_behind_the_queue_and_runs_once_its_dependency_succeed
     let b = f.deployment(&b).await;
     assert_eq!(b["status"], "running");
     assert_eq!(kinds(&b), ["created", "released", "admitted"]);
-    assert!(b["enqueued_at"].as_str() > b["created_at"].as_str());
+    let time = |v: &Value| -> chrono::DateTime<chrono::Utc> {
+        v.as_str().expect("a time").parse().expect("a time")
+    };
+    assert!(time(&b["enqueued_at"]) > time(&b["created_at"]));
     assert_eq!(b["awaiting"], Value::Null, "no longer waits");
     // Then the strict head, in the room b leaves; small waits for what is left.
     assert_eq!(f.status(&big).await, "running");

@@ -146,12 +146,7 @@ impl Fixture {
     }
 
     async fn kinds(&self, d: DeploymentId) -> Vec<String> {
-        self.get(d).await["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .map(|e| e["kind"].as_str().expect("kind").to_string())
-            .collect()
+        crate::common::kinds(&self.get(d).await)
     }
 
     /// When the cluster's first agent connected (its socket's, as `AgentGone` names it).
