@@ -1,9 +1,11 @@
 //! Watch benchmark (a program, not a test; `make bench` runs it last, `BENCH_ONLY=watch`
 //! alone): what open watch streams cost the hot path. Submissions from WATCH_CLIENTS
-//! connections (default 16) into one cluster for BENCH_SECONDS (default 10) each round, in
-//! WATCH_PAIRS (default 3) pairs of rounds after an uncounted warm-up: no watcher, then
-//! WATCHERS (default 100) watch streams open on that cluster — the baseline is measured in
-//! the same run, interleaved so that drift hits both. With the watchers:
+//! connections (default 16) into one cluster for BENCH_SECONDS (default 10) each round, after
+//! an uncounted warm-up: rounds without a watcher and WATCH_PAIRS (default 3) rounds with
+//! WATCHERS (default 100) watch streams open on that cluster, in turn, beginning and ending
+//! with a round without — the baseline is measured in the same run, and each watched round
+//! sits between two baseline rounds, so that a drift of the machine's speed during the run
+//! hits both alike. With the watchers:
 //!
 //! - every watcher must receive every deployment event the rounds recorded (checked against
 //!   the database), in order;
@@ -11,6 +13,14 @@
 //!   watcher) is reported as percentiles;
 //! - one more watcher never reads (a raw socket with a small receive buffer): the server must
 //!   drop it (end its stream) rather than buffer without bound.
+//!
+//! The watchers ask for the gzip-coded stream (`Accept-Encoding: gzip`), as browsers and
+//! `berth watch` do; WATCH_CODING=identity makes them ask for plain text, as `curl -N` does.
+//! The one that never reads always asks for plain text (the most bytes to hold back).
+//!
+//! Each round also reports workerd's CPU time per submission when BENCH_WORKERD_PID names its
+//! process (`make bench` does): its one JavaScript thread is what limits the rate here, so
+//! the CPU a submission costs it is the watchers' price with less of the machine's noise.
 //!
 //! BERTH_URL and BERTH_DB (the Worker's database) say where things are.
 
@@ -41,12 +51,26 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 /// One round of submissions: rate, latencies (ms, sorted), and when each id's 201 came.
 struct Round {
     rate: f64,
+    /// workerd's CPU time per acknowledged submission, ms (BENCH_WORKERD_PID).
+    cpu_ms: Option<f64>,
     latencies: Vec<f64>,
     acked: Vec<(String, Instant)>,
     errors: usize,
 }
 
+/// The CPU time (user and system, in clock ticks of 10 ms) process `pid` has used.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses: utime and stime are
+    // the 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 async fn round(http: &reqwest::Client, base: &str, token: &str, cluster: &str) -> Round {
+    let pid = std::env::var("BENCH_WORKERD_PID").unwrap_or_default();
+    let ticks_before = cpu_ticks(&pid);
     let (clients, seconds) = (
         env_or("WATCH_CLIENTS", 16usize),
         env_or("BENCH_SECONDS", 10.0),
@@ -89,7 +113,11 @@ async fn round(http: &reqwest::Client, base: &str, token: &str, cluster: &str) -
         errors += e;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
+    let cpu_ms = ticks_before
+        .zip(cpu_ticks(&pid))
+        .map(|(a, b)| (b - a) as f64 * 10.0 / acked.len().max(1) as f64);
     Round {
+        cpu_ms,
         rate: acked.len() as f64 / start.elapsed().as_secs_f64(),
         latencies,
         acked,
@@ -107,6 +135,11 @@ struct Seen {
     created: HashMap<String, Instant>,
 }
 
+/// Whether the watchers ask for the gzip-coded stream (WATCH_CODING, default gzip).
+fn gzip() -> bool {
+    std::env::var("WATCH_CODING").map_or(true, |v| v != "identity")
+}
+
 async fn watcher(
     url: String,
     token: String,
@@ -119,7 +152,7 @@ async fn watcher(
     if !checked {
         // Most watchers only drain their stream, from a raw socket into a large buffer: the
         // client's parsing (on the same two cores) is not what is measured.
-        let mut s = raw_watch(&url, &token, None).await;
+        let mut s = raw_watch(&url, &token, None, gzip()).await;
         let mut buf = vec![0u8; 256 * 1024];
         let mut head = Vec::new();
         let mut waiting = true;
@@ -139,7 +172,11 @@ async fn watcher(
         }
         return;
     }
-    let res = reqwest::Client::new()
+    // reqwest asks for gzip and decodes it, unless told not to.
+    let res = reqwest::Client::builder()
+        .gzip(gzip())
+        .build()
+        .expect("client")
         .get(&url)
         .bearer_auth(&token)
         .send()
@@ -180,12 +217,14 @@ async fn never_reads(base: &str, token: &str, cluster: &str) -> tokio::net::TcpS
         &format!("{base}/v1/clusters/{cluster}/watch"),
         token,
         Some(4096),
+        false,
     )
     .await
 }
 
-/// A watch request (HTTP/1.1) written on a raw socket, its receive buffer `recv` bytes if set.
-async fn raw_watch(url: &str, token: &str, recv: Option<u32>) -> tokio::net::TcpStream {
+/// A watch request (HTTP/1.1) written on a raw socket, its receive buffer `recv` bytes if set,
+/// asking for the gzip-coded stream if `gzip`.
+async fn raw_watch(url: &str, token: &str, recv: Option<u32>, gzip: bool) -> tokio::net::TcpStream {
     let rest = url.trim_start_matches("http://");
     let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -196,8 +235,14 @@ async fn raw_watch(url: &str, token: &str, recv: Option<u32>) -> tokio::net::Tcp
         .connect(addr.parse().expect("host:port"))
         .await
         .expect("connect");
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let coding = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{coding}\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("send");
     s
 }
@@ -232,16 +277,21 @@ async fn main() {
     let db_url = std::env::var("BERTH_DB").expect("BERTH_DB: the Worker's database");
     let n_watchers = env_or("WATCHERS", 100usize);
     let pairs = env_or("WATCH_PAIRS", 3usize).max(1);
-    let rounds = 2 * pairs;
+    let rounds = 2 * pairs + 1;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
     let Tenant { token, cluster, .. } = tenant(&http, &base, "watch-bench").await;
     println!(
-        "Watch benchmark: {base}; {} clients, {} s per round, {n_watchers} watchers",
+        "Watch benchmark: {base}; {} clients, {} s per round, {n_watchers} watchers ({})",
         env_or("WATCH_CLIENTS", 16usize),
-        env_or("BENCH_SECONDS", 10.0)
+        env_or("BENCH_SECONDS", 10.0),
+        if gzip() {
+            "gzip-coded streams"
+        } else {
+            "plain-text streams"
+        }
     );
 
     let url = format!("{base}/v1/clusters/{cluster}/watch");
@@ -274,7 +324,7 @@ async fn main() {
                 )));
             }
             ready.wait().await;
-            if r == rounds - 1 {
+            if r == rounds - 2 {
                 slow = Some(never_reads(&base, &token, &cluster).await);
             }
         }
@@ -294,30 +344,41 @@ async fn main() {
         rows.push((name, result));
     }
 
+    // The baseline rounds (even) and the watched ones (odd) have the same mean time.
     let mean = |parity: usize| {
-        rows.iter()
+        let rates: Vec<f64> = rows
+            .iter()
             .skip(parity)
             .step_by(2)
             .map(|(_, r)| r.rate)
-            .sum::<f64>()
-            / pairs as f64
+            .collect();
+        rates.iter().sum::<f64>() / rates.len() as f64
     };
     let base_rate = mean(0);
     println!();
     println!(
-        "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "round", "per s", "p50 ms", "p90 ms", "p99 ms", "errors", "vs none"
+        "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>12}",
+        "round", "per s", "p50 ms", "p90 ms", "p99 ms", "errors", "vs none", "workerd CPU"
     );
-    for (name, r) in &rows {
+    for (i, (name, r)) in rows.iter().enumerate() {
+        // A watched round against the two baseline rounds around it; a baseline round
+        // against the baseline's mean.
+        let against = if i % 2 == 1 {
+            (rows[i - 1].1.rate + rows[i + 1].1.rate) / 2.0
+        } else {
+            base_rate
+        };
         println!(
-            "{:<44} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.0}%",
+            "{:<44} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.0}% {:>12}",
             name,
             r.rate,
             pct(&r.latencies, 0.5),
             pct(&r.latencies, 0.9),
             pct(&r.latencies, 0.99),
             r.errors,
-            100.0 * r.rate / base_rate
+            100.0 * r.rate / against,
+            r.cpu_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.3} ms/sub"))
         );
     }
     let watched_rate = mean(1);
@@ -325,6 +386,21 @@ async fn main() {
         "with {n_watchers} watchers: {:.1}% of the throughput without (goal: ≥ 90%)",
         100.0 * watched_rate / base_rate
     );
+    let cpu = |parity: usize| {
+        let ms: Vec<f64> = rows
+            .iter()
+            .skip(parity)
+            .step_by(2)
+            .filter_map(|(_, r)| r.cpu_ms)
+            .collect();
+        (!ms.is_empty()).then(|| ms.iter().sum::<f64>() / ms.len() as f64)
+    };
+    if let (Some(base_cpu), Some(watched_cpu)) = (cpu(0), cpu(1)) {
+        println!(
+            "workerd CPU per submission: {watched_cpu:.3} ms with {n_watchers} watchers, {base_cpu:.3} ms without ({:+.1}%)",
+            100.0 * (watched_cpu / base_cpu - 1.0)
+        );
+    }
 
     // Delivery delay: 201 → the timed watcher's `created`.
     let timed = seen_all
@@ -366,12 +442,16 @@ async fn main() {
         .map(|r| r.get(0))
         .collect();
     let (mut complete, mut checked, mut drained) = (0, 0, 0);
+    // A draining watcher reads two deployment frames per submission, ~1.6 KB of text; gzip
+    // makes them about 100 B.
+    let least = if gzip() { 40 } else { 300 };
+    let fewest = (1..rounds).step_by(2).map(|r| rows[r].1.acked.len()).min();
+    let mut per_submission = vec![];
     for seen in &seen_all {
         let seen = seen.lock().expect("seen");
         if seen.events.is_empty() {
-            // A draining watcher: it read the frames of the round's events (~300 B each).
-            let fewest = (1..rounds).step_by(2).map(|r| rows[r].1.acked.len()).min();
-            drained += usize::from(seen.bytes > 300 * fewest.unwrap_or(0));
+            per_submission.push(seen.bytes as f64 / fewest.unwrap_or(1).max(1) as f64);
+            drained += usize::from(seen.bytes > least * fewest.unwrap_or(0));
             continue;
         }
         checked += 1;
@@ -387,10 +467,12 @@ async fn main() {
             complete += 1;
         }
     }
+    per_submission.sort_by(|a, b| a.total_cmp(b));
     println!(
         "watchers that saw every event of their round, in order: {complete} of {checked} checked; \
-         the {} others read at least 300 B per submission: {drained}",
-        seen_all.len() - checked
+         the {} others read at least {least} B per submission: {drained} (median {:.0} B)",
+        seen_all.len() - checked,
+        pct(&per_submission, 0.5)
     );
     let (gone, read) = match slow {
         Some(s) => dropped(s, Duration::from_secs(5)).await,

@@ -29,7 +29,7 @@ if [ "${BENCH_ONLY:-}" = dispatch ]; then dispatch; exit 0; fi
 # What open watch streams cost submissions (benches/watch.rs); BENCH_ONLY=watch alone.
 watch() {
   log "watch: submissions with ${WATCHERS:-100} watch streams open, against none, in the same run"
-  BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" \
+  BERTH_URL="http://127.0.0.1:$PORT" BERTH_DB="$base/berth_bench" BENCH_WORKERD_PID="$workerd_pid" \
     cargo bench --bench watch 2>&1 | grep -v -E '^\s+(Compiling|Finished|Running)'
 }
 if [ "${BENCH_ONLY:-}" = watch ]; then watch; exit 0; fi

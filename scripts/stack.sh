@@ -60,6 +60,11 @@ v8_flags=""
 if [ -n "${BENCH_V8_FLAGS:-}" ]; then
   v8_flags="v8Flags = [$(printf '"%s",' ${BENCH_V8_FLAGS//,/ } | sed 's/,$//')],"
 fi
+# BENCH_COMPAT_FLAGS (comma-separated) are compatibility flags the Worker gets on top of its own.
+compat_flags=""
+if [ -n "${BENCH_COMPAT_FLAGS:-}" ]; then
+  compat_flags="compatibilityFlags = [$(printf '"%s",' ${BENCH_COMPAT_FLAGS//,/ } | sed 's/,$//')],"
+fi
 cat > "$ROOT/build/bench.capnp" <<CAPNP
 using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -77,6 +82,7 @@ const berth :Workerd.Worker = (
     (name = "index_bg.wasm", wasm = embed "index_bg.wasm"),
   ],
   compatibilityDate = "2025-09-01",
+  $compat_flags
   bindings = [
     (name = "HYPERDRIVE", hyperdrive = (designator = "pgbouncer", database = "berth_bench",
                                         user = "postgres", password = "berth", scheme = "postgresql")),

@@ -216,7 +216,7 @@ impl DurableObject for ClusterObject {
         if let Some(w) = watch::requested(&req)? {
             let (id, stream) = self
                 .watchers
-                .open(w.by.clone(), w.until)
+                .open(w.by.clone(), w.until, w.gzip)
                 .map_err(|e| worker::Error::from(format!("watch stream: {e:?}")))?;
             self.writer.set_watched(true);
             let opening = self
@@ -233,7 +233,7 @@ impl DurableObject for ClusterObject {
                 Ok(opening) => {
                     let frames = crate::http::watch::opening(&opening);
                     self.watchers.opened(id, opening.seq, frames);
-                    watch::answer(stream)
+                    watch::answer(stream, w.gzip)
                 }
                 Err(e) => {
                     self.watchers.abandon(id);

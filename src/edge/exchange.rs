@@ -12,8 +12,9 @@
 //! decoded by serde_json — no `Request` or `Response`, headers or body streams.
 
 use axum::body::{Body, Bytes};
+use axum::http::header::ACCEPT_ENCODING;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use worker::js_sys::{Array, ArrayBuffer, Uint8Array};
+use worker::js_sys::{self, Array, ArrayBuffer, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys;
@@ -38,6 +39,22 @@ pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsV
             HeaderValue::from_str(&value),
         ) {
             headers.append(name, value);
+        }
+    }
+    // Cloudflare (and wrangler dev) hands the Worker its own `Accept-Encoding` and keeps the
+    // client's in `cf.clientAcceptEncoding`: what the client accepts is the client's.
+    if headers.contains_key(ACCEPT_ENCODING) {
+        let client = js_sys::Reflect::get(&req, &JsValue::from_str("cf"))
+            .and_then(|cf| js_sys::Reflect::get(&cf, &JsValue::from_str("clientAcceptEncoding")))
+            .ok()
+            .and_then(|v| v.as_string());
+        if let Some(client) = client {
+            headers.remove(ACCEPT_ENCODING);
+            if let Ok(value) = HeaderValue::from_str(&client) {
+                if !client.is_empty() {
+                    headers.insert(ACCEPT_ENCODING, value);
+                }
+            }
         }
     }
     let method = Method::from_bytes(req.method().as_bytes())

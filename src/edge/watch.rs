@@ -9,7 +9,9 @@
 //! it reaches [`CHUNK_BYTES`]) that one chunk, copied once into JavaScript, is enqueued on
 //! every stream. A watcher whose opening is still being read keeps the changes that arrive
 //! meanwhile, and is handed only those after its opening's `seq`: nothing is missed or
-//! repeated. A stream's queue counts bytes; a watcher more than [`MAX_QUEUED_BYTES`] behind
+//! repeated. A watcher that accepts gzip gets the same chunk compressed once for all of them
+//! (`http::watch::gzip`: each piece stands alone, and the watcher keeps only its check for
+//! the trailer). A stream's queue counts bytes; a watcher more than [`MAX_QUEUED_BYTES`] behind
 //! is dropped (its stream ends; it reconnects with `Last-Event-ID`); nothing is buffered
 //! without bound. One timer per object sends the heartbeats, one per watcher ends its stream
 //! when its access token expires.
@@ -29,12 +31,13 @@ use web_sys::{
     ReadableStreamDefaultController,
 };
 use worker::js_sys::{self, Uint8Array};
-use worker::{web_sys, Request, Response, ResponseBody};
+use worker::{web_sys, EncodeBody, Request, Response, ResponseBody};
 
 use super::agents::fetch_object;
 use crate::auth::Caller;
 use crate::engine::{Change, Changed, EngineError};
 use crate::http::rate_limit::Allowance;
+use crate::http::watch::gzip::{self, Check, Piece};
 use crate::http::watch::{self as render, Watch, EVENT_STREAM, HEARTBEAT, HEARTBEAT_SECONDS};
 use crate::http::ApiError;
 
@@ -49,8 +52,9 @@ const REFUSED: u16 = 409;
 /// How far a watcher may fall behind (bytes enqueued on its stream and not yet read by the
 /// runtime: the queue's high-water mark) before it is dropped.
 pub const MAX_QUEUED_BYTES: usize = 512 * 1024;
-/// A shared chunk this large is handed out at once (it may be larger by its last frames).
-const CHUNK_BYTES: usize = 128 * 1024;
+/// A shared chunk this large (in text) is handed out at once (it may be larger by its last
+/// frames): half a plain-text watcher's queue.
+const CHUNK_BYTES: usize = MAX_QUEUED_BYTES / 2;
 /// How long a chunk that is not full waits for more frames.
 const FLUSH_MS: u64 = 100;
 
@@ -149,14 +153,20 @@ pub fn refused(e: &EngineError) -> worker::Result<Response> {
     Ok(Response::from_json(e)?.with_status(REFUSED))
 }
 
-/// The object's answer to a watch it opened: its stream.
-pub fn answer(stream: web_sys::ReadableStream) -> worker::Result<Response> {
+/// The object's answer to a watch it opened: its stream, gzip-coded already if `gzip` (the
+/// runtime passes it on as it is, through the Worker too).
+pub fn answer(stream: web_sys::ReadableStream, gzip: bool) -> worker::Result<Response> {
     let mut res = Response::from_body(ResponseBody::Stream(stream))?;
     let headers = res.headers_mut();
     headers.set("content-type", EVENT_STREAM)?;
     headers.set("cache-control", "no-cache")?;
+    headers.set("vary", "accept-encoding")?;
     // Proxies that buffer answers (nginx) pass this one through as it comes.
     headers.set("x-accel-buffering", "no")?;
+    if gzip {
+        headers.set("content-encoding", "gzip")?;
+        res = res.with_encode_body(EncodeBody::Manual);
+    }
     Ok(res)
 }
 
@@ -213,8 +223,47 @@ impl Out {
     }
 }
 
-fn bytes(text: &str) -> Uint8Array {
-    Uint8Array::from(text.as_bytes())
+/// Some frames in the forms their watchers take them: plain text, or one gzip piece; each
+/// made at most once, whatever the number of watchers.
+struct Chunk<'a> {
+    text: &'a str,
+    plain: Option<Uint8Array>,
+    gzip: Option<(Uint8Array, Piece)>,
+}
+
+impl<'a> Chunk<'a> {
+    fn new(text: &'a str) -> Self {
+        Chunk {
+            text,
+            plain: None,
+            gzip: None,
+        }
+    }
+
+    /// Hands the frames to `w`, in its coding; false when its stream is gone or too far
+    /// behind.
+    fn send(&mut self, w: &mut Watcher, now: i64) -> bool {
+        w.sent.set(now);
+        match &mut w.gzip {
+            None => {
+                let plain = self
+                    .plain
+                    .get_or_insert_with(|| Uint8Array::from(self.text.as_bytes()));
+                w.out.send(plain)
+            }
+            Some(check) => {
+                let (js, piece) = self.gzip.get_or_insert_with(|| {
+                    let piece = Piece::new(self.text.as_bytes());
+                    (Uint8Array::from(&piece.bytes[..]), piece)
+                });
+                let sent = w.out.send(js);
+                if sent {
+                    check.add(piece);
+                }
+                sent
+            }
+        }
+    }
 }
 
 /// The object's watchers. Cheap to clone (one registry): the flush and heartbeat timers hold
@@ -265,6 +314,8 @@ struct Watcher {
     stage: Stage,
     /// When it was last handed anything (ms since the epoch), for the heartbeat.
     sent: Cell<i64>,
+    /// A gzip-coded stream's running check (none for plain text).
+    gzip: Option<Check>,
 }
 
 enum Stage {
@@ -275,9 +326,19 @@ enum Stage {
 }
 
 impl Watcher {
-    fn send(&self, chunk: &Uint8Array, now: i64) -> bool {
-        self.sent.set(now);
-        self.out.send(chunk)
+    /// Ends its stream, after `last` if any (a gzip stream with its trailer).
+    fn close(&mut self, last: Option<&mut Chunk>, now: i64) {
+        if let Some(last) = last {
+            last.send(self, now);
+        }
+        if let Some(check) = &self.gzip {
+            // Ten bytes, past any limit: a gzip stream that ends well ends with its check.
+            let _ = self
+                .out
+                .controller
+                .enqueue_with_chunk(&Uint8Array::from(&check.end()[..]));
+        }
+        self.out.close();
     }
 }
 
@@ -288,13 +349,18 @@ impl Watchers {
     }
 
     /// Registers a watcher for `by` whose opening is about to be read: from now on it keeps
-    /// the changes committed. Its stream ends when `until` passes.
+    /// the changes committed. Its stream ends when `until` passes; it is gzip-coded if
+    /// `gzip`.
     pub fn open(
         &self,
         by: Caller,
         until: Option<DateTime<Utc>>,
+        gzip: bool,
     ) -> Result<(u64, web_sys::ReadableStream), JsValue> {
         let (out, stream) = Out::new()?;
+        if gzip {
+            out.send(&Uint8Array::from(&gzip::HEADER[..]));
+        }
         let id = self.0.next.get() + 1;
         self.0.next.set(id);
         self.0.list.borrow_mut().push(Watcher {
@@ -303,6 +369,7 @@ impl Watchers {
             out,
             stage: Stage::Opening(vec![]),
             sent: Cell::new(Utc::now().timestamp_millis()),
+            gzip: gzip.then(Check::default),
         });
         if let Some(until) = until {
             let me = self.clone();
@@ -335,7 +402,7 @@ impl Watchers {
         for (_, frame) in kept.into_iter().filter(|(s, _)| *s > seq) {
             chunk.push_str(&frame);
         }
-        if chunk.len() > MAX_QUEUED_BYTES || !w.send(&bytes(&chunk), now) {
+        if chunk.len() > MAX_QUEUED_BYTES || !Chunk::new(&chunk).send(w, now) {
             w.out.abort();
             list.remove(at);
         }
@@ -379,8 +446,9 @@ impl Watchers {
         }
         if deleted {
             self.flush();
-            for w in self.0.list.borrow_mut().drain(..) {
-                w.out.close();
+            let now = Utc::now().timestamp_millis();
+            for mut w in self.0.list.borrow_mut().drain(..) {
+                w.close(None, now);
             }
         } else if self.0.pending.borrow().bytes >= CHUNK_BYTES {
             self.flush();
@@ -400,12 +468,13 @@ impl Watchers {
         if pending.bytes == 0 {
             return;
         }
-        let chunk = bytes(&pending.frames.concat());
+        let text = pending.frames.concat();
+        let mut chunk = Chunk::new(&text);
         let now = Utc::now().timestamp_millis();
-        self.0.list.borrow_mut().retain(|w| match w.stage {
+        self.0.list.borrow_mut().retain_mut(|w| match w.stage {
             Stage::Opening(_) => true,
             Stage::Live => {
-                w.send(&chunk, now) || {
+                chunk.send(w, now) || {
                     w.out.abort();
                     false
                 }
@@ -416,16 +485,13 @@ impl Watchers {
     /// Ends watcher `id`'s stream: its access token expired.
     fn expire(&self, id: u64) {
         self.flush();
-        let end = bytes(&render::end(
-            "the access token expired: reconnect with a fresh one",
-        ));
+        let end = render::end("the access token expired: reconnect with a fresh one");
         let now = Utc::now().timestamp_millis();
-        self.0.list.borrow_mut().retain(|w| {
+        self.0.list.borrow_mut().retain_mut(|w| {
             if w.id != id {
                 return true;
             }
-            w.send(&end, now);
-            w.out.close();
+            w.close(Some(&mut Chunk::new(&end)), now);
             false
         });
     }
@@ -439,15 +505,15 @@ impl Watchers {
         let me = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let quiet = Duration::from_secs(HEARTBEAT_SECONDS);
-            let heartbeat = bytes(HEARTBEAT);
+            let mut heartbeat = Chunk::new(HEARTBEAT);
             while !me.is_empty() {
                 worker::Delay::from(quiet / 3).await;
                 let now = Utc::now().timestamp_millis();
                 let due = now - quiet.as_millis() as i64;
-                me.0.list.borrow_mut().retain(|w| {
+                me.0.list.borrow_mut().retain_mut(|w| {
                     matches!(w.stage, Stage::Opening(_))
                         || w.sent.get() > due
-                        || w.send(&heartbeat, now)
+                        || heartbeat.send(w, now)
                         || {
                             w.out.abort();
                             false
@@ -462,15 +528,15 @@ impl Watchers {
     /// many ended.
     pub fn end(&self, who: &Caller, reason: &str) -> usize {
         self.flush();
-        let end = bytes(&render::end(reason));
+        let end = render::end(reason);
+        let mut end = Chunk::new(&end);
         let now = Utc::now().timestamp_millis();
         let mut list = self.0.list.borrow_mut();
         let before = list.len();
-        list.retain(|w| {
+        list.retain_mut(|w| {
             if w.by == *who {
                 // Past its budget it only misses the reason; its stream ends all the same.
-                w.send(&end, now);
-                w.out.close();
+                w.close(Some(&mut end), now);
                 false
             } else {
                 true

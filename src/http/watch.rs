@@ -13,6 +13,8 @@
 //! change of another kind (usage, agent) after event `E`: resuming from either replays the
 //! events after `E`, then the current usage and agents.
 
+pub mod gzip;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
@@ -41,6 +43,9 @@ pub struct Watch {
     pub until: Option<DateTime<Utc>>,
     /// The event the watcher saw last (`Last-Event-ID`).
     pub after: Option<i64>,
+    /// Whether the stream is sent gzip-coded (the client accepts it: `Accept-Encoding`).
+    #[serde(default)]
+    pub gzip: bool,
 }
 
 /// A cluster's changes, live, as server-sent events. Role: viewer (API keys too).
@@ -55,7 +60,9 @@ pub struct Watch {
 /// and few enough events followed, else starts over with a snapshot. `: heartbeat` comments
 /// come every 15 s of quiet. The stream ends with `event: end` (`{reason}`) when the access
 /// token expires, the member is removed or the key revoked, or the client reads too slowly;
-/// reconnect (with a fresh token) and `Last-Event-ID`.
+/// reconnect (with a fresh token) and `Last-Event-ID`. A client that sends
+/// `Accept-Encoding: gzip` gets the stream gzip-coded (`Content-Encoding: gzip`), each chunk
+/// decodable as it arrives.
 #[utoipa::path(get, path = "/v1/clusters/{cluster_id}/watch", tag = "clusters",
     params(("cluster_id" = Uuid, Path),
         ("Last-Event-ID" = Option<String>, Header, description = "The `id:` of the last event seen, to resume after it")),
@@ -137,11 +144,16 @@ pub fn admit(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(last_event);
+    let gzip = headers
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(gzip::accepted);
     Ok(Watch {
         cluster,
         by,
         until,
         after,
+        gzip,
     })
 }
 

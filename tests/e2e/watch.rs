@@ -18,6 +18,35 @@ use crate::scheduling::Team;
 use crate::support::{database, Client};
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+type Bytes = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
+
+/// A gzip-coded body, decoded as it arrives; an error if it ends without its whole trailer
+/// (a wrong check included).
+fn gunzip<B: AsRef<[u8]>>(
+    body: impl Stream<Item = Result<B, String>> + Send + 'static,
+) -> impl Stream<Item = Result<Vec<u8>, String>> + Send {
+    use std::io::Write;
+    let decoder = flate2::write::GzDecoder::new(Vec::new());
+    futures::stream::unfold(Some((Box::pin(body), decoder)), |state| async move {
+        let (mut body, mut decoder) = state?;
+        let decoded = match body.next().await {
+            Some(Ok(chunk)) => decoder
+                .write_all(chunk.as_ref())
+                .and_then(|()| decoder.flush())
+                .map(|()| std::mem::take(decoder.get_mut()))
+                .map_err(|e| format!("gzip: {e}")),
+            Some(Err(e)) => Err(e),
+            None => {
+                return match decoder.try_finish() {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(format!("gzip ended badly: {e}")), None)),
+                }
+            }
+        };
+        let go_on = decoded.is_ok();
+        Some((decoded, go_on.then_some((body, decoder))))
+    })
+}
 
 /// One open watch stream.
 pub(crate) struct Watcher {
@@ -26,21 +55,39 @@ pub(crate) struct Watcher {
     last: Option<String>,
 }
 
-/// Opens `cluster`'s stream as `token` (resuming after `last`): its status, and the stream
-/// when it is 200.
+/// Opens `cluster`'s stream as `token` (resuming after `last`), gzip-coded as browsers and
+/// `berth` ask for it: its status, and the stream when it is 200.
 async fn open(
     c: &Client,
     token: &str,
     cluster: &str,
     last: Option<&str>,
 ) -> (StatusCode, Option<Watcher>) {
-    let http = reqwest::Client::new();
+    open_coded(c, token, cluster, last, true).await
+}
+
+/// [`open`], gzip-coded or not (`Accept-Encoding: gzip`, decoded here as it comes: [`gunzip`],
+/// or nothing, as `curl -N` asks).
+async fn open_coded(
+    c: &Client,
+    token: &str,
+    cluster: &str,
+    last: Option<&str>,
+    gzip: bool,
+) -> (StatusCode, Option<Watcher>) {
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
     let mut req = http
         .get(format!("{}/v1/clusters/{cluster}/watch", c.base))
         .header("authorization", format!("Bearer {token}"))
         .header("cf-connecting-ip", &c.ip);
     if let Some(last) = last {
         req = req.header("last-event-id", last);
+    }
+    if gzip {
+        req = req.header("accept-encoding", "gzip, deflate, br");
     }
     let res = req.send().await.expect("the Worker answers");
     let status = res.status();
@@ -51,14 +98,23 @@ async fn open(
         res.headers()["content-type"].to_str().expect("type"),
         "text/event-stream"
     );
+    assert_eq!(
+        res.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().expect("coding")),
+        gzip.then_some("gzip")
+    );
     // Like every answer to a caller, it says what is left of the caller's budget.
     for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
         assert!(res.headers().contains_key(name), "{name}");
     }
-    let events = res
-        .bytes_stream()
-        .eventsource()
-        .map(|e| e.map_err(|e| e.to_string()));
+    let body = res.bytes_stream().map(|b| b.map_err(|e| e.to_string()));
+    let body: Bytes = if gzip {
+        Box::pin(gunzip(body))
+    } else {
+        Box::pin(body.map(|b| b.map(|b| b.to_vec())))
+    };
+    let events = body.eventsource().map(|e| e.map_err(|e| e.to_string()));
     (
         status,
         Some(Watcher {
@@ -443,6 +499,63 @@ async fn a_stream_ends_when_its_access_token_expires() {
         "{end}"
     );
     assert!(w.next(SECOND).await.is_none(), "the stream is over");
+}
+
+#[tokio::test]
+async fn gzip_and_plain_watchers_read_the_same_events_and_both_end_well() {
+    let t = Team::new().await;
+    let cluster = t.cluster(1000, 0, 0, false).await;
+    let (_, plain) = open_coded(&t.c, &t.admin, &cluster, None, false).await;
+    let (_, gzip) = open_coded(&t.c, &t.admin, &cluster, None, true).await;
+    let (mut plain, mut gzip) = (plain.expect("stream"), gzip.expect("stream"));
+    for w in [&mut plain, &mut gzip] {
+        assert_eq!(w.next(5 * SECOND).await.expect("snapshot").0, "snapshot");
+    }
+    // Changes enough for several chunks, then the cluster's deletion, which ends both
+    // streams (the gzip one with its check, or its decoder would fail).
+    let mut left = vec![];
+    for i in 0..30 {
+        let d = t.submit(&cluster, job(&format!("j{i}"), 400)).await.body["id"].clone();
+        let d = d.as_str().expect("id").to_string();
+        if i % 3 == 0 {
+            let path = format!("/v1/deployments/{d}/cancel");
+            t.c.call(Method::POST, &path, Some(&t.admin), None).await;
+        }
+        left.push(d);
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    // What waits is cancelled, then what runs stopped (each refuses the other), so that
+    // nothing is admitted meanwhile.
+    for verb in ["cancel", "stop"] {
+        for d in &left {
+            let path = format!("/v1/deployments/{d}/{verb}");
+            t.c.call(Method::POST, &path, Some(&t.admin), None).await;
+        }
+    }
+    let r =
+        t.c.call(
+            Method::DELETE,
+            &format!("/v1/clusters/{cluster}"),
+            Some(&t.admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let mut seen = [vec![], vec![]];
+    for (w, seen) in [&mut plain, &mut gzip].into_iter().zip(&mut seen) {
+        while let Some((kind, data)) = w.next(5 * SECOND).await {
+            seen.push((w.last.clone(), kind, data));
+        }
+    }
+    assert_eq!(seen[0], seen[1]);
+    let kinds: Vec<&str> = seen[0].iter().map(|(_, k, _)| k.as_str()).collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "deployment").count() >= 60,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"deleted"));
 }
 
 #[tokio::test]
