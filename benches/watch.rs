@@ -30,8 +30,12 @@ use env::env_or;
 #[path = "support/tenant.rs"]
 mod tenant;
 use tenant::{tenant, Tenant};
+#[path = "../tests/common/gunzip.rs"]
+mod gunzip;
+use gunzip::gunzip;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -172,19 +176,20 @@ async fn watcher(
         }
         return;
     }
-    // reqwest asks for gzip and decodes it, unless told not to.
-    let res = reqwest::Client::builder()
-        .gzip(gzip())
-        .build()
-        .expect("client")
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("watch");
+    let mut req = reqwest::Client::new().get(&url);
+    if gzip() {
+        req = req.header("accept-encoding", "gzip");
+    }
+    let res = req.bearer_auth(&token).send().await.expect("watch");
     assert_eq!(res.status().as_u16(), 200, "watch");
     let mut waiting = true;
-    let mut events = res.bytes_stream().eventsource();
+    let body = res.bytes_stream().map(|b| b.map_err(|e| e.to_string()));
+    let body: Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send>> = if gzip() {
+        Box::pin(gunzip(body))
+    } else {
+        Box::pin(body.map(|b| b.map(|b| b.to_vec())))
+    };
+    let mut events = body.eventsource();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), events.next()).await {
         let Ok(e) = e else { break };
         if waiting && e.event == "snapshot" {

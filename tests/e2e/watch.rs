@@ -20,33 +20,9 @@ use crate::support::{database, Client};
 type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
 type Bytes = Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>;
 
-/// A gzip-coded body, decoded as it arrives; an error if it ends without its whole trailer
-/// (a wrong check included).
-fn gunzip<B: AsRef<[u8]>>(
-    body: impl Stream<Item = Result<B, String>> + Send + 'static,
-) -> impl Stream<Item = Result<Vec<u8>, String>> + Send {
-    use std::io::Write;
-    let decoder = flate2::write::GzDecoder::new(Vec::new());
-    futures::stream::unfold(Some((Box::pin(body), decoder)), |state| async move {
-        let (mut body, mut decoder) = state?;
-        let decoded = match body.next().await {
-            Some(Ok(chunk)) => decoder
-                .write_all(chunk.as_ref())
-                .and_then(|()| decoder.flush())
-                .map(|()| std::mem::take(decoder.get_mut()))
-                .map_err(|e| format!("gzip: {e}")),
-            Some(Err(e)) => Err(e),
-            None => {
-                return match decoder.try_finish() {
-                    Ok(()) => None,
-                    Err(e) => Some((Err(format!("gzip ended badly: {e}")), None)),
-                }
-            }
-        };
-        let go_on = decoded.is_ok();
-        Some((decoded, go_on.then_some((body, decoder))))
-    })
-}
+#[path = "../common/gunzip.rs"]
+mod gunzip;
+use gunzip::gunzip;
 
 /// One open watch stream.
 pub(crate) struct Watcher {
@@ -75,11 +51,7 @@ async fn open_coded(
     last: Option<&str>,
     gzip: bool,
 ) -> (StatusCode, Option<Watcher>) {
-    let http = reqwest::Client::builder()
-        .no_gzip()
-        .build()
-        .expect("client");
-    let mut req = http
+    let mut req = reqwest::Client::new()
         .get(format!("{}/v1/clusters/{cluster}/watch", c.base))
         .header("authorization", format!("Bearer {token}"))
         .header("cf-connecting-ip", &c.ip);
