@@ -349,17 +349,19 @@ async fn main() {
         rows.push((name, result));
     }
 
-    // The baseline rounds (even) and the watched ones (odd) have the same mean time.
-    let mean = |parity: usize| {
-        let rates: Vec<f64> = rows
+    // The mean of `figure` over the baseline rounds (parity 0) or the watched ones (1),
+    // which have the same mean time.
+    let mean = |parity: usize, figure: fn(&Round) -> Option<f64>| {
+        let all: Vec<f64> = rows
             .iter()
             .skip(parity)
             .step_by(2)
-            .map(|(_, r)| r.rate)
+            .filter_map(|(_, r)| figure(r))
             .collect();
-        rates.iter().sum::<f64>() / rates.len() as f64
+        (!all.is_empty()).then(|| all.iter().sum::<f64>() / all.len() as f64)
     };
-    let base_rate = mean(0);
+    let rate = |r: &Round| Some(r.rate);
+    let base_rate = mean(0, rate).unwrap_or(f64::NAN);
     println!();
     println!(
         "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>12}",
@@ -386,21 +388,13 @@ async fn main() {
                 .map_or("-".to_string(), |ms| format!("{ms:.3} ms/sub"))
         );
     }
-    let watched_rate = mean(1);
+    let watched_rate = mean(1, rate).unwrap_or(f64::NAN);
     println!(
         "with {n_watchers} watchers: {:.1}% of the throughput without (goal: ≥ 90%)",
         100.0 * watched_rate / base_rate
     );
-    let cpu = |parity: usize| {
-        let ms: Vec<f64> = rows
-            .iter()
-            .skip(parity)
-            .step_by(2)
-            .filter_map(|(_, r)| r.cpu_ms)
-            .collect();
-        (!ms.is_empty()).then(|| ms.iter().sum::<f64>() / ms.len() as f64)
-    };
-    if let (Some(base_cpu), Some(watched_cpu)) = (cpu(0), cpu(1)) {
+    let cpu = |r: &Round| r.cpu_ms;
+    if let (Some(base_cpu), Some(watched_cpu)) = (mean(0, cpu), mean(1, cpu)) {
         println!(
             "workerd CPU per submission: {watched_cpu:.3} ms with {n_watchers} watchers, {base_cpu:.3} ms without ({:+.1}%)",
             100.0 * (watched_cpu / base_cpu - 1.0)

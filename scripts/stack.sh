@@ -55,16 +55,16 @@ fi
 log "building the release Worker and serving it with workerd on port $PORT"
 "$ROOT/scripts/build-worker.sh" 2>&1 | tail -1
 key=$("$ROOT/scripts/keygen.sh")
+# `FIELD = ["a", "b"],` for a comma-separated list, nothing for an empty one.
+capnp_list() {
+  [ -n "$2" ] || return 0
+  # shellcheck disable=SC2086
+  echo "$1 = [$(printf '"%s",' ${2//,/ } | sed 's/,$//')],"
+}
 # BENCH_V8_FLAGS (comma-separated, e.g. --trace-gc) go to V8; its output to workerd.log.
-v8_flags=""
-if [ -n "${BENCH_V8_FLAGS:-}" ]; then
-  v8_flags="v8Flags = [$(printf '"%s",' ${BENCH_V8_FLAGS//,/ } | sed 's/,$//')],"
-fi
+v8_flags=$(capnp_list v8Flags "${BENCH_V8_FLAGS:-}")
 # BENCH_COMPAT_FLAGS (comma-separated) are compatibility flags the Worker gets on top of its own.
-compat_flags=""
-if [ -n "${BENCH_COMPAT_FLAGS:-}" ]; then
-  compat_flags="compatibilityFlags = [$(printf '"%s",' ${BENCH_COMPAT_FLAGS//,/ } | sed 's/,$//')],"
-fi
+compat_flags=$(capnp_list compatibilityFlags "${BENCH_COMPAT_FLAGS:-}")
 cat > "$ROOT/build/bench.capnp" <<CAPNP
 using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (

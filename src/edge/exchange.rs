@@ -27,7 +27,7 @@ const BUFFERED_LIMIT: u64 = MAX_BODY_BYTES as u64;
 
 /// workerd's request as axum's. Header values axum cannot represent are dropped (workerd
 /// has already parsed them as HTTP); a request workerd gives us is otherwise well formed.
-pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsValue> {
+pub async fn request_from_js(req: &web_sys::Request) -> Result<Request<Body>, JsValue> {
     let mut headers = HeaderMap::new();
     for entry in req.headers().entries() {
         let pair: Array = entry?.unchecked_into();
@@ -39,22 +39,6 @@ pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsV
             HeaderValue::from_str(&value),
         ) {
             headers.append(name, value);
-        }
-    }
-    // Cloudflare (and wrangler dev) hands the Worker its own `Accept-Encoding` and keeps the
-    // client's in `cf.clientAcceptEncoding`: what the client accepts is the client's.
-    if headers.contains_key(ACCEPT_ENCODING) {
-        let client = js_sys::Reflect::get(&req, &JsValue::from_str("cf"))
-            .and_then(|cf| js_sys::Reflect::get(&cf, &JsValue::from_str("clientAcceptEncoding")))
-            .ok()
-            .and_then(|v| v.as_string());
-        if let Some(client) = client {
-            headers.remove(ACCEPT_ENCODING);
-            if let Ok(value) = HeaderValue::from_str(&client) {
-                if !client.is_empty() {
-                    headers.insert(ACCEPT_ENCODING, value);
-                }
-            }
         }
     }
     let method = Method::from_bytes(req.method().as_bytes())
@@ -78,6 +62,26 @@ pub async fn request_from_js(req: web_sys::Request) -> Result<Request<Body>, JsV
         .map_err(|e| JsValue::from_str(&e.to_string()))?;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// What the client itself accepts, in `headers`: Cloudflare (and `wrangler dev`) hands the
+/// Worker its own `Accept-Encoding` and keeps the client's in `cf.clientAcceptEncoding`. Only
+/// the routes whose answer depends on it ask (reading `cf` builds an object per request).
+pub fn client_accept_encoding(req: &web_sys::Request, headers: &mut HeaderMap) {
+    let client = js_sys::Reflect::get(req, &JsValue::from_str("cf"))
+        .and_then(|cf| js_sys::Reflect::get(&cf, &JsValue::from_str("clientAcceptEncoding")))
+        .ok()
+        .and_then(|v| v.as_string());
+    let Some(client) = client else {
+        return;
+    };
+    headers.remove(ACCEPT_ENCODING);
+    if let Some(value) = HeaderValue::from_str(&client)
+        .ok()
+        .filter(|_| !client.is_empty())
+    {
+        headers.insert(ACCEPT_ENCODING, value);
+    }
 }
 
 /// axum's complete answer as workerd's, body in one byte array.

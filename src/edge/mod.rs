@@ -93,13 +93,9 @@ fn kept<K: PartialEq, T: Clone>(
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 
 #[event(fetch)]
-async fn fetch(
-    req: web_sys::Request,
-    env: Env,
-    _ctx: Context,
-) -> worker::Result<web_sys::Response> {
-    let res = match exchange::request_from_js(req).await {
-        Ok(req) => match token_keys(&env).and_then(|keys| Ok((keys, rate_limits(&env)?))) {
+async fn fetch(js: web_sys::Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
+    let res = match exchange::request_from_js(&js).await {
+        Ok(mut req) => match token_keys(&env).and_then(|keys| Ok((keys, rate_limits(&env)?))) {
             Ok((keys, limits)) => {
                 let state = AppState::new(Arc::new(EdgePlatform::new(env.clone())), keys)
                     .with_limits(limits);
@@ -110,8 +106,11 @@ async fn fetch(
                 }
                 // The watch stream too: the object's streaming answer passes through as it
                 // is, rather than chunk by chunk through Rust and back.
-                if let Some(segment) = http::watch::watch_path(req.uri().path()) {
-                    return watch::connect(&state, &env, segment, &req).await;
+                if let Some(segment) = http::watch::watch_path(req.uri().path()).map(str::to_owned)
+                {
+                    // Its coding is the client's choice.
+                    exchange::client_accept_encoding(&js, req.headers_mut());
+                    return watch::connect(&state, &env, &segment, &req).await;
                 }
                 // However the database behaves, a request is answered: past the deadline,
                 // 503 with retry-after (its connections are dropped with it).

@@ -211,6 +211,11 @@ impl Out {
         self.controller.enqueue_with_chunk(chunk).is_ok()
     }
 
+    /// Hands `chunk` to the stream however far behind it is (a few bytes that end it).
+    fn push(&self, chunk: &Uint8Array) {
+        let _ = self.controller.enqueue_with_chunk(chunk);
+    }
+
     /// Ends the stream after what it was handed.
     fn close(&self) {
         let _ = self.controller.close();
@@ -319,8 +324,9 @@ struct Watcher {
 }
 
 enum Stage {
-    /// Its opening is being read: the changes committed meanwhile, with their `seq`.
-    Opening(Vec<(u64, Rc<str>)>),
+    /// Its opening is being read: the changes committed meanwhile, with their `seq`, and
+    /// their bytes.
+    Opening(Vec<(u64, Rc<str>)>, usize),
     /// Handed every change as it is published.
     Live,
 }
@@ -333,10 +339,7 @@ impl Watcher {
         }
         if let Some(check) = &self.gzip {
             // Ten bytes, past any limit: a gzip stream that ends well ends with its check.
-            let _ = self
-                .out
-                .controller
-                .enqueue_with_chunk(&Uint8Array::from(&check.end()[..]));
+            self.out.push(&Uint8Array::from(&check.end()[..]));
         }
         self.out.close();
     }
@@ -359,7 +362,7 @@ impl Watchers {
     ) -> Result<(u64, web_sys::ReadableStream), JsValue> {
         let (out, stream) = Out::new()?;
         if gzip {
-            out.send(&Uint8Array::from(&gzip::HEADER[..]));
+            out.push(&Uint8Array::from(&gzip::HEADER[..]));
         }
         let id = self.0.next.get() + 1;
         self.0.next.set(id);
@@ -367,7 +370,7 @@ impl Watchers {
             id,
             by,
             out,
-            stage: Stage::Opening(vec![]),
+            stage: Stage::Opening(vec![], 0),
             sent: Cell::new(Utc::now().timestamp_millis()),
             gzip: gzip.then(Check::default),
         });
@@ -395,7 +398,7 @@ impl Watchers {
         };
         let w = &mut list[at];
         let kept = match std::mem::replace(&mut w.stage, Stage::Live) {
-            Stage::Opening(kept) => kept,
+            Stage::Opening(kept, _) => kept,
             Stage::Live => vec![],
         };
         let mut chunk = frames.concat();
@@ -424,16 +427,16 @@ impl Watchers {
         {
             let mut list = self.0.list.borrow_mut();
             let mut pending = self.0.pending.borrow_mut();
-            let opening = list.iter().any(|w| matches!(w.stage, Stage::Opening(_)));
+            let opening = list.iter().any(|w| matches!(w.stage, Stage::Opening(..)));
             for change in changes {
                 let frame = render::frame(change);
                 if opening {
                     let frame: Rc<str> = Rc::from(frame.as_str());
                     list.retain_mut(|w| match &mut w.stage {
-                        Stage::Opening(kept) => {
+                        Stage::Opening(kept, held) => {
                             kept.push((change.seq, frame.clone()));
-                            let held: usize = kept.iter().map(|(_, f)| f.len()).sum();
-                            held <= MAX_QUEUED_BYTES || {
+                            *held += frame.len();
+                            *held <= MAX_QUEUED_BYTES || {
                                 w.out.abort();
                                 false
                             }
@@ -472,7 +475,7 @@ impl Watchers {
         let mut chunk = Chunk::new(&text);
         let now = Utc::now().timestamp_millis();
         self.0.list.borrow_mut().retain_mut(|w| match w.stage {
-            Stage::Opening(_) => true,
+            Stage::Opening(..) => true,
             Stage::Live => {
                 chunk.send(w, now) || {
                     w.out.abort();
@@ -511,7 +514,7 @@ impl Watchers {
                 let now = Utc::now().timestamp_millis();
                 let due = now - quiet.as_millis() as i64;
                 me.0.list.borrow_mut().retain_mut(|w| {
-                    matches!(w.stage, Stage::Opening(_))
+                    matches!(w.stage, Stage::Opening(..))
                         || w.sent.get() > due
                         || heartbeat.send(w, now)
                         || {

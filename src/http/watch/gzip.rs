@@ -25,9 +25,9 @@ pub fn accepted(accept_encoding: &str) -> bool {
         let mut parts = item.split(';');
         let coding = parts.next().unwrap_or_default().trim();
         let weight = parts
-            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
-            .filter_map(|q| q.trim().parse::<f32>().ok())
-            .next()
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("q=").or(p.strip_prefix("Q=")))
+            .and_then(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
             return weight > 0.0;
