@@ -1,14 +1,15 @@
 //! Watch benchmark (a program, not a test; `make bench` runs it last, `BENCH_ONLY=watch`
 //! alone): what open watch streams cost the hot path. Submissions from WATCH_CLIENTS
-//! connections (default 16) into one cluster for BENCH_SECONDS (default 10) each round, after
-//! an uncounted warm-up: rounds without a watcher and WATCH_PAIRS (default 3) rounds with
-//! WATCHERS (default 100) watch streams open on that cluster, in turn, beginning and ending
-//! with a round without — the baseline is measured in the same run, and each watched round
-//! sits between two baseline rounds, so that a drift of the machine's speed during the run
-//! hits both alike. With the watchers:
+//! connections (default 16) into a cluster for BENCH_SECONDS (default 10) each round, after
+//! two uncounted warm-up rounds (without and with watchers): rounds without a watcher and
+//! WATCH_PAIRS (default 3) rounds with WATCHERS (default 100) watch streams open on the
+//! round's cluster, in turn, beginning and ending with a round without — the baseline is
+//! measured in the same run, and each watched round sits between two baseline rounds, so that
+//! a drift of the machine's speed during the run hits both alike. Every round has a new
+//! cluster of its own, so that each starts from the same state. With the watchers:
 //!
-//! - every watcher must receive every deployment event the rounds recorded (checked against
-//!   the database), in order;
+//! - every watcher must receive every deployment event its round's cluster recorded
+//!   (checked against the database), in order;
 //! - one watcher's delivery delay (201 on the submitting client → the `created` event on the
 //!   watcher) is reported as percentiles;
 //! - one more watcher never reads (a raw socket with a small receive buffer): the server must
@@ -57,6 +58,11 @@ struct Round {
     rate: f64,
     /// workerd's CPU time per acknowledged submission, ms (BENCH_WORKERD_PID).
     cpu_ms: Option<f64>,
+    /// This program's own CPU time per acknowledged submission, ms (its watchers' reading
+    /// included).
+    own_ms: Option<f64>,
+    /// The share of the machine's CPU time left idle during the round.
+    idle: Option<f64>,
     latencies: Vec<f64>,
     acked: Vec<(String, Instant)>,
     errors: usize,
@@ -72,9 +78,24 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The machine's CPU time so far, in clock ticks: idle (idle and iowait) and all.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    Some((ticks.get(3)? + ticks.get(4)?, ticks.iter().sum()))
+}
+
 async fn round(http: &reqwest::Client, base: &str, token: &str, cluster: &str) -> Round {
     let pid = std::env::var("BENCH_WORKERD_PID").unwrap_or_default();
-    let ticks_before = cpu_ticks(&pid);
+    let own = std::process::id().to_string();
+    let (ticks_before, own_before, machine_before) =
+        (cpu_ticks(&pid), cpu_ticks(&own), machine_ticks());
     let (clients, seconds) = (
         env_or("WATCH_CLIENTS", 16usize),
         env_or("BENCH_SECONDS", 10.0),
@@ -117,11 +138,18 @@ async fn round(http: &reqwest::Client, base: &str, token: &str, cluster: &str) -
         errors += e;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let cpu_ms = ticks_before
-        .zip(cpu_ticks(&pid))
-        .map(|(a, b)| (b - a) as f64 * 10.0 / acked.len().max(1) as f64);
+    let per_submission = |before: Option<u64>, after: Option<u64>| {
+        before
+            .zip(after)
+            .map(|(a, b)| (b - a) as f64 * 10.0 / acked.len().max(1) as f64)
+    };
+    let idle = machine_before
+        .zip(machine_ticks())
+        .map(|((idle0, all0), (idle1, all1))| (idle1 - idle0) as f64 / (all1 - all0).max(1) as f64);
     Round {
-        cpu_ms,
+        cpu_ms: per_submission(ticks_before, cpu_ticks(&pid)),
+        own_ms: per_submission(own_before, cpu_ticks(&own)),
+        idle,
         rate: acked.len() as f64 / start.elapsed().as_secs_f64(),
         latencies,
         acked,
@@ -182,37 +210,47 @@ async fn watcher(
     }
     let res = req.bearer_auth(&token).send().await.expect("watch");
     assert_eq!(res.status().as_u16(), 200, "watch");
-    let mut waiting = true;
-    let body = res.bytes_stream().map(|b| b.map_err(|e| e.to_string()));
+    ready.wait().await;
+    // What arrives is kept as it comes, with when it came, and read once the round is over:
+    // the client's decoding and parsing (on the same two cores) is not what is measured.
+    let mut arrived = vec![];
+    let mut body = res.bytes_stream();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(3), body.next()).await
+    {
+        arrived.push((Instant::now(), chunk));
+    }
+    // A quiet stream after the rounds: the test is over.
+    if !done.load(Ordering::Relaxed) {
+        eprintln!("a watcher's stream ended before the rounds did");
+    }
+    // The parser pulls the chunks one at a time: an event it yields came with the last one.
+    let came = Arc::new(Mutex::new(Instant::now()));
+    let pulled = came.clone();
+    let body = futures::stream::iter(arrived).map(move |(at, chunk)| {
+        *pulled.lock().expect("came") = at;
+        Ok::<_, String>(chunk)
+    });
     let body: Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send>> = if gzip() {
         Box::pin(gunzip(body))
     } else {
         Box::pin(body.map(|b| b.map(|b| b.to_vec())))
     };
     let mut events = body.eventsource();
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), events.next()).await {
-        let Ok(e) = e else { break };
-        if waiting && e.event == "snapshot" {
-            waiting = false;
-            ready.wait().await;
-            continue;
-        }
+    let mut mine = Seen::default();
+    while let Some(Ok(e)) = events.next().await {
         if e.event != "deployment" {
             continue;
         }
-        let mut seen = seen.lock().expect("seen");
-        seen.events.push(e.id.parse().unwrap_or(-1));
+        mine.events.push(e.id.parse().unwrap_or(-1));
         if timed && e.data.contains("\"event\":\"created\"") {
             let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
             if let Some(id) = v["id"].as_str() {
-                seen.created.insert(id.to_string(), Instant::now());
+                let at = *came.lock().expect("came");
+                mine.created.insert(id.to_string(), at);
             }
         }
     }
-    // A quiet stream after the rounds: the test is over.
-    if !done.load(Ordering::Relaxed) {
-        eprintln!("a watcher's stream ended before the rounds did");
-    }
+    *seen.lock().expect("seen") = mine;
 }
 
 /// A watcher that never reads (a raw HTTP/1.1 request on a socket with a small receive
@@ -287,7 +325,7 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-    let Tenant { token, cluster, .. } = tenant(&http, &base, "watch-bench").await;
+    let Tenant { token, org, .. } = tenant(&http, &base, "watch-bench").await;
     println!(
         "Watch benchmark: {base}; {} clients, {} s per round, {n_watchers} watchers ({})",
         env_or("WATCH_CLIENTS", 16usize),
@@ -299,25 +337,29 @@ async fn main() {
         }
     );
 
-    let url = format!("{base}/v1/clusters/{cluster}/watch");
     let mut rows: Vec<(String, Round)> = vec![];
     let done = Arc::new(AtomicBool::new(false));
-    let mut seen_all: Vec<Arc<Mutex<Seen>>> = vec![];
+    // What each counted watcher saw, with its round's cluster.
+    let mut seen_all: Vec<(String, Arc<Mutex<Seen>>)> = vec![];
     let mut slow = None;
-    // Not counted: at first the wasm's hot functions still run on V8's baseline compiler,
-    // and the first round measured was always the slowest (the baseline's, which flattered
-    // the watchers' ratio).
-    let warm = round(&http, &base, &token, &cluster).await;
-    println!("warm-up round, not counted: {:.1} per s", warm.rate);
-    for r in 0..rounds {
-        let watched = r % 2 == 1;
+    // Two rounds first, not counted, without and with watchers: at first the wasm's hot
+    // functions (the watchers' too) still run on V8's baseline compiler, and the first round
+    // measured was always the slowest. Each round has a fresh cluster of its own, so that
+    // every round starts from the same state (an empty cluster) and the clusters' growth
+    // during the run is nobody's cost.
+    for r in 0..rounds + 2 {
+        let (warm, watched) = (r < 2, r % 2 == 1);
+        let cluster = tenant::cluster(&http, &base, &token, &org, &format!("round-{r}")).await;
+        let url = format!("{base}/v1/clusters/{cluster}/watch");
         let mut tasks = vec![];
         if watched {
             done.store(false, Ordering::Relaxed);
             let ready = Arc::new(tokio::sync::Barrier::new(n_watchers + 1));
             for w in 0..n_watchers {
                 let seen = Arc::new(Mutex::new(Seen::default()));
-                seen_all.push(seen.clone());
+                if !warm {
+                    seen_all.push((cluster.clone(), seen.clone()));
+                }
                 tasks.push(tokio::spawn(watcher(
                     url.clone(),
                     token.clone(),
@@ -329,16 +371,11 @@ async fn main() {
                 )));
             }
             ready.wait().await;
-            if r == rounds - 2 {
+            if r == rounds {
                 slow = Some(never_reads(&base, &token, &cluster).await);
             }
         }
         let result = round(&http, &base, &token, &cluster).await;
-        let name = if watched {
-            format!("POST deployments, {n_watchers} watchers")
-        } else {
-            "POST deployments, no watcher (baseline)".to_string()
-        };
         if watched {
             // Every watcher has seen the round's last event (or gave up after 3 s quiet).
             done.store(true, Ordering::Relaxed);
@@ -346,7 +383,17 @@ async fn main() {
                 let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
             }
         }
-        rows.push((name, result));
+        let name = match (warm, watched) {
+            (true, false) => "warm-up, no watcher (not counted)".to_string(),
+            (true, true) => format!("warm-up, {n_watchers} watchers (not counted)"),
+            (false, false) => "POST deployments, no watcher (baseline)".to_string(),
+            (false, true) => format!("POST deployments, {n_watchers} watchers"),
+        };
+        if warm {
+            println!("{name}: {:.1} per s", result.rate);
+        } else {
+            rows.push((name, result));
+        }
     }
 
     // The mean of `figure` over the baseline rounds (parity 0) or the watched ones (1),
@@ -364,8 +411,17 @@ async fn main() {
     let base_rate = mean(0, rate).unwrap_or(f64::NAN);
     println!();
     println!(
-        "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>12}",
-        "round", "per s", "p50 ms", "p90 ms", "p99 ms", "errors", "vs none", "workerd CPU"
+        "{:<44} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>12} {:>12} {:>6}",
+        "round",
+        "per s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "vs none",
+        "workerd CPU",
+        "bench CPU",
+        "idle"
     );
     for (i, (name, r)) in rows.iter().enumerate() {
         // A watched round against the two baseline rounds around it; a baseline round
@@ -376,7 +432,7 @@ async fn main() {
             base_rate
         };
         println!(
-            "{:<44} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.0}% {:>12}",
+            "{:<44} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>8.0}% {:>12} {:>12} {:>6}",
             name,
             r.rate,
             pct(&r.latencies, 0.5),
@@ -385,7 +441,11 @@ async fn main() {
             r.errors,
             100.0 * r.rate / against,
             r.cpu_ms
-                .map_or("-".to_string(), |ms| format!("{ms:.3} ms/sub"))
+                .map_or("-".to_string(), |ms| format!("{ms:.3} ms/sub")),
+            r.own_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.3} ms/sub")),
+            r.idle
+                .map_or("-".to_string(), |idle| format!("{:.0}%", 100.0 * idle))
         );
     }
     let watched_rate = mean(1, rate).unwrap_or(f64::NAN);
@@ -405,7 +465,7 @@ async fn main() {
     let timed = seen_all
         .iter()
         .step_by(n_watchers)
-        .map(|s| s.lock().expect("seen").created.clone())
+        .map(|(_, s)| s.lock().expect("seen").created.clone())
         .collect::<Vec<_>>();
     let mut delays = vec![];
     for (r, created) in (1..rounds).step_by(2).zip(&timed) {
@@ -429,24 +489,28 @@ async fn main() {
         .await
         .expect("database");
     tokio::spawn(conn);
-    let cluster_id: uuid::Uuid = cluster.parse().expect("uuid");
-    let recorded: Vec<i64> = db
+    let watched: Vec<uuid::Uuid> = seen_all
+        .iter()
+        .map(|(cluster, _)| cluster.parse().expect("uuid"))
+        .collect();
+    let mut recorded: HashMap<String, Vec<i64>> = HashMap::new();
+    for row in db
         .query(
-            "select id from deployment_events where cluster_id = $1 order by id",
-            &[&cluster_id],
+            "select cluster_id::text, id from deployment_events where cluster_id = any($1) order by id",
+            &[&watched],
         )
         .await
         .expect("events")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    {
+        recorded.entry(row.get(0)).or_default().push(row.get(1));
+    }
     let (mut complete, mut checked, mut drained) = (0, 0, 0);
     // A draining watcher reads two deployment frames per submission, ~1.6 KB of text; gzip
     // makes them about 100 B.
     let least = if gzip() { 40 } else { 300 };
     let fewest = (1..rounds).step_by(2).map(|r| rows[r].1.acked.len()).min();
     let mut per_submission = vec![];
-    for seen in &seen_all {
+    for (cluster, seen) in &seen_all {
         let seen = seen.lock().expect("seen");
         if seen.events.is_empty() {
             per_submission.push(seen.bytes as f64 / fewest.unwrap_or(1).max(1) as f64);
@@ -454,15 +518,11 @@ async fn main() {
             continue;
         }
         checked += 1;
-        let (Some(first), Some(last)) = (seen.events.first(), seen.events.last()) else {
-            continue;
-        };
-        let want: Vec<i64> = recorded
-            .iter()
-            .copied()
-            .filter(|id| id >= first && id <= last)
-            .collect();
-        if seen.events == want && !want.is_empty() {
+        // Its cluster was new when it connected: every event the cluster has was its round's.
+        if recorded
+            .get(cluster)
+            .is_some_and(|want| *want == seen.events)
+        {
             complete += 1;
         }
     }

@@ -54,18 +54,30 @@ pub async fn tenant(http: &reqwest::Client, base: &str, label: &str) -> Tenant {
     );
     let org = post(http, base, "/v1/orgs", Some(&token), json!({"name": label})).await;
     let org = id(org, "id");
-    let cluster = post(
-        http,
-        base,
-        &format!("/v1/orgs/{org}/clusters"),
-        Some(&token),
-        json!({"name": label, "capacity": {"cpu_millis": HUGE, "memory_mib": HUGE, "gpus": 0}}),
-    )
-    .await;
-    let cluster = id(cluster, "id");
+    let cluster = cluster(http, base, &token, &org, label).await;
     Tenant {
         token,
         org,
         cluster,
     }
+}
+
+/// A new cluster of `org` named `name`, large enough that everything submitted to it is
+/// admitted: its id.
+pub async fn cluster(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    org: &str,
+    name: &str,
+) -> String {
+    let cluster = post(
+        http,
+        base,
+        &format!("/v1/orgs/{org}/clusters"),
+        Some(token),
+        json!({"name": name, "capacity": {"cpu_millis": HUGE, "memory_mib": HUGE, "gpus": 0}}),
+    )
+    .await;
+    cluster["id"].as_str().expect("id").to_string()
 }
