@@ -489,15 +489,18 @@ async fn main() {
         .await
         .expect("database");
     tokio::spawn(conn);
-    let watched: Vec<uuid::Uuid> = seen_all
+    // The watched rounds' clusters (each watcher names its own).
+    let mut clusters: Vec<uuid::Uuid> = seen_all
         .iter()
         .map(|(cluster, _)| cluster.parse().expect("uuid"))
         .collect();
+    clusters.sort_unstable();
+    clusters.dedup();
     let mut recorded: HashMap<String, Vec<i64>> = HashMap::new();
     for row in db
         .query(
             "select cluster_id::text, id from deployment_events where cluster_id = any($1) order by id",
-            &[&watched],
+            &[&clusters],
         )
         .await
         .expect("events")
