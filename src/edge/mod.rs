@@ -93,24 +93,38 @@ fn kept<K: PartialEq, T: Clone>(
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(6);
 
 #[event(fetch)]
-async fn fetch(js: web_sys::Request, env: Env, _ctx: Context) -> worker::Result<web_sys::Response> {
-    let res = match exchange::request_from_js(&js).await {
-        Ok(mut req) => match token_keys(&env).and_then(|keys| Ok((keys, rate_limits(&env)?))) {
+async fn fetch(js: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let platform = Arc::new(EdgePlatform::new(env.clone()));
+    let answer = answer(&js, &env, &platform).await;
+    // The connections it opened close after the answer goes out, in this event's time.
+    if let Some(closed) = platform.closed() {
+        ctx.wait_until(closed);
+    }
+    answer
+}
+
+/// The answer to one request.
+async fn answer(
+    js: &web_sys::Request,
+    env: &Env,
+    platform: &Arc<EdgePlatform>,
+) -> worker::Result<web_sys::Response> {
+    let res = match exchange::request_from_js(js).await {
+        Ok(mut req) => match token_keys(env).and_then(|keys| Ok((keys, rate_limits(env)?))) {
             Ok((keys, limits)) => {
-                let state = AppState::new(Arc::new(EdgePlatform::new(env.clone())), keys)
-                    .with_limits(limits);
+                let state = AppState::new(platform.clone(), keys).with_limits(limits);
                 // The agent WebSocket is answered beside the router: axum cannot carry the
                 // runtime's 101 with its socket.
                 if let Some(segment) = http::agents::connect_path(req.uri().path()) {
-                    return agents::connect(&state, &env, segment, &req).await;
+                    return agents::connect(&state, env, segment, &req).await;
                 }
                 // The watch stream too: the object's streaming answer passes through as it
                 // is, rather than chunk by chunk through Rust and back.
                 if let Some(segment) = http::watch::watch_path(req.uri().path()).map(str::to_owned)
                 {
                     // Its coding is the client's choice.
-                    exchange::client_accept_encoding(&js, req.headers_mut());
-                    return watch::connect(&state, &env, &segment, &req).await;
+                    exchange::client_accept_encoding(js, req.headers_mut());
+                    return watch::connect(&state, env, &segment, &req).await;
                 }
                 // However the database behaves, a request is answered: past the deadline,
                 // 503 with retry-after (its connections are dropped with it).
@@ -142,9 +156,12 @@ async fn fetch(js: web_sys::Request, env: Env, _ctx: Context) -> worker::Result<
 }
 
 #[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     let platform = EdgePlatform::new(env);
     if let Err(e) = platform.sweep().await {
         worker::console_error!("scheduled sweep failed: {e}");
+    }
+    if let Some(closed) = platform.closed() {
+        ctx.wait_until(closed);
     }
 }

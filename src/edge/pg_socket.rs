@@ -8,7 +8,7 @@
 
 use std::io::{Error as IoError, Result as IoResult};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,6 +32,8 @@ pub struct PgSocket {
     /// The write in flight and its length.
     writing: Option<(JsFuture, usize)>,
     closing: Option<JsFuture>,
+    /// The writer is closed.
+    closed: bool,
 }
 
 // Workers run one thread per isolate; tokio-postgres wants `Send` streams.
@@ -86,6 +88,7 @@ impl PgSocket {
             unread_from: 0,
             writing: None,
             closing: None,
+            closed: false,
         })
     }
 
@@ -183,17 +186,33 @@ impl AsyncWrite for PgSocket {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
-        match self.poll_write_done(cx) {
-            Poll::Ready(Ok(_)) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
+        ready!(self.poll_write_done(cx))?;
         let this = &mut *self;
-        let writer = &this.writer;
-        let close = this
-            .closing
-            .get_or_insert_with(|| JsFuture::from(writer.close()));
-        close.poll_unpin(cx).map_ok(|_| ()).map_err(js_error)
+        if !this.closed {
+            let writer = &this.writer;
+            let close = this
+                .closing
+                .get_or_insert_with(|| JsFuture::from(writer.close()));
+            ready!(close.poll_unpin(cx)).map_err(js_error)?;
+            this.closing = None;
+            this.closed = true;
+        }
+        // The client always leaves a read waiting for the server. Its promise settles when the
+        // server, told by the close, ends the stream; once the event is over the runtime drops
+        // it unsettled instead. A `JsFuture` frees its two callbacks, and what they hold, only
+        // when its promise settles, so a connection that ended here kept them for the
+        // isolate's life: one per request, never collected (BENCHMARKS.md, "the leak"). So
+        // shutdown lasts until the stream's end (or error), whatever still comes is dropped.
+        while let Some(read) = this.reading.as_mut() {
+            let result = ready!(read.poll_unpin(cx));
+            this.reading = None;
+            let Ok(result) = result else { break };
+            let done = Reflect::get(&result, &JsValue::from_str("done")).map_err(js_error)?;
+            if !done.is_truthy() {
+                this.reading = Some(JsFuture::from(this.reader.read()));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

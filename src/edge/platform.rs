@@ -1,9 +1,13 @@
 //! `Platform` on Workers: Postgres through the Hyperdrive binding, throttling through the
 //! `Throttle` Durable Object shards.
 
+use std::cell::RefCell;
+use std::future::Future;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::oneshot;
 use worker::send::{SendFuture, SendWrapper};
 use worker::Env;
 
@@ -18,8 +22,9 @@ use crate::domain::throttle::{shard_of, Key};
 use crate::engine::{Command, EngineError, Executed, View, Viewed};
 use crate::http::{ApiError, Platform};
 
-/// Opens a Postgres connection through the Hyperdrive binding.
-pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
+/// Opens a Postgres connection through the Hyperdrive binding. Its task runs until the
+/// client is dropped and the socket closed, then `closed` resolves.
+async fn open_db(env: &Env) -> Result<(tokio_postgres::Client, Closed), DbError> {
     let unavailable = |e: String| DbError::Unavailable(e);
     let hd = env
         .hyperdrive("HYPERDRIVE")
@@ -39,24 +44,54 @@ pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
         .connect_raw(socket, StartTls)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
+    let (done, closed) = oneshot::channel();
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = connection.await {
             worker::console_error!("postgres connection: {e}");
         }
+        let _ = done.send(());
     });
-    Ok(client)
+    Ok((client, closed))
+}
+
+/// Resolves when a connection's task has ended (its socket closed), or was dropped.
+type Closed = oneshot::Receiver<()>;
+
+/// Opens a connection for a Durable Object, whose context outlives it: the object keeps it
+/// while it works, and its task ends in that context.
+pub async fn connect_db(env: &Env) -> Result<tokio_postgres::Client, DbError> {
+    Ok(open_db(env).await?.0)
 }
 
 /// The Workers implementation of the platform port.
 pub struct EdgePlatform {
     env: SendWrapper<Env>,
+    /// The connections opened for this event, until they have closed.
+    opened: SendWrapper<RefCell<Vec<Closed>>>,
 }
 
 impl EdgePlatform {
     pub fn new(env: Env) -> Self {
         Self {
             env: SendWrapper::new(env),
+            opened: SendWrapper::new(RefCell::new(Vec::new())),
         }
+    }
+
+    /// Resolves when every connection opened so far has closed, for the event's
+    /// `waitUntil`. A connection's task closes its socket after the answer went out (once
+    /// the handler dropped its client); the runtime ends an event's I/O with its answer
+    /// unless it is told to wait, and a task waiting on a socket the runtime ended never
+    /// finishes, nor frees what it holds: its Rust state and the JavaScript promises and
+    /// closures it awaits, for the isolate's life (BENCHMARKS.md, "the leak").
+    /// `None` when none was opened.
+    pub fn closed(&self) -> Option<impl Future<Output = ()> + 'static> {
+        let opened = std::mem::take(&mut *self.opened.borrow_mut());
+        (!opened.is_empty()).then_some(async move {
+            for closed in opened {
+                let _ = closed.await;
+            }
+        })
     }
 
     /// Calls the object `name` of `binding` over RPC with a JSON call and decodes its JSON
@@ -128,7 +163,9 @@ impl EdgePlatform {
 impl Platform for EdgePlatform {
     async fn connect(&self) -> Result<tokio_postgres::Client, DbError> {
         let env = self.env.clone();
-        SendFuture::new(async move { connect_db(&env).await }).await
+        let (client, closed) = SendFuture::new(async move { open_db(&env).await }).await?;
+        self.opened.borrow_mut().push(closed);
+        Ok(client)
     }
 
     async fn cluster_command(
