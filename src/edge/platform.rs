@@ -79,12 +79,12 @@ impl EdgePlatform {
     }
 
     /// Resolves when every connection opened so far has closed, for the event's
-    /// `waitUntil`. A connection's task closes its socket after the answer went out (once
-    /// the handler dropped its client); the runtime ends an event's I/O with its answer
-    /// unless it is told to wait, and a task waiting on a socket the runtime ended never
-    /// finishes, nor frees what it holds: its Rust state and the JavaScript promises and
-    /// closures it awaits, for the isolate's life (BENCHMARKS.md, "the leak").
-    /// `None` when none was opened.
+    /// `waitUntil`; `None` when none was opened. A connection's task closes its socket after
+    /// the answer went out (once the handler dropped its client), and its last read settles
+    /// only when the server's end of stream arrives (`PgSocket::poll_shutdown`). The runtime
+    /// ends an event's I/O with its answer unless told to wait, dropping that read unsettled,
+    /// and the future awaiting it is then kept for the isolate's life (BENCHMARKS.md, "the
+    /// leak").
     pub fn closed(&self) -> Option<impl Future<Output = ()> + 'static> {
         let opened = std::mem::take(&mut *self.opened.borrow_mut());
         (!opened.is_empty()).then_some(async move {
